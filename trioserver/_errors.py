@@ -1,0 +1,29 @@
+"""The errors trioserver raises: one base, each also the trio or built-in error it resembles."""
+
+from __future__ import annotations
+
+import trio
+
+
+class TrioServerError(Exception):
+    """Base class of every error that trioserver raises."""
+
+
+class CallTimeout(TrioServerError, trio.TooSlowError):
+    """Raised to a caller whose handler was cut off by its deadline (its budget or the caller's)."""
+
+
+class ServerStopped(TrioServerError, trio.ClosedResourceError):
+    """Raised to a caller when the server is not running: never started, stopping, or stopped."""
+
+
+class ServerOverloaded(TrioServerError):
+    """Raised to a caller whose request the server refused to queue or to start."""
+
+
+class DeadlockError(TrioServerError, RuntimeError):
+    """Raised to a caller whose call could only wait on itself (a task started by the running handler)."""
+
+
+class InvalidServerDefinition(TrioServerError, TypeError):
+    """Raised when a server class or one of its handlers is declared wrongly."""

@@ -1,0 +1,73 @@
+"""Handle methods: what ``handle.method`` is once `@server` has collected the marks.
+
+Each is generated with the handler's own parameter list (as attrs and
+dataclasses generate ``__init__``), so Python itself binds the arguments in the
+caller: a wrong call raises `TypeError` there, at once, and queues nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._server import Method
+
+_P = inspect.Parameter
+
+
+def handle_method(method: Method) -> Callable[..., Any]:
+    """Build the function that sends `method`'s requests to the running server."""
+    fn = method.fn
+    params = list(inspect.signature(fn).parameters.values())
+    last_positional_only = max(
+        (i for i, p in enumerate(params) if p.kind is _P.POSITIONAL_ONLY), default=-1
+    )
+    namespace: dict[str, Any] = {"_trioserver_method": method}
+    signature: list[str] = []
+    positional: list[str] = []
+    keywords: list[str] = []
+    star_written = False
+    for index, param in enumerate(params):
+        name = param.name
+        if param.kind is _P.VAR_POSITIONAL:
+            signature.append(f"*{name}")
+            positional.append(f"*{name}")
+            star_written = True
+        elif param.kind is _P.VAR_KEYWORD:
+            signature.append(f"**{name}")
+            keywords.append(f"**{name}")
+        else:
+            if param.kind is _P.KEYWORD_ONLY and not star_written:
+                signature.append("*")
+                star_written = True
+            if param.default is _P.empty:
+                signature.append(name)
+            else:
+                namespace[f"_trioserver_d{index}"] = param.default
+                signature.append(f"{name}=_trioserver_d{index}")
+            if index == 0:
+                pass  # self: the handle itself, not an argument of the handler
+            elif param.kind is _P.KEYWORD_ONLY:
+                keywords.append(f"{name!r}: {name}")
+            else:
+                positional.append(name)
+        if index == last_positional_only:
+            signature.append("/")
+    self_name = params[0].name
+    args = "(" + ", ".join(positional) + ("," if len(positional) == 1 else "") + ")"
+    kwargs = "{" + ", ".join(keywords) + "}" if keywords else "None"
+    source = (
+        f"def {method.name}({', '.join(signature)}):\n"
+        f"    return {self_name}._trioserver_state.{method.kind}"
+        f"(_trioserver_method, {args}, {kwargs})\n"
+    )
+    exec(compile(source, f"<trioserver handle {method.label}>", "exec"), namespace)
+    caller: Callable[..., Any] = namespace[method.name]
+    caller.__qualname__ = fn.__qualname__
+    caller.__module__ = fn.__module__
+    caller.__doc__ = fn.__doc__
+    caller.__wrapped__ = fn  # type: ignore[attr-defined]
+    caller._trioserver_method = method  # type: ignore[attr-defined]
+    return caller

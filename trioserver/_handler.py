@@ -1,0 +1,216 @@
+"""The marks `@call` and `@cast`: they record what a method is; `@server` collects them."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    Self,
+    TypeVar,
+    overload,
+)
+
+from ._budget import INHERIT, _Inherit, check_timeout
+from ._errors import InvalidServerDefinition
+
+S = TypeVar("S")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Kind = Literal["call", "cast"]
+
+
+class Handler(Generic[S, P, R]):
+    """A method marked with `@call` or `@cast`, as its class body sees it.
+
+    `@server` replaces each of these with a handle method that sends the call
+    to the running server; until then, using one on an instance is an error.
+    """
+
+    kind: Kind
+    fn: Callable[..., Any]
+    timeout: float | None | _Inherit
+    is_async: bool
+    name: str
+
+    def __init__(self, kind: Kind, fn: Callable[..., Any], timeout: float | None | _Inherit) -> None:
+        self.kind = kind
+        self.fn = fn
+        self.timeout = timeout
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.name = fn.__name__
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+
+    @property
+    def qualname(self) -> str:
+        return str(self.fn.__qualname__)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<@{self.kind} {self.qualname}>"
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: S, owner: type[Any] | None = None) -> Callable[P, Awaitable[R]]: ...
+    def __get__(self, obj: object, owner: type[Any] | None = None) -> Any:
+        if obj is None:
+            return self
+        cls = type(obj).__qualname__
+        raise InvalidServerDefinition(
+            f"{self.qualname} is marked @{self.kind}, but its class {cls} is not a server: "
+            f"decorate {cls} with @server"
+        )
+
+
+if TYPE_CHECKING:
+
+    class _CallDecorator(Protocol):
+        @overload
+        def __call__(  # type: ignore[overload-overlap]
+            self, fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]], /
+        ) -> Handler[S, P, R]: ...
+        @overload
+        def __call__(self, fn: Callable[Concatenate[S, P], R], /) -> Handler[S, P, R]: ...
+
+    class _CastDecorator(Protocol):
+        def __call__(self, fn: Callable[Concatenate[S, P], object], /) -> Handler[S, P, None]: ...
+
+
+def _mark(kind: Kind, fn: object, timeout: object) -> Handler[Any, Any, Any]:
+    if isinstance(fn, Handler):
+        raise InvalidServerDefinition(
+            f"{fn.qualname} is marked twice (@{kind} on top of @{fn.kind}): keep one mark"
+        )
+    if isinstance(fn, (staticmethod, classmethod)):
+        inner = fn.__func__
+        raise InvalidServerDefinition(
+            f"@{kind} on {getattr(inner, '__qualname__', inner)!s}: a handler is an instance "
+            f"method, not a {type(fn).__name__}; put @{kind} on a plain method"
+        )
+    if not inspect.isfunction(fn):
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        raise InvalidServerDefinition(
+            f"@{kind} on {name}: it marks a method (def or async def), "
+            f"not a {type(fn).__name__}"
+        )
+    where = f"@{kind} on {fn.__qualname__}"
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise InvalidServerDefinition(
+            f"{where}: a generator cannot be a handler; return a value instead"
+        )
+    params = list(inspect.signature(fn).parameters.values())
+    if not params or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        raise InvalidServerDefinition(
+            f"{where}: a handler is a method; its first parameter must be `self`"
+        )
+    budget = timeout if isinstance(timeout, _Inherit) else check_timeout(timeout, where)
+    return Handler(kind, fn, budget)
+
+
+def _decorator(kind: Kind, fn: object, timeout: object) -> Any:
+    if fn is None:
+        return lambda method: _mark(kind, method, timeout)
+    if isinstance(fn, numbers.Real) and not isinstance(fn, bool):
+
+        def refuse(method: object) -> Any:
+            name = getattr(method, "__qualname__", None) or repr(method)
+            raise InvalidServerDefinition(
+                f"@{kind}({fn!r}) on {name}: timeout is keyword-only; "
+                f"write @{kind}(timeout={fn!r})"
+            )
+
+        return refuse
+    return _mark(kind, fn, timeout)
+
+
+
+@overload
+def call(  # type: ignore[overload-overlap]
+    fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]], /
+) -> Handler[S, P, R]: ...
+@overload
+def call(fn: Callable[Concatenate[S, P], R], /) -> Handler[S, P, R]: ...
+@overload
+def call(*, timeout: float | None = ...) -> _CallDecorator: ...
+def call(fn: object = None, /, *, timeout: object = INHERIT) -> Any:
+    """Mark a method as a request/reply call of its server.
+
+    ``await handle.method(...)`` sends the request to the server's task and
+    waits for the reply. The handler runs there, one request at a time, under
+    its own cancel scope whose deadline is ``min(start + timeout, the caller's
+    deadline)``. Both ``async def`` and plain ``def`` handlers are allowed.
+
+    Args:
+      timeout: The handler's budget in seconds, keyword-only. ``None`` (or
+        ``math.inf``) means no budget of its own: the caller's deadline still
+        applies. Omitted: the server's default (5 s unless ``@server`` says).
+
+    Returns:
+      The mark; `server` turns it into a method of the handle that returns the
+      handler's result.
+
+    Cancellation:
+      A caller cancelled while its request is queued withdraws it (the handler
+      never starts); cancelled while the handler runs, the caller gets
+      `trio.Cancelled` at once and the handler is cancelled.
+
+    Errors:
+      The handler's own exception reaches the caller as itself.
+      `CallTimeout` when its deadline cut the handler; `ServerStopped`,
+      `DeadlockError` as the contract says; `TypeError` for arguments that do
+      not fit the signature, raised in the caller before anything is queued.
+
+    Raises:
+      InvalidServerDefinition: at definition time, for a bad `timeout`, a
+        mark stacked on another, or a mark on something that is not a method.
+    """
+    return _decorator("call", fn, timeout)
+
+
+@overload
+def cast(fn: Callable[Concatenate[S, P], object], /) -> Handler[S, P, None]: ...
+@overload
+def cast(*, timeout: float | None = ...) -> _CastDecorator: ...
+def cast(fn: object = None, /, *, timeout: object = INHERIT) -> Any:
+    """Mark a method as a cast: fire and forget.
+
+    ``await handle.method(...)`` queues the request and returns ``None`` once
+    it is queued; the handler runs later in the server's task, in FIFO order
+    with calls, under its own budget only (casts do not inherit the caster's
+    deadline).
+
+    Args:
+      timeout: The handler's budget in seconds, keyword-only, as for `call`.
+
+    Returns:
+      The mark; `server` turns it into a method of the handle.
+
+    Cancellation:
+      The caster is checked for cancellation before queueing: `trio.Cancelled`
+      means "not queued". Once queued, the cast runs whatever the caster does.
+
+    Errors:
+      A cast's exception or timeout is logged on the ``trioserver`` logger
+      (WARNING) naming server and method, and counted in `statistics`; the
+      server goes on. A cast to a server that is not running raises
+      `ServerStopped`; arguments that do not fit raise `TypeError` at once.
+
+    Raises:
+      InvalidServerDefinition: at definition time, as for `call`.
+    """
+    return _decorator("cast", fn, timeout)

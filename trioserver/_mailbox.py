@@ -1,0 +1,103 @@
+"""The mailbox: requests in arrival order, where the server waits and callers withdraw."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+    from ._server import Method
+
+# A request's life: QUEUED -> RUNNING -> DONE, or QUEUED -> WITHDRAWN | DROPPED,
+# or RUNNING -> ABANDONED (its caller left or the server stopped; no reply is sent).
+QUEUED = 0
+RUNNING = 1
+DONE = 2
+WITHDRAWN = 3
+DROPPED = 4
+ABANDONED = 5
+
+
+class Request:
+    """One call or cast on its way to the server: what to run, for whom, until when."""
+
+    __slots__ = ("args", "deadline", "kwargs", "method", "server", "state", "task")
+
+    def __init__(
+        self,
+        method: Method,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        task: Task | None,
+        deadline: float,
+        server: Runtime,
+    ) -> None:
+        self.method = method
+        self.args = args
+        self.kwargs = kwargs
+        self.task = task  # the waiting caller; None for a cast
+        self.deadline = deadline  # the caller's effective deadline, read once at the call
+        self.state = QUEUED
+        self.server = server
+
+    def abort(self, _: Any) -> Abort:
+        """trio calls this when the waiting caller is cancelled."""
+        return self.server.caller_left(self)
+
+
+class Mailbox:
+    """A FIFO of requests; withdrawal is O(1) (the entry is skipped when it reaches the front)."""
+
+    __slots__ = ("_queue", "_waiter", "peak_queued", "queued")
+
+    def __init__(self) -> None:
+        self._queue: deque[Request] = deque()
+        self._waiter: Task | None = None
+        self.queued = 0
+        self.peak_queued = 0
+
+    def put(self, request: Request) -> None:
+        self._queue.append(request)
+        self.queued += 1
+        if self.queued > self.peak_queued:
+            self.peak_queued = self.queued
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            reschedule(waiter)
+
+    def withdraw(self, request: Request, state: int = WITHDRAWN) -> None:
+        request.state = state
+        self.queued -= 1
+        # Withdrawn entries wait for the front to be dropped; compact if they pile up.
+        if len(self._queue) > 64 + 2 * self.queued:
+            self._queue = deque(r for r in self._queue if r.state == QUEUED)
+
+    def take_nowait(self) -> Request | None:
+        queue = self._queue
+        while queue:
+            request = queue.popleft()
+            if request.state == QUEUED:
+                self.queued -= 1
+                return request
+        return None
+
+    async def wait(self) -> None:
+        """Park the server's task until a request is put (a checkpoint)."""
+        self._waiter = current_task()
+        await wait_task_rescheduled(self._abort_wait)
+
+    def _abort_wait(self, _: Any) -> Abort:
+        self._waiter = None
+        return Abort.SUCCEEDED
+
+    def drain(self) -> list[Request]:
+        """Take every queued request at once, leaving the mailbox empty."""
+        pending = [r for r in self._queue if r.state == QUEUED]
+        self._queue.clear()
+        self.queued = 0
+        return pending
+

@@ -1,0 +1,181 @@
+"""`@server`: collect a class's marked handlers once, check them, and install its handle methods."""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Callable
+from typing import Any, TypeVar, overload
+
+import attrs
+
+from ._budget import DEFAULT_TIMEOUT, INHERIT, check_timeout
+from ._errors import InvalidServerDefinition
+from ._handle import handle_method
+from ._handler import Handler, Kind
+
+T = TypeVar("T")
+
+RESERVED = "_trioserver"
+SPEC = "_trioserver_spec"
+STATE = "_trioserver_state"
+HOOKS = ("on_start", "on_stop")
+
+
+@attrs.frozen(eq=False)
+class Method:
+    """One handler of a server class, with its budget resolved."""
+
+    name: str
+    label: str  # "Theater.reserve": how errors and logs name it
+    kind: Kind
+    fn: Callable[..., Any]
+    is_async: bool
+    budget: float | None
+
+
+@attrs.frozen(eq=False)
+class ServerSpec:
+    """What `@server` learned about a class: its handlers, hooks and default budget."""
+
+    cls: type
+    name: str
+    timeout: float | None
+    methods: dict[str, Method]
+    on_start: Callable[[Any], Any] | None
+    on_stop: Callable[[Any], Any] | None
+
+
+def spec_of(obj: object) -> ServerSpec:
+    """The spec of `obj`'s server class, or `InvalidServerDefinition` if it has none."""
+    spec = getattr(type(obj), SPEC, None)
+    if not isinstance(spec, ServerSpec):
+        cls = type(obj).__qualname__
+        raise InvalidServerDefinition(
+            f"{cls} is not a server: decorate the class {cls} with @server"
+        )
+    return spec
+
+
+@overload
+def server(cls: type[T], /) -> type[T]: ...
+@overload
+def server(*, timeout: float | None = ...) -> Callable[[type[T]], type[T]]: ...
+def server(cls: object = None, /, *, timeout: object = DEFAULT_TIMEOUT) -> Any:
+    """Turn a class into a server: one task owns its state and handles requests one at a time.
+
+    The class's `call` and `cast` methods become methods of the handle that
+    `open_server` and `serve` give out. Optional ``async def on_start(self)``
+    and ``async def on_stop(self)`` run in the server's task when it starts
+    and stops.
+
+    Args:
+      timeout: The default budget of its handlers, in seconds (5.0 unless
+        given); ``None`` or ``math.inf`` for none. Keyword-only.
+
+    Returns:
+      The same class, with its handle methods installed.
+
+    Raises:
+      InvalidServerDefinition: naming the class (and method), when the class
+        is defined: a bad `timeout`, `@server` on something that is not a
+        class or twice on one, hooks that are not ``async def`` or are marked
+        as handlers, names starting with ``_trioserver`` (reserved), or a
+        class whose instances have no ``__dict__`` (such as attrs' slotted
+        classes: use ``@attrs.define(slots=False)``).
+    """
+    if cls is None:
+        return lambda klass: _make_server(klass, timeout)
+    if isinstance(cls, numbers.Real) and not isinstance(cls, bool):
+        number = cls
+
+        def refuse(klass: object) -> Any:
+            name = getattr(klass, "__qualname__", None) or repr(klass)
+            raise InvalidServerDefinition(
+                f"@server({number!r}) on {name}: timeout is keyword-only; "
+                f"write @server(timeout={number!r})"
+            )
+
+        return refuse
+    return _make_server(cls, timeout)
+
+
+def _make_server(cls: object, timeout: object) -> Any:
+    if not isinstance(cls, type):
+        name = getattr(cls, "__qualname__", None) or repr(cls)
+        raise InvalidServerDefinition(
+            f"@server on {name}: it decorates a class, not a {type(cls).__name__}"
+        )
+    name = cls.__qualname__
+    default = check_timeout(timeout, f"@server on {name}")
+    if SPEC in vars(cls):
+        raise InvalidServerDefinition(f"@server on {name}: the class is a server already")
+    if cls.__dictoffset__ == 0:
+        raise InvalidServerDefinition(
+            f"@server on {name}: its instances have no __dict__ (slots), where the server "
+            f"keeps its state; use @attrs.define(slots=False) or add '__dict__' to __slots__"
+        )
+    marks = _collect(cls)
+    methods = {
+        attr: Method(
+            name=attr,
+            label=f"{name}.{attr}",
+            kind=mark.kind,
+            fn=mark.fn,
+            is_async=mark.is_async,
+            budget=default if mark.timeout is INHERIT else mark.timeout,  # type: ignore[arg-type]
+        )
+        for attr, mark in marks.items()
+    }
+    spec = ServerSpec(
+        cls=cls,
+        name=name,
+        timeout=default,
+        methods=methods,
+        on_start=_hook(cls, "on_start", marks),
+        on_stop=_hook(cls, "on_stop", marks),
+    )
+    from ._runtime import NotRunning  # the runtime needs the spec types defined here
+
+    for attr, method in methods.items():
+        setattr(cls, attr, handle_method(method))
+    setattr(cls, SPEC, spec)
+    setattr(cls, STATE, NotRunning(spec, "it was never started"))
+    return cls
+
+
+def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
+    """The marks of `cls` and its bases, by name; a plain attribute overrides an inherited mark."""
+    marks: dict[str, Handler[Any, Any, Any]] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        is_server = SPEC in vars(klass)
+        for attr, value in vars(klass).items():
+            if attr.startswith(RESERVED) and not is_server:
+                raise InvalidServerDefinition(
+                    f"{klass.__qualname__}.{attr}: names starting with {RESERVED!r} are "
+                    f"reserved for trioserver; rename it"
+                )
+            if isinstance(value, Handler):
+                marks[attr] = value
+            elif is_server and attr in getattr(klass, SPEC).methods:
+                method = getattr(klass, SPEC).methods[attr]
+                marks[attr] = Handler(method.kind, method.fn, method.budget)
+            else:
+                marks.pop(attr, None)
+    return marks
+
+
+def _hook(cls: type, name: str, marks: dict[str, Handler[Any, Any, Any]]) -> Any:
+    if name in marks:
+        raise InvalidServerDefinition(
+            f"{cls.__qualname__}.{name} is a lifecycle hook: it cannot be marked "
+            f"@{marks[name].kind}; remove the mark"
+        )
+    hook = inspect.getattr_static(cls, name, None)
+    if hook is None:
+        return None
+    if not inspect.iscoroutinefunction(hook):
+        raise InvalidServerDefinition(
+            f"{cls.__qualname__}.{name} must be an `async def` method taking only self"
+        )
+    return hook
