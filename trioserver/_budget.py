@@ -11,14 +11,14 @@ DEFAULT_TIMEOUT = 5.0
 """The budget of a handler whose server and method set none (GenServer's default)."""
 
 
-class _Inherit:
+class Inherit:
     """Marker for "no budget given here: use the server's default"."""
 
     def __repr__(self) -> str:
         return "INHERIT"
 
 
-INHERIT = _Inherit()
+INHERIT = Inherit()
 
 
 def check_timeout(value: object, where: str) -> float | None:

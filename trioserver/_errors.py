@@ -22,7 +22,7 @@ class ServerOverloaded(TrioServerError):
 
 
 class DeadlockError(TrioServerError, RuntimeError):
-    """Raised to a caller whose call could only wait on itself (a task started by the running handler)."""
+    """Raised to a caller that would wait on itself: a task started by the running handler."""
 
 
 class InvalidServerDefinition(TrioServerError, TypeError):

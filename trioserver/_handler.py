@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import (
     TYPE_CHECKING,
@@ -18,7 +17,7 @@ from typing import (
     overload,
 )
 
-from ._budget import INHERIT, _Inherit, check_timeout
+from ._budget import INHERIT, Inherit, check_timeout
 from ._errors import InvalidServerDefinition
 
 S = TypeVar("S")
@@ -37,11 +36,11 @@ class Handler(Generic[S, P, R]):
 
     kind: Kind
     fn: Callable[..., Any]
-    timeout: float | None | _Inherit
+    timeout: float | Inherit | None
     is_async: bool
     name: str
 
-    def __init__(self, kind: Kind, fn: Callable[..., Any], timeout: float | None | _Inherit) -> None:
+    def __init__(self, kind: Kind, fn: Callable[..., Any], timeout: float | Inherit | None) -> None:
         self.kind = kind
         self.fn = fn
         self.timeout = timeout
@@ -78,7 +77,7 @@ if TYPE_CHECKING:
 
     class _CallDecorator(Protocol):
         @overload
-        def __call__(  # type: ignore[overload-overlap]
+        def __call__(  # pyright: ignore[reportOverlappingOverload]
             self, fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]], /
         ) -> Handler[S, P, R]: ...
         @overload
@@ -93,17 +92,17 @@ def _mark(kind: Kind, fn: object, timeout: object) -> Handler[Any, Any, Any]:
         raise InvalidServerDefinition(
             f"{fn.qualname} is marked twice (@{kind} on top of @{fn.kind}): keep one mark"
         )
+    inner: object = getattr(fn, "__func__", None)
+    what = type(fn).__name__
     if isinstance(fn, (staticmethod, classmethod)):
-        inner = fn.__func__
         raise InvalidServerDefinition(
-            f"@{kind} on {getattr(inner, '__qualname__', inner)!s}: a handler is an instance "
-            f"method, not a {type(fn).__name__}; put @{kind} on a plain method"
+            f"@{kind} on {getattr(inner, '__qualname__', repr(inner))}: a handler is an "
+            f"instance method, not a {what}; put @{kind} on a plain method"
         )
     if not inspect.isfunction(fn):
         name = getattr(fn, "__qualname__", None) or repr(fn)
         raise InvalidServerDefinition(
-            f"@{kind} on {name}: it marks a method (def or async def), "
-            f"not a {type(fn).__name__}"
+            f"@{kind} on {name}: it marks a method (def or async def), not a {type(fn).__name__}"
         )
     where = f"@{kind} on {fn.__qualname__}"
     if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
@@ -118,29 +117,31 @@ def _mark(kind: Kind, fn: object, timeout: object) -> Handler[Any, Any, Any]:
         raise InvalidServerDefinition(
             f"{where}: a handler is a method; its first parameter must be `self`"
         )
-    budget = timeout if isinstance(timeout, _Inherit) else check_timeout(timeout, where)
+    budget = timeout if isinstance(timeout, Inherit) else check_timeout(timeout, where)
     return Handler(kind, fn, budget)
 
 
 def _decorator(kind: Kind, fn: object, timeout: object) -> Any:
     if fn is None:
-        return lambda method: _mark(kind, method, timeout)
-    if isinstance(fn, numbers.Real) and not isinstance(fn, bool):
+
+        def mark(method: object) -> Handler[Any, Any, Any]:
+            return _mark(kind, method, timeout)
+
+        return mark
+    if isinstance(fn, (int, float)) and type(fn) is not bool:
 
         def refuse(method: object) -> Any:
             name = getattr(method, "__qualname__", None) or repr(method)
             raise InvalidServerDefinition(
-                f"@{kind}({fn!r}) on {name}: timeout is keyword-only; "
-                f"write @{kind}(timeout={fn!r})"
+                f"@{kind}({fn!r}) on {name}: timeout is keyword-only; write @{kind}(timeout={fn!r})"
             )
 
         return refuse
     return _mark(kind, fn, timeout)
 
 
-
 @overload
-def call(  # type: ignore[overload-overlap]
+def call(  # pyright: ignore[reportOverlappingOverload]
     fn: Callable[Concatenate[S, P], Coroutine[Any, Any, R]], /
 ) -> Handler[S, P, R]: ...
 @overload

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import NoReturn, TypeVar
 
@@ -19,7 +19,7 @@ logger = logging.getLogger("trioserver")
 
 
 @asynccontextmanager
-async def open_server(obj: T) -> AsyncIterator[T]:
+async def open_server(obj: T) -> AsyncGenerator[T]:
     """Run `obj`'s server for the duration of the block; yield its handle.
 
     The handle is `obj` itself: ``await handle.method(...)`` goes through the
@@ -88,4 +88,3 @@ async def serve(obj: T, *, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IG
         task_status.started(handle)
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
-

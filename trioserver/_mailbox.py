@@ -100,4 +100,3 @@ class Mailbox:
         self._queue.clear()
         self.queued = 0
         return pending
-

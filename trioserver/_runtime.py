@@ -45,11 +45,14 @@ def _seconds(budget: float | None) -> str:
     return "no budget" if budget is None else f"its budget of {budget:g} s"
 
 
-def _only_cancelled(exc: BaseException) -> bool:
-    """Whether `exc` is a `trio.Cancelled`, or a group of nothing else."""
+def _without_cancelled(exc: BaseException) -> BaseException | None:
+    """`exc` less its `trio.Cancelled` parts; None if it holds nothing else."""
+    if isinstance(exc, trio.Cancelled):
+        return None
     if isinstance(exc, BaseExceptionGroup):
-        return exc.split(trio.Cancelled)[1] is None
-    return isinstance(exc, trio.Cancelled)
+        group: BaseExceptionGroup[BaseException] = exc  # pyright: ignore[reportUnknownVariableType]
+        return group.split(trio.Cancelled)[1]
+    return exc
 
 
 def _started_by(task: Task, ancestor: Task) -> bool:
@@ -181,7 +184,7 @@ class Runtime:
                     with trio.CancelScope() as self.scope:
                         await self._serve(self.scope)
         except BaseException as exc:
-            if _only_cancelled(exc):
+            if _without_cancelled(exc) is None:
                 self.stop("its nursery was cancelled")
             else:  # KeyboardInterrupt, SystemExit from a handler: the server dies
                 self.fatal = exc
@@ -241,19 +244,18 @@ class Runtime:
             self._reply(request, Error(exc))
             return scope.cancel_called
         ours = not self.stopping and scope.cancel_called
-        if _only_cancelled(exc):
+        rest = _without_cancelled(exc)
+        if rest is None:
             if not ours:
                 self.cancelled += 1
                 raise exc  # the server stops, or its nursery was cancelled
             self._cut(request, deadline)
             return True
-        if ours and isinstance(exc, BaseExceptionGroup):
+        if ours and isinstance(rest, Exception):
             # a nursery in the handler: a child's error met our cancellation
-            rest = exc.split(trio.Cancelled)[1]
-            if isinstance(rest, Exception):
-                self.failed += 1
-                self._reply(request, Error(rest))
-                return True
+            self.failed += 1
+            self._reply(request, Error(rest))
+            return True
         raise exc  # KeyboardInterrupt, SystemExit: the server dies
 
     def _reply(self, request: Request, result: Value[Any] | Error) -> None:
@@ -307,8 +309,12 @@ class Runtime:
             if current.task is not None:
                 reschedule(
                     current.task,
-                    Error(ServerStopped(f"{current.method.label}: {name} stopped ({why}) "
-                                        f"while handling this call")),
+                    Error(
+                        ServerStopped(
+                            f"{current.method.label}: {name} stopped ({why}) "
+                            f"while handling this call"
+                        )
+                    ),
                 )
         for request in self.mailbox.drain():
             request.state = DROPPED
@@ -316,8 +322,12 @@ class Runtime:
             if request.task is not None:
                 reschedule(
                     request.task,
-                    Error(ServerStopped(f"{request.method.label}: {name} stopped ({why}) "
-                                        f"before this call started")),
+                    Error(
+                        ServerStopped(
+                            f"{request.method.label}: {name} stopped ({why}) "
+                            f"before this call started"
+                        )
+                    ),
                 )
             else:
                 logger.warning(
@@ -359,4 +369,3 @@ class Runtime:
             timed_out=self.timed_out,
             cancelled=self.cancelled,
         )
-

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import numbers
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
@@ -85,8 +84,12 @@ def server(cls: object = None, /, *, timeout: object = DEFAULT_TIMEOUT) -> Any:
         classes: use ``@attrs.define(slots=False)``).
     """
     if cls is None:
-        return lambda klass: _make_server(klass, timeout)
-    if isinstance(cls, numbers.Real) and not isinstance(cls, bool):
+
+        def make(klass: object) -> Any:
+            return _make_server(klass, timeout)
+
+        return make
+    if isinstance(cls, (int, float)) and type(cls) is not bool:
         number = cls
 
         def refuse(klass: object) -> Any:
