@@ -5,26 +5,43 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from outcome import Outcome
+from trio import CancelScope
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
     from ._server import Method
 
-# A request's life: QUEUED -> RUNNING -> DONE, or QUEUED -> WITHDRAWN | DROPPED,
-# or RUNNING -> ABANDONED (its caller left or the server stopped; no reply is sent).
+# A request's life: QUEUED -> RUNNING -> DONE; or QUEUED -> WITHDRAWN (its caller left or its
+# deadline passed) | DROPPED (the server stopped); or, while its handler runs, RUNNING ->
+# TIMED_OUT (its caller's timer fired) | ABANDONED (its caller left) | STOPPED -> DONE.
 QUEUED = 0
 RUNNING = 1
 DONE = 2
 WITHDRAWN = 3
 DROPPED = 4
-ABANDONED = 5
+TIMED_OUT = 5
+ABANDONED = 6
+STOPPED = 7
 
 
 class Request:
     """One call or cast on its way to the server: what to run, for whom, until when."""
 
-    __slots__ = ("args", "deadline", "kwargs", "method", "server", "state", "task")
+    __slots__ = (
+        "args",
+        "cut_at",
+        "deadline",
+        "kwargs",
+        "method",
+        "outcome",
+        "server",
+        "state",
+        "task",
+        "timer",
+        "waiting",
+    )
 
     def __init__(
         self,
@@ -42,6 +59,10 @@ class Request:
         self.deadline = deadline  # the caller's effective deadline, read once at the call
         self.state = QUEUED
         self.server = server
+        self.cut_at = deadline  # the handler's deadline, set when it starts
+        self.waiting = True  # the caller is parked, waiting for `reschedule`
+        self.outcome: Outcome[Any] | None = None  # a reply that came while it was not parked
+        self.timer: CancelScope | None = None  # the caller's own timer, once the handler suspended
 
     def abort(self, _: Any) -> Abort:
         """trio calls this when the waiting caller is cancelled."""

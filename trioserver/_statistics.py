@@ -34,9 +34,10 @@ class ServerStatistics:
     failed: int = 0
     """Started and raised an exception (passed to the caller, or logged for a cast)."""
     timed_out: int = 0
-    """Started and cut by their deadline (the budget, or the caller's deadline)."""
+    """Started and cut by their deadline: their budget, or their caller's deadline if earlier."""
     cancelled: int = 0
-    """Started and cut because the caller left or the server stopped."""
+    """Started and cut because their caller was cancelled (not by its deadline) or the server
+    stopped."""
 
 
 def statistics(handle: object) -> ServerStatistics:
