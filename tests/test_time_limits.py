@@ -146,6 +146,7 @@ async def test_cut_handler_gives_call_timeout_at_its_deadline(
         message = str(info.value)
         assert "Clocked.budgeted" in message
         assert "4 s" in message
+        await trio.testing.wait_all_tasks_blocked()  # the handler finishes unwinding
         assert statistics(c).timed_out == 1
 
 
