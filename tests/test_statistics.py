@@ -1,0 +1,83 @@
+"""Guarantee 13: statistics(handle) is a frozen snapshot; every request ends in one counter."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from trioserver import (
+    CallTimeout,
+    InvalidServerDefinition,
+    ServerStatistics,
+    call,
+    open_server,
+    server,
+    statistics,
+)
+
+
+@server
+class Counted:
+    @call(timeout=1.0)
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    @call
+    def fail(self) -> None:
+        raise ValueError
+
+
+async def test_statistics_count_each_ending_once(autojump_clock: trio.abc.Clock) -> None:
+    c = Counted()
+    assert statistics(c) == ServerStatistics()  # never started: zeros
+    async with open_server(c), trio.open_nursery() as nursery:
+        await c.sleep(0.1)  # handled
+        with pytest.raises(ValueError):
+            await c.fail()  # failed
+        with pytest.raises(CallTimeout):
+            await c.sleep(5.0)  # timed_out
+        with trio.CancelScope() as scope:  # cancelled: the caller left while it ran
+            nursery.start_soon(_cancel_after, scope, 0.5)
+            await c.sleep(0.9)
+        nursery.start_soon(c.sleep, 0.8)  # keeps the server busy...
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(0.2):
+            await c.sleep(0.1)  # ...so this one is withdrawn
+        running = statistics(c)
+        assert (running.running, running.queued) == (1, 0)
+        for _ in range(3):
+            nursery.start_soon(c.sleep, 0.1)
+        await trio.testing.wait_all_tasks_blocked()
+        busy = statistics(c)
+        assert (busy.running, busy.queued, busy.peak_queued) == (1, 3, 3)
+    final = statistics(c)
+    assert final == ServerStatistics(
+        queued=0,
+        running=0,
+        peak_queued=3,
+        withdrawn=1,
+        shed=0,
+        dropped=0,
+        handled=5,
+        failed=1,
+        timed_out=1,
+        cancelled=1,
+    )
+
+
+async def _cancel_after(scope: trio.CancelScope, seconds: float) -> None:
+    await trio.sleep(seconds)
+    scope.cancel()
+
+
+def test_statistics_are_frozen() -> None:
+    stats = ServerStatistics()
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        stats.handled = 1  # type: ignore[misc]
+
+
+def test_statistics_of_a_non_server_is_refused() -> None:
+    with pytest.raises(InvalidServerDefinition, match="not a server"):
+        statistics(object())
