@@ -1,4 +1,4 @@
-"""Guarantee 10: casts are fire and forget, with their own budget; failures are logged and counted."""
+"""Guarantee 10: casts are fire and forget, with their own budget; failures logged, counted."""
 
 from __future__ import annotations
 

@@ -131,12 +131,17 @@ async def test_systemexit_or_keyboardinterrupt_in_handler_stops_server_and_propa
         except ServerStopped as exc:
             told.append(exc)
 
-    with pytest.raises(error):
-        async with open_server(Failing()) as f, trio.open_nursery() as nursery:
+    f = Failing()
+
+    async def scenario() -> None:
+        async with open_server(f), trio.open_nursery() as nursery:
             nursery.start_soon(f.exit_server, kind)
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(bystander, f)
             await trio.sleep_forever()
+
+    with pytest.raises(error):
+        await scenario()
     assert len(told) == 1  # the queued caller was told, not left hanging
     with pytest.raises(ServerStopped, match="raised"):
         await f.ok()

@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from trioserver import DeadlockError, call, open_server, server, statistics
+
 from .servers import Recorder
 
 
