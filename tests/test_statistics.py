@@ -34,7 +34,7 @@ async def test_statistics_count_each_ending_once(autojump_clock: trio.abc.Clock)
     assert statistics(c) == ServerStatistics()  # never started: zeros
     async with open_server(c), trio.open_nursery() as nursery:
         await c.sleep(0.1)  # handled
-        with pytest.raises(ValueError, match="^$"):
+        with pytest.raises(ValueError, match=r"^$"):
             await c.fail()  # failed
         with pytest.raises(CallTimeout):
             await c.sleep(5.0)  # timed_out

@@ -1,4 +1,4 @@
-"""Guarantees 3 and 4: handlers run in the server's task, cut at min(start + budget, caller deadline)."""
+"""Guarantees 3 and 4: handlers run in the server task, cut at min(start + budget, deadline)."""
 
 from __future__ import annotations
 
