@@ -80,14 +80,6 @@ def _private_deadline_works() -> bool:
 _PRIVATE_DEADLINE = _private_deadline_works()
 
 
-def _show_deadline(scope: trio.CancelScope, deadline: float) -> None:
-    """Make `deadline` the one the handler sees, without arming trio's timer for it."""
-    if _PRIVATE_DEADLINE:
-        scope._deadline = deadline  # pyright: ignore[reportPrivateUsage]
-    else:  # pragma: no cover
-        scope.deadline = deadline
-
-
 def _hide_deadline(scope: trio.CancelScope) -> bool:
     """Clear the handler's deadline (disarming it if armed); True if the scope was cancelled."""
     if _PRIVATE_DEADLINE and scope._registered_deadline == _INF:  # pyright: ignore[reportPrivateUsage]
