@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import trio
 import trio.testing
 
-from trioserver import call, cast, open_server, server, statistics
+from trioserver import ServerOverloaded, call, cast, open_server, server, statistics
 
 from .servers import Recorder
 
@@ -34,11 +36,31 @@ async def test_caller_cancelled_while_queued_by_explicit_cancel_withdraws(
         nursery.start_soon(rec.work, "busy", 2.0)
         await trio.testing.wait_all_tasks_blocked()
         with trio.CancelScope() as scope:
-            scope.cancel()  # already cancelled when it calls: never queued for real
+            nursery.start_soon(_cancel_when_blocked, scope)
             await rec.work("never", 0.0)
-        await trio.sleep(3.0)
+        assert scope.cancelled_caught
+        assert trio.current_time() == 0.0
+        assert statistics(rec).withdrawn == 1
     assert "start never" not in rec.log
-    assert statistics(rec).withdrawn == 1
+
+
+async def _cancel_when_blocked(scope: trio.CancelScope) -> None:
+    await trio.testing.wait_all_tasks_blocked()
+    scope.cancel()
+
+
+async def test_caller_cancelled_before_calling_never_queues(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Recorder()) as rec:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await rec.work("never", 0.0)
+        assert scope.cancelled_caught
+        await trio.sleep(1.0)
+    assert "start never" not in rec.log
+    stats = statistics(rec)
+    assert stats.handled + stats.withdrawn + stats.shed == 0
 
 
 @server
@@ -123,7 +145,8 @@ async def test_no_caller_waits_past_its_own_deadline(autojump_clock: trio.abc.Cl
         ended: list[float] = []
 
         async def caller(deadline: float) -> None:
-            with trio.move_on_at(deadline):
+            # ServerOverloaded: admission saw it could not have finished in time
+            with trio.move_on_at(deadline), contextlib.suppress(ServerOverloaded):
                 await rec.work("x", 3.0)
             ended.append(trio.current_time())
 

@@ -18,7 +18,7 @@ from trioserver import (
 )
 
 
-@server
+@server(admission=False)  # admission has its own tests: here every request is admitted
 class Counted:
     @call(timeout=1.0)
     async def sleep(self, seconds: float) -> None:
@@ -53,7 +53,7 @@ async def test_statistics_count_each_ending_once(autojump_clock: trio.abc.Clock)
         busy = statistics(c)
         assert (busy.running, busy.queued, busy.peak_queued) == (1, 3, 3)
     final = statistics(c)
-    assert final == ServerStatistics(
+    assert attrs.evolve(final, methods={}) == ServerStatistics(
         queued=0,
         running=0,
         peak_queued=3,
@@ -65,6 +65,17 @@ async def test_statistics_count_each_ending_once(autojump_clock: trio.abc.Clock)
         timed_out=1,
         cancelled=1,
     )
+    assert set(final.methods) == {"sleep", "fail"}
+    sleep = final.methods["sleep"]
+    assert sleep.queue_wait.count == 7  # every started request; the withdrawn one is not
+    assert sleep.service.count == 7
+    # service times: 0.1, 1.0 (cut), 0.5 (caller left), 0.8 and three of 0.1
+    assert sleep.service.max == pytest.approx(1.0)
+    assert sleep.service.p50 == pytest.approx(0.1)
+    assert sleep.service.p99 == pytest.approx(1.0)
+    assert sleep.service.mean == pytest.approx((0.1 + 1.0 + 0.5 + 0.8 + 3 * 0.1) / 7)
+    # the last three queued 0.2 s into the 0.8 s call: they waited 0.6, 0.7 and 0.8 s
+    assert sleep.queue_wait.max == pytest.approx(0.8)
 
 
 async def _cancel_after(scope: trio.CancelScope, seconds: float) -> None:

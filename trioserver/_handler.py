@@ -37,13 +37,21 @@ class Handler(Generic[S, P, R]):
     kind: Kind
     fn: Callable[..., Any]
     timeout: float | Inherit | None
+    admission: bool
     is_async: bool
     name: str
 
-    def __init__(self, kind: Kind, fn: Callable[..., Any], timeout: float | Inherit | None) -> None:
+    def __init__(
+        self,
+        kind: Kind,
+        fn: Callable[..., Any],
+        timeout: float | Inherit | None,
+        admission: bool = True,
+    ) -> None:
         self.kind = kind
         self.fn = fn
         self.timeout = timeout
+        self.admission = admission
         self.is_async = inspect.iscoroutinefunction(fn)
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
@@ -87,7 +95,7 @@ if TYPE_CHECKING:
         def __call__(self, fn: Callable[Concatenate[S, P], object], /) -> Handler[S, P, None]: ...
 
 
-def _mark(kind: Kind, fn: object, timeout: object) -> Handler[Any, Any, Any]:
+def _mark(kind: Kind, fn: object, timeout: object, admission: object) -> Handler[Any, Any, Any]:
     if isinstance(fn, Handler):
         raise InvalidServerDefinition(
             f"{fn.qualname} is marked twice (@{kind} on top of @{fn.kind}): keep one mark"
@@ -118,14 +126,18 @@ def _mark(kind: Kind, fn: object, timeout: object) -> Handler[Any, Any, Any]:
             f"{where}: a handler is a method; its first parameter must be `self`"
         )
     budget = timeout if isinstance(timeout, Inherit) else check_timeout(timeout, where)
-    return Handler(kind, fn, budget)
+    if not isinstance(admission, bool):
+        raise InvalidServerDefinition(
+            f"{where}: admission must be True or False, not {admission!r}"
+        )
+    return Handler(kind, fn, budget, admission)
 
 
-def _decorator(kind: Kind, fn: object, timeout: object) -> Any:
+def _decorator(kind: Kind, fn: object, timeout: object, admission: object = True) -> Any:
     if fn is None:
 
         def mark(method: object) -> Handler[Any, Any, Any]:
-            return _mark(kind, method, timeout)
+            return _mark(kind, method, timeout, admission)
 
         return mark
     if isinstance(fn, (int, float)) and type(fn) is not bool:
@@ -137,7 +149,7 @@ def _decorator(kind: Kind, fn: object, timeout: object) -> Any:
             )
 
         return refuse
-    return _mark(kind, fn, timeout)
+    return _mark(kind, fn, timeout, admission)
 
 
 @overload
@@ -147,8 +159,8 @@ def call(  # pyright: ignore[reportOverlappingOverload]
 @overload
 def call(fn: Callable[Concatenate[S, P], R], /) -> Handler[S, P, R]: ...
 @overload
-def call(*, timeout: float | None = ...) -> _CallDecorator: ...
-def call(fn: object = None, /, *, timeout: object = INHERIT) -> Any:
+def call(*, timeout: float | None = ..., admission: bool = ...) -> _CallDecorator: ...
+def call(fn: object = None, /, *, timeout: object = INHERIT, admission: object = True) -> Any:
     """Mark a method as a request/reply call of its server.
 
     ``await handle.method(...)`` sends the request to the server's task and
@@ -160,6 +172,9 @@ def call(fn: object = None, /, *, timeout: object = INHERIT) -> Any:
       timeout: The handler's budget in seconds, keyword-only. ``None`` (or
         ``math.inf``) means no budget of its own: the caller's deadline still
         applies. Omitted: the server's default (5 s unless ``@server`` says).
+      admission: Whether deadline-aware admission may refuse this method's
+        requests (see `server`); ``True`` unless turned off here or for the
+        whole server.
 
     Returns:
       The mark; `server` turns it into a method of the handle that returns the
@@ -172,15 +187,17 @@ def call(fn: object = None, /, *, timeout: object = INHERIT) -> Any:
 
     Errors:
       The handler's own exception reaches the caller as itself.
-      `CallTimeout` when its deadline cut the handler; `ServerStopped`,
-      `DeadlockError` as the contract says; `TypeError` for arguments that do
-      not fit the signature, raised in the caller before anything is queued.
+      `CallTimeout` when its deadline cut the handler; `ServerOverloaded`
+      when admission or a full mailbox refused it (it never started);
+      `ServerStopped`, `DeadlockError` as the contract says; `TypeError` for
+      arguments that do not fit the signature, raised in the caller before
+      anything is queued.
 
     Raises:
       InvalidServerDefinition: at definition time, for a bad `timeout`, a
         mark stacked on another, or a mark on something that is not a method.
     """
-    return _decorator("call", fn, timeout)
+    return _decorator("call", fn, timeout, admission)
 
 
 @overload

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from outcome import Outcome
 from trio import CancelScope
-from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import Abort, ParkingLot, Task, current_task, reschedule, wait_task_rescheduled
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -31,12 +31,16 @@ class Request:
 
     __slots__ = (
         "args",
+        "cost",
         "cut_at",
         "deadline",
         "kwargs",
         "method",
+        "number",
         "outcome",
+        "queued_at",
         "server",
+        "started_at",
         "state",
         "task",
         "timer",
@@ -51,6 +55,9 @@ class Request:
         task: Task | None,
         deadline: float,
         server: Runtime,
+        queued_at: float,
+        cost: float,
+        number: int,
     ) -> None:
         self.method = method
         self.args = args
@@ -63,6 +70,10 @@ class Request:
         self.waiting = True  # the caller is parked, waiting for `reschedule`
         self.outcome: Outcome[Any] | None = None  # a reply that came while it was not parked
         self.timer: CancelScope | None = None  # the caller's own timer, once the handler suspended
+        self.queued_at = queued_at
+        self.started_at = queued_at
+        self.cost = cost  # its method's expected service time when it was queued
+        self.number = number
 
     def abort(self, _: Any) -> Abort:
         """trio calls this when the waiting caller is cancelled."""
@@ -70,19 +81,31 @@ class Request:
 
 
 class Mailbox:
-    """A FIFO of requests; withdrawal is O(1) (the entry is skipped when it reaches the front)."""
+    """A FIFO of requests; withdrawal is O(1) (the entry is skipped when it reaches the front).
 
-    __slots__ = ("_queue", "_waiter", "peak_queued", "queued")
+    It keeps `backlog`, the expected seconds of work waiting in it (for admission), and, when
+    bounded, a parking lot where callers wait for room.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_queue", "_waiter", "backlog", "capacity", "peak_queued", "queued", "room")
+
+    def __init__(self, capacity: int | None = None) -> None:
         self._queue: deque[Request] = deque()
         self._waiter: Task | None = None
         self.queued = 0
         self.peak_queued = 0
+        self.backlog = 0.0
+        self.capacity = capacity
+        self.room = ParkingLot()  # callers waiting for room in a full mailbox
+
+    def full(self) -> bool:
+        """Whether a new request must wait (or be refused): no room, or others waiting first."""
+        return self.capacity is not None and (self.queued >= self.capacity or bool(self.room))
 
     def put(self, request: Request) -> None:
         self._queue.append(request)
         self.queued += 1
+        self.backlog += request.cost
         if self.queued > self.peak_queued:
             self.peak_queued = self.queued
         waiter = self._waiter
@@ -92,7 +115,7 @@ class Mailbox:
 
     def withdraw(self, request: Request, state: int = WITHDRAWN) -> None:
         request.state = state
-        self.queued -= 1
+        self._left(request)
         # Withdrawn entries wait for the front to be dropped; compact if they pile up.
         if len(self._queue) > 64 + 2 * self.queued:
             self._queue = deque(r for r in self._queue if r.state == QUEUED)
@@ -102,9 +125,15 @@ class Mailbox:
         while queue:
             request = queue.popleft()
             if request.state == QUEUED:
-                self.queued -= 1
+                self._left(request)
                 return request
         return None
+
+    def _left(self, request: Request) -> None:
+        self.queued -= 1
+        self.backlog = max(0.0, self.backlog - request.cost) if self.queued else 0.0
+        if self.room:
+            self.room.unpark()
 
     async def wait(self) -> None:
         """Park the server's task until a request is put (a checkpoint)."""
@@ -120,4 +149,6 @@ class Mailbox:
         pending = [r for r in self._queue if r.state == QUEUED]
         self._queue.clear()
         self.queued = 0
+        self.backlog = 0.0
+        self.room.unpark_all()
         return pending

@@ -33,7 +33,9 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
-from ._errors import CallTimeout, DeadlockError, ServerStopped
+from ._admission import refusal_at_queue, refusal_at_start
+from ._errors import CallTimeout, DeadlockError, ServerOverloaded, ServerStopped
+from ._instrument import CallInfo, Hook, Instrument, run_instruments
 from ._mailbox import (
     ABANDONED,
     DONE,
@@ -46,7 +48,7 @@ from ._mailbox import (
     Mailbox,
     Request,
 )
-from ._statistics import ServerStatistics
+from ._statistics import MethodRecorder, ServerStatistics
 
 if TYPE_CHECKING:
     from ._server import Method, ServerSpec
@@ -143,11 +145,18 @@ class NotRunning:
 class Runtime:
     """One run of a server object, from `open_server` to its stop."""
 
-    def __init__(self, spec: ServerSpec, obj: object, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        spec: ServerSpec,
+        obj: object,
+        nursery: trio.Nursery,
+        instruments: tuple[Instrument, ...] = (),
+    ) -> None:
         self.spec = spec
         self.obj = obj
         self.nursery = nursery
-        self.mailbox = Mailbox()
+        self.mailbox = Mailbox(spec.mailbox_size)
+        self.now = trio.lowlevel.current_clock().current_time
         self.task: Task | None = None
         self.current: Request | None = None  # the request whose handler is running
         self.scope = trio.CancelScope()  # the running handler's; replaced once cancelled
@@ -158,6 +167,8 @@ class Runtime:
         self.start_error: BaseException | None = None
         self.fatal: BaseException | None = None
         self.stop_error: BaseException | None = None
+        self.records = {name: MethodRecorder() for name in spec.methods}
+        self.numbered = 0
         self.withdrawn = 0
         self.shed = 0
         self.dropped = 0
@@ -165,6 +176,11 @@ class Runtime:
         self.failed = 0
         self.timed_out = 0
         self.cancelled = 0
+        self.own_instruments = instruments
+        self.instruments: tuple[Instrument, ...] = ()
+        self.run_instruments = run_instruments()
+        self.run_instruments.servers.add(self)
+        self.refresh_instruments()
 
     # -- the caller's side ------------------------------------------------------
 
@@ -180,8 +196,23 @@ class Runtime:
                 f"{self.current.method.label}: it would wait for the handler, which waits "
                 f"for the task. Call it from the handler itself (runs inline) or cast it."
             )
-        request = Request(method, args, kwargs, task, trio.current_effective_deadline(), self)
+        deadline = trio.current_effective_deadline()
+        if self.mailbox.full():
+            await self._wait_for_room(method)
+        now = self.now()
+        record = self.records[method.name]
+        if method.admission and deadline != _INF:
+            refusal = refusal_at_queue(self, record, deadline - now, now)
+            if refusal is not None:
+                await checkpoint()
+                raise self._refuse(method, now, refusal)
+        self.numbered += 1
+        request = Request(
+            method, args, kwargs, task, deadline, self, now, record.expected, self.numbered
+        )
         self.mailbox.put(request)
+        if self.instruments:
+            self._emit("call_queued", request)
         try:
             result = await wait_task_rescheduled(request.abort)
         except _Expired:
@@ -208,10 +239,46 @@ class Runtime:
         await checkpoint_if_cancelled()
         if self.stopping:
             raise ServerStopped(f"{method.label}: {self.spec.name} is not running: it was stopped")
-        request = Request(method, args, kwargs, None, _INF, self)
+        # The server's own task never waits for room in its own mailbox: it would wait on itself.
+        if self.mailbox.full() and current_task() is not self.task:
+            await self._wait_for_room(method)
+        self.numbered += 1
+        request = Request(method, args, kwargs, None, _INF, self, self.now(), 0.0, self.numbered)
         request.waiting = False
         self.mailbox.put(request)
+        if self.instruments:
+            self._emit("call_queued", request)
         await cancel_shielded_checkpoint()
+
+    async def _wait_for_room(self, method: Method) -> None:
+        """The mailbox is full: wait for room in turn, or refuse, as the server says."""
+        mailbox = self.mailbox
+        if self.spec.when_full == "refuse":
+            await checkpoint()
+            reason = f"the mailbox is full ({mailbox.capacity} requests)"
+            raise self._refuse(method, self.now(), reason)
+        assert mailbox.capacity is not None
+        await mailbox.room.park()  # FIFO among the waiting callers
+        while True:
+            if self.stopping:
+                raise ServerStopped(
+                    f"{method.label}: {self.spec.name} stopped while this call waited for room"
+                )
+            if mailbox.queued < mailbox.capacity:
+                return
+            await mailbox.room.park()
+
+    def _refuse(self, method: Method, now: float, reason: str) -> ServerOverloaded:
+        """Count and report a request refused before it was queued (after a checkpoint)."""
+        self.shed += 1
+        if self.instruments:
+            self.numbered += 1
+            info = CallInfo(
+                self.spec.name, method.label, method.kind, self.numbered, now,
+                outcome="shed", reason=reason,
+            )  # fmt: skip
+            self._notify("call_shed", info)
+        return ServerOverloaded(f"{method.label} refused: {reason}")
 
     async def _inline(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
         """A handler calling its own server: run the handler here, inside the outer budget."""
@@ -228,6 +295,8 @@ class Runtime:
         if request.state == QUEUED:
             self.mailbox.withdraw(request)
             self.withdrawn += 1
+            if self.instruments:
+                self._emit("call_withdrawn", request, "withdrawn", "its caller left")
             return Abort.SUCCEEDED
         assert request.state == RUNNING, request.state
         timer = request.timer
@@ -283,7 +352,8 @@ class Runtime:
         """Run requests until `scope` is spent (cancelled to cut a handler)."""
         mailbox = self.mailbox
         obj = self.obj
-        now_fn = trio.lowlevel.current_clock().current_time
+        now_fn = self.now
+        records = self.records
         private = _PRIVATE_DEADLINE
         lingered = True
         while True:
@@ -303,13 +373,23 @@ class Runtime:
                 self._expire(request)
                 continue
             method = request.method
+            record = records[method.name]
+            if method.admission and request.deadline != _INF:
+                refusal = refusal_at_start(record, request.deadline - now)
+                if refusal is not None:
+                    self._shed_at_start(request, now, refusal)
+                    continue
             budget = method.budget
             cut_at = request.deadline
             if budget is not None and now + budget < cut_at:
                 cut_at = now + budget
             request.cut_at = cut_at
             request.state = RUNNING
+            request.started_at = now
+            record.queue_wait.add(now - request.queued_at)
             self.current = request
+            if self.instruments:
+                self._emit("call_started", request)
             # The handler sees its deadline; trio's timer is armed only if it suspends.
             if private:
                 scope._deadline = cut_at  # pyright: ignore[reportPrivateUsage]
@@ -333,7 +413,9 @@ class Runtime:
                 continue
             self.current = None
             _hide_deadline(scope)
-            if request.state == RUNNING and request.waiting:  # the common case, inlined
+            if request.state == RUNNING and request.waiting and not self.instruments:
+                # the common case, inlined
+                record.ended(now_fn() - now)
                 self.handled += 1
                 request.state = DONE
                 request.waiting = False
@@ -389,20 +471,24 @@ class Runtime:
         raise exc  # the server stops; or KeyboardInterrupt, SystemExit: the server dies
 
     def _settle(self, request: Request, outcome: Outcome[Any] | None) -> None:
-        """Count how a started request ended, and reply if its caller still waits for it.
+        """Count and time how a started request ended; reply if its caller still waits.
 
         `outcome` is None when the handler was cut by its scope.
         """
+        self.records[request.method.name].ended(self.now() - request.started_at)
         state = request.state
         request.state = DONE
         if state == RUNNING:
             if outcome is None:
                 self.timed_out += 1
+                ending = "timed_out"
                 outcome = Error(CallTimeout(self._cut_message(request)))
             elif isinstance(outcome, Error):
                 self.failed += 1
+                ending = "failed"
             else:
                 self.handled += 1
+                ending = "handled"
             if request.task is not None:
                 self._deliver(request, outcome)
             elif isinstance(outcome, Error):
@@ -416,8 +502,12 @@ class Runtime:
                 )
         elif state == TIMED_OUT:
             self.timed_out += 1
+            ending = "timed_out"
         else:  # ABANDONED (its caller left) or STOPPED
             self.cancelled += 1
+            ending = "cancelled"
+        if self.instruments:
+            self._emit("call_finished", request, ending)
 
     def _cut_message(self, request: Request) -> str:
         method = request.method
@@ -430,7 +520,51 @@ class Runtime:
     def _expire(self, request: Request) -> None:
         request.state = WITHDRAWN
         self.withdrawn += 1
+        if self.instruments:
+            self._emit("call_withdrawn", request, "withdrawn", "its caller's deadline passed")
         self._deliver(request, Error(_Expired()))
+
+    def _shed_at_start(self, request: Request, now: float, reason: str) -> None:
+        request.state = WITHDRAWN
+        self.shed += 1
+        if self.instruments:
+            self._emit("call_shed", request, "shed", reason)
+        self._deliver(request, Error(ServerOverloaded(f"{request.method.label} refused: {reason}")))
+
+    # -- instruments --------------------------------------------------------------
+
+    def refresh_instruments(self) -> None:
+        self.instruments = self.own_instruments + tuple(
+            i for i in self.run_instruments.instruments if i not in self.own_instruments
+        )
+
+    def _emit(
+        self, hook: Hook, request: Request, outcome: str | None = None, reason: str | None = None
+    ) -> None:
+        started = hook in ("call_started", "call_finished")
+        info = CallInfo(
+            server=self.spec.name,
+            method=request.method.label,
+            kind=request.method.kind,
+            number=request.number,
+            queued_at=request.queued_at,
+            started_at=request.started_at if started else None,
+            ended_at=self.now() if hook == "call_finished" else None,
+            outcome=outcome,
+            reason=reason,
+        )
+        self._notify(hook, info)
+
+    def _notify(self, hook: Hook, info: CallInfo) -> None:
+        for instrument in self.instruments:
+            try:
+                getattr(instrument, hook)(info)
+            except Exception:
+                logger.exception("instrument %r raised in %s; removed", instrument, hook)
+                self.own_instruments = tuple(i for i in self.own_instruments if i is not instrument)
+                if instrument in self.run_instruments.instruments:
+                    self.run_instruments.instruments.remove(instrument)
+                self.refresh_instruments()
 
     # -- stopping -----------------------------------------------------------------
 
@@ -439,6 +573,7 @@ class Runtime:
         if self.stopping:
             return
         self.stopping = True
+        self.run_instruments.servers.discard(self)
         name = self.spec.name
         self.obj.__dict__["_trioserver_state"] = NotRunning(self.spec, why, self)
         current = self.current
@@ -450,6 +585,8 @@ class Runtime:
         for request in self.mailbox.drain():
             request.state = DROPPED
             self.dropped += 1
+            if self.instruments:
+                self._emit("call_withdrawn", request, "dropped", f"{name} stopped ({why})")
             if request.task is not None:
                 message = f"{request.method.label}: {name} stopped ({why}) before this call started"
                 self._deliver(request, Error(ServerStopped(message)))
@@ -492,4 +629,9 @@ class Runtime:
             failed=self.failed,
             timed_out=self.timed_out,
             cancelled=self.cancelled,
+            methods={
+                name: record.snapshot()
+                for name, record in self.records.items()
+                if record.queue_wait.count or record.service.count
+            },
         )

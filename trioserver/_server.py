@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import attrs
 
@@ -14,6 +14,7 @@ from ._handle import handle_method
 from ._handler import Handler, Kind
 
 T = TypeVar("T")
+WhenFull = Literal["wait", "refuse"]
 
 RESERVED = "_trioserver"
 SPEC = "_trioserver_spec"
@@ -31,6 +32,7 @@ class Method:
     fn: Callable[..., Any]
     is_async: bool
     budget: float | None
+    admission: bool  # deadline-aware admission may refuse its requests
 
 
 @attrs.frozen(eq=False)
@@ -43,6 +45,8 @@ class ServerSpec:
     methods: dict[str, Method]
     on_start: Callable[[Any], Any] | None
     on_stop: Callable[[Any], Any] | None
+    mailbox_size: int | None
+    when_full: WhenFull
 
 
 def spec_of(obj: object) -> ServerSpec:
@@ -59,8 +63,22 @@ def spec_of(obj: object) -> ServerSpec:
 @overload
 def server(cls: type[T], /) -> type[T]: ...
 @overload
-def server(*, timeout: float | None = ...) -> Callable[[type[T]], type[T]]: ...
-def server(cls: object = None, /, *, timeout: object = DEFAULT_TIMEOUT) -> Any:
+def server(
+    *,
+    timeout: float | None = ...,
+    mailbox_size: int | None = ...,
+    when_full: WhenFull = ...,
+    admission: bool = ...,
+) -> Callable[[type[T]], type[T]]: ...
+def server(
+    cls: object = None,
+    /,
+    *,
+    timeout: object = DEFAULT_TIMEOUT,
+    mailbox_size: object = None,
+    when_full: object = "wait",
+    admission: object = True,
+) -> Any:
     """Turn a class into a server: one task owns its state and handles requests one at a time.
 
     The class's `call` and `cast` methods become methods of the handle that
@@ -71,6 +89,17 @@ def server(cls: object = None, /, *, timeout: object = DEFAULT_TIMEOUT) -> Any:
     Args:
       timeout: The default budget of its handlers, in seconds (5.0 unless
         given); ``None`` or ``math.inf`` for none. Keyword-only.
+      mailbox_size: At most this many requests wait in the mailbox; ``None``
+        (the default) for no bound.
+      when_full: What a request meets when the mailbox is full: ``"wait"``
+        (backpressure: the caller waits for room, within its own deadline) or
+        ``"refuse"`` (`ServerOverloaded` at once).
+      admission: Deadline-aware admission, on by default: a call whose
+        caller's remaining time is shorter than the expected wait plus the
+        method's expected service time is refused with `ServerOverloaded`,
+        when it is queued and again when it would start. Calls with no
+        deadline are never refused this way. ``False`` turns it off for every
+        method (``@call(admission=False)`` for one).
 
     Returns:
       The same class, with its handle methods installed.
@@ -83,10 +112,11 @@ def server(cls: object = None, /, *, timeout: object = DEFAULT_TIMEOUT) -> Any:
         class whose instances have no ``__dict__`` (such as attrs' slotted
         classes: use ``@attrs.define(slots=False)``).
     """
+    options = (timeout, mailbox_size, when_full, admission)
     if cls is None:
 
         def make(klass: object) -> Any:
-            return _make_server(klass, timeout)
+            return _make_server(klass, *options)
 
         return make
     if isinstance(cls, (int, float)) and type(cls) is not bool:
@@ -100,10 +130,12 @@ def server(cls: object = None, /, *, timeout: object = DEFAULT_TIMEOUT) -> Any:
             )
 
         return refuse
-    return _make_server(cls, timeout)
+    return _make_server(cls, *options)
 
 
-def _make_server(cls: object, timeout: object) -> Any:
+def _make_server(
+    cls: object, timeout: object, mailbox_size: object, when_full: object, admission: object
+) -> Any:
     if not isinstance(cls, type):
         name = getattr(cls, "__qualname__", None) or repr(cls)
         raise InvalidServerDefinition(
@@ -111,6 +143,21 @@ def _make_server(cls: object, timeout: object) -> Any:
         )
     name = cls.__qualname__
     default = check_timeout(timeout, f"@server on {name}")
+    if mailbox_size is not None and (
+        not isinstance(mailbox_size, int) or isinstance(mailbox_size, bool) or mailbox_size < 1
+    ):
+        raise InvalidServerDefinition(
+            f"@server on {name}: mailbox_size must be None or a whole number >= 1, "
+            f"not {mailbox_size!r}"
+        )
+    if when_full not in ("wait", "refuse"):
+        raise InvalidServerDefinition(
+            f"@server on {name}: when_full must be 'wait' or 'refuse', not {when_full!r}"
+        )
+    if not isinstance(admission, bool):
+        raise InvalidServerDefinition(
+            f"@server on {name}: admission must be True or False, not {admission!r}"
+        )
     if SPEC in vars(cls):
         raise InvalidServerDefinition(f"@server on {name}: the class is a server already")
     if cls.__dictoffset__ == 0:
@@ -127,6 +174,7 @@ def _make_server(cls: object, timeout: object) -> Any:
             fn=mark.fn,
             is_async=mark.is_async,
             budget=default if mark.timeout is INHERIT else mark.timeout,  # type: ignore[arg-type]
+            admission=admission and mark.admission,
         )
         for attr, mark in marks.items()
     }
@@ -137,6 +185,8 @@ def _make_server(cls: object, timeout: object) -> Any:
         methods=methods,
         on_start=_hook(cls, "on_start", marks),
         on_stop=_hook(cls, "on_stop", marks),
+        mailbox_size=mailbox_size if isinstance(mailbox_size, int) else None,
+        when_full="refuse" if when_full == "refuse" else "wait",
     )
     from ._runtime import NotRunning  # the runtime needs the spec types defined here
 
@@ -162,7 +212,7 @@ def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
                 marks[attr] = value
             elif is_server and attr in getattr(klass, SPEC).methods:
                 method = getattr(klass, SPEC).methods[attr]
-                marks[attr] = Handler(method.kind, method.fn, method.budget)
+                marks[attr] = Handler(method.kind, method.fn, method.budget, method.admission)
             else:
                 marks.pop(attr, None)
     return marks

@@ -1,10 +1,46 @@
-"""What a server has done, as a frozen snapshot: `statistics(handle)`."""
+"""What a server has done, as frozen snapshots (`statistics(handle)`), and their recorders."""
 
 from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
 
 import attrs
 
 from ._server import STATE, spec_of
+
+WINDOW = 2048
+"""How many recent samples per method the percentiles are taken over."""
+
+SMOOTHING = 0.2
+"""Weight of the newest run in a method's expected service time (an exponential moving average)."""
+
+
+@attrs.frozen
+class Timing:
+    """Durations of one kind (queue wait or service) for one method, in seconds.
+
+    `count`, `mean` and `max` cover every sample since the server started;
+    `p50` and `p99` cover the most recent 2,048 (exact, not estimated).
+    """
+
+    count: int = 0
+    mean: float = 0.0
+    p50: float = 0.0
+    p99: float = 0.0
+    max: float = 0.0
+
+
+@attrs.frozen
+class MethodStatistics:
+    """Per-method figures: how long requests waited in the mailbox, and how long handlers ran."""
+
+    queue_wait: Timing = Timing()
+    """From the call (or cast) to the handler's start, for requests that started."""
+    service: Timing = Timing()
+    """From the handler's start to its end (return, raise or cut), for handlers that ended."""
+    expected_service: float = 0.0
+    """The service time admission control expects of the next run (0 until one has ended)."""
 
 
 @attrs.frozen
@@ -26,7 +62,7 @@ class ServerStatistics:
     withdrawn: int = 0
     """Never started: the caller left (was cancelled or reached its deadline) while queued."""
     shed: int = 0
-    """Never started: refused by admission with `ServerOverloaded`."""
+    """Never started: refused with `ServerOverloaded` (admission, or a full mailbox)."""
     dropped: int = 0
     """Never started: the server stopped while they were queued."""
     handled: int = 0
@@ -38,6 +74,65 @@ class ServerStatistics:
     cancelled: int = 0
     """Started and cut because their caller was cancelled (not by its deadline) or the server
     stopped."""
+    methods: Mapping[str, MethodStatistics] = attrs.field(factory=dict[str, MethodStatistics])
+    """Per method name, for the methods that have been called."""
+
+
+class TimingRecorder:
+    """Collects one kind of duration: all-time count, total and max; a window for percentiles."""
+
+    __slots__ = ("count", "max", "recent", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+        self.recent: deque[float] = deque(maxlen=WINDOW)
+
+    def add(self, seconds: float) -> None:
+        self.count += 1
+        self.total += seconds
+        if seconds > self.max:
+            self.max = seconds
+        self.recent.append(seconds)
+
+    def snapshot(self) -> Timing:
+        if not self.count:
+            return Timing()
+        ordered = sorted(self.recent)
+        last = len(ordered) - 1
+        return Timing(
+            count=self.count,
+            mean=self.total / self.count,
+            p50=ordered[round(0.50 * last)],
+            p99=ordered[round(0.99 * last)],
+            max=self.max,
+        )
+
+
+class MethodRecorder:
+    """One method's timings in one run of a server, and its expected service time."""
+
+    __slots__ = ("expected", "queue_wait", "service")
+
+    def __init__(self) -> None:
+        self.queue_wait = TimingRecorder()
+        self.service = TimingRecorder()
+        self.expected = 0.0
+
+    def ended(self, seconds: float) -> None:
+        if self.service.count:
+            self.expected += SMOOTHING * (seconds - self.expected)
+        else:
+            self.expected = seconds
+        self.service.add(seconds)
+
+    def snapshot(self) -> MethodStatistics:
+        return MethodStatistics(
+            queue_wait=self.queue_wait.snapshot(),
+            service=self.service.snapshot(),
+            expected_service=self.expected,
+        )
 
 
 def statistics(handle: object) -> ServerStatistics:

@@ -1,0 +1,116 @@
+"""Instruments: hooks that see every request's life, per server or for every server in a run.
+
+As with `trio.abc.Instrument`, a server with no instrument pays nothing but a
+falsy check per event.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import TYPE_CHECKING, Literal
+
+import attrs
+import trio
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+logger = logging.getLogger("trioserver")
+
+Hook = Literal["call_queued", "call_started", "call_finished", "call_withdrawn", "call_shed"]
+
+
+@attrs.frozen
+class CallInfo:
+    """One request as an instrument sees it. Times are `trio.current_time` readings."""
+
+    server: str
+    """The server class's name."""
+    method: str
+    """``Class.method``."""
+    kind: Literal["call", "cast"]
+    number: int
+    """Numbers the server's requests from 1, in arrival order (per run)."""
+    queued_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    outcome: str | None = None
+    """``handled``, ``failed``, ``timed_out``, ``cancelled`` (`call_finished`);
+    ``withdrawn``, ``dropped`` (`call_withdrawn`); ``shed`` (`call_shed`)."""
+    reason: str | None = None
+    """Why a request was shed or dropped, in words."""
+
+
+class Instrument:
+    """Base class of instruments: override the hooks you need; the others do nothing.
+
+    Hooks run synchronously in whichever task causes the event (a caller, or
+    the server's task) and must not block. An instrument whose hook raises is
+    logged and removed, as trio does with its own instruments.
+    """
+
+    def call_queued(self, call: CallInfo) -> None:
+        """A request entered the mailbox."""
+
+    def call_started(self, call: CallInfo) -> None:
+        """A handler started (`CallInfo.started_at` is set)."""
+
+    def call_finished(self, call: CallInfo) -> None:
+        """A started handler ended: `CallInfo.outcome` says how."""
+
+    def call_withdrawn(self, call: CallInfo) -> None:
+        """A request left the mailbox without starting: its caller left, or the server stopped."""
+
+    def call_shed(self, call: CallInfo) -> None:
+        """A request was refused with `ServerOverloaded` (`CallInfo.reason` says why)."""
+
+
+@attrs.define(eq=False)
+class _RunInstruments:
+    """The instruments for every server of one trio run, and the running servers to tell."""
+
+    instruments: list[Instrument] = attrs.Factory(list[Instrument])
+    servers: weakref.WeakSet[Runtime] = attrs.Factory(weakref.WeakSet["Runtime"])
+
+
+_RUN: trio.lowlevel.RunVar[_RunInstruments] = trio.lowlevel.RunVar("trioserver_instruments")
+
+
+def run_instruments() -> _RunInstruments:
+    try:
+        return _RUN.get()
+    except LookupError:
+        registry = _RunInstruments()
+        _RUN.set(registry)
+        return registry
+
+
+def add_instrument(instrument: Instrument) -> None:
+    """Install `instrument` on every server of the current trio run, running or started later.
+
+    Args:
+      instrument: The instrument; installing it twice has no further effect.
+
+    Raises:
+      RuntimeError: outside a trio run.
+    """
+    registry = run_instruments()
+    if instrument not in registry.instruments:
+        registry.instruments.append(instrument)
+        for runtime in registry.servers:
+            runtime.refresh_instruments()
+
+
+def remove_instrument(instrument: Instrument) -> None:
+    """Remove an instrument installed with `add_instrument`.
+
+    Raises:
+      KeyError: it is not installed.
+    """
+    registry = run_instruments()
+    if instrument not in registry.instruments:
+        raise KeyError(instrument)
+    registry.instruments.remove(instrument)
+    for runtime in registry.servers:
+        runtime.refresh_instruments()
