@@ -107,10 +107,6 @@ def test_server_timeout_is_keyword_only(number: float) -> None:
             pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: @call(None) is taken as bare @call (server default), not refused",
-)
 @pytest.mark.parametrize("mark", [call, cast], ids=["call", "cast"])
 def test_handler_positional_none_timeout_is_refused(mark: Any) -> None:
     # A user who writes @call(None) means "no budget"; silently getting the 5 s default is a trap.
@@ -122,10 +118,6 @@ def test_handler_positional_none_timeout_is_refused(mark: Any) -> None:
                 return seat
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: @server(None) is taken as bare @server (5 s default), not refused",
-)
 def test_server_positional_none_timeout_is_refused() -> None:
     with refused("Theater", "keyword-only"):
 
@@ -145,11 +137,6 @@ def test_handler_positional_non_number_is_refused(mark: Any, value: object) -> N
                 return seat
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: @call('4') / @call(True) is refused before the method is known, "
-    "so the message does not name it (the int/float case defers and does)",
-)
 @pytest.mark.parametrize("value", ["4", True], ids=["str", "bool"])
 def test_handler_positional_non_number_names_the_method(value: object) -> None:
     with refused("Theater.reserve"):
@@ -221,11 +208,6 @@ def test_mark_on_property_is_refused(mark: Any) -> None:
                 return 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: the refusal of @call on a property does not name the method "
-    "(it shows <property object at 0x...>; fget.__qualname__ would)",
-)
 def test_mark_on_property_names_the_method() -> None:
     with refused("Theater.seats"):
 
@@ -310,12 +292,6 @@ def test_handler_taking_only_star_args_is_refused(mark: Any) -> None:
                 pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="core: a handler parameter named _trioserver_method shadows the handle's own name: "
-    "the server task dies with AttributeError; refuse it at definition time or rename internals",
-)
 def test_reserved_parameter_name_is_refused_or_works() -> None:
     refusal = ""
     try:

@@ -100,17 +100,16 @@ def _mark(kind: Kind, fn: object, timeout: object, admission: object) -> Handler
         raise InvalidServerDefinition(
             f"{fn.qualname} is marked twice (@{kind} on top of @{fn.kind}): keep one mark"
         )
-    inner: object = getattr(fn, "__func__", None)
     what = type(fn).__name__
-    if isinstance(fn, (staticmethod, classmethod)):
+    name = name_of(fn)
+    if isinstance(fn, (staticmethod, classmethod, property)):
         raise InvalidServerDefinition(
-            f"@{kind} on {getattr(inner, '__qualname__', repr(inner))}: a handler is an "
-            f"instance method, not a {what}; put @{kind} on a plain method"
+            f"@{kind} on {name}: a handler is a plain instance method, not a {what}; "
+            f"put @{kind} on a plain method"
         )
     if not inspect.isfunction(fn):
-        name = getattr(fn, "__qualname__", None) or repr(fn)
         raise InvalidServerDefinition(
-            f"@{kind} on {name}: it marks a method (def or async def), not a {type(fn).__name__}"
+            f"@{kind} on {name}: it marks a method (def or async def), not a {what}"
         )
     where = f"@{kind} on {fn.__qualname__}"
     if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
@@ -125,6 +124,12 @@ def _mark(kind: Kind, fn: object, timeout: object, admission: object) -> Handler
         raise InvalidServerDefinition(
             f"{where}: a handler is a method; its first parameter must be `self`"
         )
+    for param in params:
+        if param.name.startswith("_trioserver"):
+            raise InvalidServerDefinition(
+                f"{where}: parameter {param.name!r}: names starting with '_trioserver' are "
+                f"reserved for trioserver; rename it"
+            )
     budget = timeout if isinstance(timeout, Inherit) else check_timeout(timeout, where)
     if not isinstance(admission, bool):
         raise InvalidServerDefinition(
@@ -133,19 +138,34 @@ def _mark(kind: Kind, fn: object, timeout: object, admission: object) -> Handler
     return Handler(kind, fn, budget, admission)
 
 
+def name_of(obj: object) -> str:
+    """How a definition error names `obj`: its qualified name (a property's getter's), or repr."""
+    target: object = getattr(obj, "__func__", None) or getattr(obj, "fget", None) or obj
+    name = getattr(target, "__qualname__", None)
+    return name if isinstance(name, str) else repr(obj)
+
+
+class _Bare:
+    """Marker for "no positional argument": `@call` or `@call(...)` with keywords only."""
+
+
+BARE = _Bare()
+
+
 def _decorator(kind: Kind, fn: object, timeout: object, admission: object = True) -> Any:
-    if fn is None:
+    if fn is BARE:
 
         def mark(method: object) -> Handler[Any, Any, Any]:
             return _mark(kind, method, timeout, admission)
 
         return mark
-    if isinstance(fn, (int, float)) and type(fn) is not bool:
-
+    if fn is None or isinstance(fn, (int, float, str)):
+        # `@call(4.0)`, `@call(None)`: a budget given positionally. Refuse it once the method
+        # is known, so that the message can name it.
         def refuse(method: object) -> Any:
-            name = getattr(method, "__qualname__", None) or repr(method)
             raise InvalidServerDefinition(
-                f"@{kind}({fn!r}) on {name}: timeout is keyword-only; write @{kind}(timeout={fn!r})"
+                f"@{kind}({fn!r}) on {name_of(method)}: timeout is keyword-only; "
+                f"write @{kind}(timeout={fn!r})"
             )
 
         return refuse
@@ -160,7 +180,7 @@ def call(  # pyright: ignore[reportOverlappingOverload]
 def call(fn: Callable[Concatenate[S, P], R], /) -> Handler[S, P, R]: ...
 @overload
 def call(*, timeout: float | None = ..., admission: bool = ...) -> _CallDecorator: ...
-def call(fn: object = None, /, *, timeout: object = INHERIT, admission: object = True) -> Any:
+def call(fn: object = BARE, /, *, timeout: object = INHERIT, admission: object = True) -> Any:
     """Mark a method as a request/reply call of its server.
 
     ``await handle.method(...)`` sends the request to the server's task and
@@ -204,7 +224,7 @@ def call(fn: object = None, /, *, timeout: object = INHERIT, admission: object =
 def cast(fn: Callable[Concatenate[S, P], object], /) -> Handler[S, P, None]: ...
 @overload
 def cast(*, timeout: float | None = ...) -> _CastDecorator: ...
-def cast(fn: object = None, /, *, timeout: object = INHERIT) -> Any:
+def cast(fn: object = BARE, /, *, timeout: object = INHERIT) -> Any:
     """Mark a method as a cast: fire and forget.
 
     ``await handle.method(...)`` queues the request and returns ``None`` once

@@ -11,7 +11,7 @@ import attrs
 from ._budget import DEFAULT_TIMEOUT, INHERIT, check_timeout
 from ._errors import InvalidServerDefinition
 from ._handle import handle_method
-from ._handler import Handler, Kind
+from ._handler import BARE, Handler, Kind, name_of
 
 T = TypeVar("T")
 WhenFull = Literal["wait", "refuse"]
@@ -71,7 +71,7 @@ def server(
     admission: bool = ...,
 ) -> Callable[[type[T]], type[T]]: ...
 def server(
-    cls: object = None,
+    cls: object = BARE,
     /,
     *,
     timeout: object = DEFAULT_TIMEOUT,
@@ -113,19 +113,18 @@ def server(
         classes: use ``@attrs.define(slots=False)``).
     """
     options = (timeout, mailbox_size, when_full, admission)
-    if cls is None:
+    if cls is BARE:
 
         def make(klass: object) -> Any:
             return _make_server(klass, *options)
 
         return make
-    if isinstance(cls, (int, float)) and type(cls) is not bool:
+    if cls is None or isinstance(cls, (int, float, str)):
         number = cls
 
         def refuse(klass: object) -> Any:
-            name = getattr(klass, "__qualname__", None) or repr(klass)
             raise InvalidServerDefinition(
-                f"@server({number!r}) on {name}: timeout is keyword-only; "
+                f"@server({number!r}) on {name_of(klass)}: timeout is keyword-only; "
                 f"write @server(timeout={number!r})"
             )
 
