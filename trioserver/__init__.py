@@ -8,23 +8,39 @@ from ._errors import ServerStopped as ServerStopped
 from ._errors import TrioServerError as TrioServerError
 from ._handler import call as call
 from ._handler import cast as cast
+from ._instrument import CallInfo as CallInfo
+from ._instrument import Instrument as Instrument
+from ._instrument import LoggingInstrument as LoggingInstrument
+from ._instrument import add_instrument as add_instrument
+from ._instrument import remove_instrument as remove_instrument
 from ._lifecycle import open_server as open_server
 from ._lifecycle import serve as serve
 from ._server import server as server
+from ._statistics import MethodStatistics as MethodStatistics
 from ._statistics import ServerStatistics as ServerStatistics
+from ._statistics import Timing as Timing
 from ._statistics import statistics as statistics
+from ._trace import TraceInstrument as TraceInstrument
 
 __all__ = [
+    "CallInfo",
     "CallTimeout",
     "DeadlockError",
+    "Instrument",
     "InvalidServerDefinition",
+    "LoggingInstrument",
+    "MethodStatistics",
     "ServerOverloaded",
     "ServerStatistics",
     "ServerStopped",
+    "Timing",
+    "TraceInstrument",
     "TrioServerError",
+    "add_instrument",
     "call",
     "cast",
     "open_server",
+    "remove_instrument",
     "serve",
     "server",
     "statistics",

@@ -33,8 +33,11 @@ class CallInfo:
     number: int
     """Numbers the server's requests from 1, in arrival order (per run)."""
     queued_at: float
+    """When it was queued (for one refused before queueing: when it was refused)."""
     started_at: float | None = None
+    """When its handler started (`call_started`, `call_finished`)."""
     ended_at: float | None = None
+    """When it ended: finished, withdrawn, dropped or shed."""
     outcome: str | None = None
     """``handled``, ``failed``, ``timed_out``, ``cancelled`` (`call_finished`);
     ``withdrawn``, ``dropped`` (`call_withdrawn`); ``shed`` (`call_shed`)."""
@@ -114,3 +117,36 @@ def remove_instrument(instrument: Instrument) -> None:
     registry.instruments.remove(instrument)
     for runtime in registry.servers:
         runtime.refresh_instruments()
+
+
+class LoggingInstrument(Instrument):
+    """Logs every event of every request, one line each, on the ``trioserver.calls`` logger.
+
+    Args:
+      level: The logging level of the lines (``logging.DEBUG`` unless given).
+    """
+
+    def __init__(self, level: int = logging.DEBUG) -> None:
+        self.level = level
+        self.logger = logging.getLogger("trioserver.calls")
+
+    def _log(self, call: CallInfo, what: str) -> None:
+        self.logger.log(self.level, "%s #%d %s", call.method, call.number, what)
+
+    def call_queued(self, call: CallInfo) -> None:
+        self._log(call, f"queued at {call.queued_at:.6f}")
+
+    def call_started(self, call: CallInfo) -> None:
+        assert call.started_at is not None
+        self._log(call, f"started after waiting {call.started_at - call.queued_at:.6f} s")
+
+    def call_finished(self, call: CallInfo) -> None:
+        assert call.started_at is not None
+        assert call.ended_at is not None
+        self._log(call, f"{call.outcome} after {call.ended_at - call.started_at:.6f} s")
+
+    def call_withdrawn(self, call: CallInfo) -> None:
+        self._log(call, f"{call.outcome}: {call.reason}")
+
+    def call_shed(self, call: CallInfo) -> None:
+        self._log(call, f"shed: {call.reason}")

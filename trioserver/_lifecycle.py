@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from contextlib import asynccontextmanager
 from typing import NoReturn, TypeVar
 
 import trio
 
 from ._errors import TrioServerError
+from ._instrument import Instrument
 from ._runtime import Runtime
 from ._server import STATE, spec_of
 
@@ -19,7 +20,7 @@ logger = logging.getLogger("trioserver")
 
 
 @asynccontextmanager
-async def open_server(obj: T) -> AsyncGenerator[T]:
+async def open_server(obj: T, *, instruments: Iterable[Instrument] = ()) -> AsyncGenerator[T]:
     """Run `obj`'s server for the duration of the block; yield its handle.
 
     The handle is `obj` itself: ``await handle.method(...)`` goes through the
@@ -27,6 +28,7 @@ async def open_server(obj: T) -> AsyncGenerator[T]:
 
     Args:
       obj: An instance of a class decorated with `server`.
+      instruments: Instruments for this server alone (see `add_instrument` for all).
 
     Yields:
       The handle, typed as `obj`'s class.
@@ -52,7 +54,7 @@ async def open_server(obj: T) -> AsyncGenerator[T]:
         raise TrioServerError(f"this {spec.name} is running already; a server runs once at a time")
     failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        runtime = Runtime(spec, obj, nursery)
+        runtime = Runtime(spec, obj, nursery, tuple(instruments))
         obj.__dict__[STATE] = runtime
         nursery.start_soon(runtime.run, name=f"trioserver: {spec.name}")
         try:
@@ -70,11 +72,17 @@ async def open_server(obj: T) -> AsyncGenerator[T]:
         raise error
 
 
-async def serve(obj: T, *, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+async def serve(
+    obj: T,
+    *,
+    instruments: Iterable[Instrument] = (),
+    task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
     """Run `obj`'s server until cancelled: ``handle = await nursery.start(serve, obj)``.
 
     Args:
       obj: An instance of a class decorated with `server`.
+      instruments: Instruments for this server alone.
       task_status: Given the handle once `on_start` has finished.
 
     Cancellation:
@@ -84,7 +92,7 @@ async def serve(obj: T, *, task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IG
       As `open_server`: errors from `on_start`, `on_stop`, or a fatal
       `KeyboardInterrupt`/`SystemExit` in a handler come out unwrapped.
     """
-    async with open_server(obj) as handle:
+    async with open_server(obj, instruments=instruments) as handle:
         task_status.started(handle)
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover

@@ -275,7 +275,7 @@ class Runtime:
             self.numbered += 1
             info = CallInfo(
                 self.spec.name, method.label, method.kind, self.numbered, now,
-                outcome="shed", reason=reason,
+                ended_at=now, outcome="shed", reason=reason,
             )  # fmt: skip
             self._notify("call_shed", info)
         return ServerOverloaded(f"{method.label} refused: {reason}")
@@ -549,7 +549,7 @@ class Runtime:
             number=request.number,
             queued_at=request.queued_at,
             started_at=request.started_at if started else None,
-            ended_at=self.now() if hook == "call_finished" else None,
+            ended_at=None if hook in ("call_queued", "call_started") else self.now(),
             outcome=outcome,
             reason=reason,
         )
