@@ -1,0 +1,167 @@
+"""Instruments see every request's life; the shipped ones log it or trace it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from trioserver import (
+    CallInfo,
+    Instrument,
+    LoggingInstrument,
+    ServerOverloaded,
+    TraceInstrument,
+    add_instrument,
+    call,
+    cast,
+    open_server,
+    remove_instrument,
+    server,
+)
+
+
+class Recording(Instrument):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str | None, float | None]] = []
+
+    def _add(self, hook: str, call: CallInfo) -> None:
+        self.events.append((hook, call.method, call.outcome, call.ended_at))
+
+    def call_queued(self, call: CallInfo) -> None:
+        self._add("queued", call)
+
+    def call_started(self, call: CallInfo) -> None:
+        self._add("started", call)
+
+    def call_finished(self, call: CallInfo) -> None:
+        self._add("finished", call)
+
+    def call_withdrawn(self, call: CallInfo) -> None:
+        self._add("withdrawn", call)
+
+    def call_shed(self, call: CallInfo) -> None:
+        self._add("shed", call)
+
+
+@server(mailbox_size=1, when_full="refuse", admission=False)
+class Desk:
+    @call(timeout=2.0)
+    async def work(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    @cast
+    def note(self) -> None:
+        raise ValueError("cast failure")
+
+
+async def test_instrument_sees_each_event_with_its_outcome(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    rec = Recording()
+    async with open_server(Desk(), instruments=[rec]) as desk, trio.open_nursery() as nursery:
+        await desk.work(1.0)  # handled
+        with pytest.raises(trio.TooSlowError):
+            await desk.work(5.0)  # timed out at 2 s
+        nursery.start_soon(desk.work, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(0.5):
+            await desk.work(1.0)  # queued, then withdrawn
+        await desk.note()  # queued (the mailbox has room again)
+        with pytest.raises(ServerOverloaded):
+            await desk.work(1.0)  # shed: the mailbox is full
+    assert rec.events == [
+        ("queued", "Desk.work", None, None),
+        ("started", "Desk.work", None, None),
+        ("finished", "Desk.work", "handled", 1.0),
+        ("queued", "Desk.work", None, None),
+        ("started", "Desk.work", None, None),
+        ("finished", "Desk.work", "timed_out", 3.0),
+        ("queued", "Desk.work", None, None),
+        ("started", "Desk.work", None, None),
+        ("queued", "Desk.work", None, None),
+        ("withdrawn", "Desk.work", "withdrawn", 3.5),
+        ("queued", "Desk.note", None, None),
+        ("shed", "Desk.work", "shed", 3.5),
+        ("finished", "Desk.work", "handled", 4.0),
+        ("started", "Desk.note", None, None),
+        ("finished", "Desk.note", "failed", 4.0),
+    ]
+
+
+async def test_add_instrument_covers_every_server_of_the_run(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    rec = Recording()
+    async with open_server(Desk()) as first:
+        add_instrument(rec)  # a server that is already running
+        async with open_server(Desk()) as second:  # and one started later
+            await first.work(0.0)
+            await second.work(0.0)
+        remove_instrument(rec)
+        await first.work(0.0)
+    assert [hook for hook, *_ in rec.events] == ["queued", "started", "finished"] * 2
+    with pytest.raises(KeyError):
+        remove_instrument(rec)
+
+
+async def test_an_instrument_that_raises_is_logged_and_removed(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(Instrument):
+        calls = 0
+
+        def call_queued(self, call: CallInfo) -> None:
+            Broken.calls += 1
+            raise RuntimeError("broken instrument")
+
+    async with open_server(Desk(), instruments=[Broken()]) as desk:
+        await desk.work(0.0)
+        await desk.work(0.0)  # the server went on, without the instrument
+    assert Broken.calls == 1
+    assert any("broken instrument" in r.exc_text for r in caplog.records if r.exc_text)
+
+
+async def test_logging_instrument_logs_one_line_per_event(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioserver.calls")
+    async with open_server(Desk(), instruments=[LoggingInstrument(logging.INFO)]) as desk:
+        await desk.work(0.25)
+    lines = [r.getMessage() for r in caplog.records if r.name == "trioserver.calls"]
+    assert lines == [
+        "Desk.work #1 queued at 0.000000",
+        "Desk.work #1 started after waiting 0.000000 s",
+        "Desk.work #1 handled after 0.250000 s",
+    ]
+
+
+async def test_trace_instrument_writes_chrome_trace_events(
+    autojump_clock: trio.abc.Clock, tmp_path: Path
+) -> None:
+    trace = TraceInstrument()
+    async with open_server(Desk(), instruments=[trace]) as desk, trio.open_nursery() as nursery:
+        nursery.start_soon(desk.work, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        await desk.work(0.5)  # waits 1 s, runs 0.5 s
+    path = tmp_path / "trace.json"
+    trace.write(path)
+    events = json.loads(path.read_text())["traceEvents"]
+    slices = [e for e in events if e["ph"] == "X"]
+    assert [(e["name"], e["ts"], e["dur"]) for e in slices] == [
+        ("Desk.work", 0.0, 1_000_000.0),
+        ("Desk.work", 1_000_000.0, 500_000.0),
+    ]
+    waits = [(e["ph"], e["ts"]) for e in events if e.get("cat") == "queue" and e["id"] == "Desk#2"]
+    assert waits == [("b", 0.0), ("e", 1_000_000.0)]
+    assert {
+        "ph": "M",
+        "name": "thread_name",
+        "pid": 1,
+        "tid": 1,
+        "args": {"name": "Desk"},
+    } in events

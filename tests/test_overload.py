@@ -1,0 +1,266 @@
+"""Staying useful under overload: deadline-aware admission and bounded mailboxes."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trioserver import (
+    ServerOverloaded,
+    ServerStopped,
+    call,
+    cast,
+    open_server,
+    server,
+    statistics,
+)
+
+
+@server
+class Booth:
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, float]] = []
+
+    @call(timeout=None)
+    async def serve_one(self, name: str, seconds: float = 1.0) -> str:
+        self.ran.append((name, trio.current_time()))
+        await trio.sleep(seconds)
+        return name
+
+    @call(timeout=None, admission=False)
+    async def always(self, name: str, seconds: float = 1.0) -> str:
+        self.ran.append((name, trio.current_time()))
+        await trio.sleep(seconds)
+        return name
+
+
+async def test_admission_refuses_at_the_call_what_cannot_finish_in_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Booth()) as booth, trio.open_nursery() as nursery:
+        await booth.serve_one("warm-up")  # the method's expected service time: 1 s
+        nursery.start_soon(booth.serve_one, "busy", 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        with trio.move_on_after(1.5), pytest.raises(ServerOverloaded) as info:
+            await booth.serve_one("late")  # 1 s to wait + 1 s of service > 1.5 s left
+        assert trio.current_time() == start  # refused at once, not at its deadline
+        assert "Booth.serve_one refused" in str(info.value)
+        assert statistics(booth).shed == 1
+    assert "late" not in [name for name, _ in booth.ran]
+
+
+async def test_admission_admits_what_can_finish(autojump_clock: trio.abc.Clock) -> None:
+    async with open_server(Booth()) as booth, trio.open_nursery() as nursery:
+        await booth.serve_one("warm-up")
+        nursery.start_soon(booth.serve_one, "busy", 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.fail_after(2.5):
+            assert await booth.serve_one("fits") == "fits"  # 1 + 1 < 2.5
+
+
+async def test_admission_refuses_again_when_the_request_would_start(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    outcomes: dict[str, object] = {}
+
+    async def caller(name: str, seconds: float, deadline_in: float) -> None:
+        try:
+            with trio.fail_after(deadline_in):
+                outcomes[name] = await booth.serve_one(name, seconds)
+        except ServerOverloaded:
+            outcomes[name] = ("refused", trio.current_time())
+
+    async with open_server(Booth()) as booth, trio.open_nursery() as nursery:
+        await booth.serve_one("warm-up")  # expected: 1 s
+        nursery.start_soon(booth.always, "slow", 3.0)  # not admission-checked, and unforeseen
+        await trio.testing.wait_all_tasks_blocked()
+        # queued with 3.5 s left: the backlog looked like 1 s, but the server is busy for 3 s,
+        # so at its start (t = 4) it has 0.5 s left, less than its expected 1 s
+        nursery.start_soon(caller, "unlucky", 1.0, 3.5)
+    assert outcomes["unlucky"] == ("refused", 4.0)
+    assert "unlucky" not in [name for name, _ in booth.ran]
+    assert statistics(booth).shed == 1
+
+
+async def test_requests_without_a_deadline_are_never_refused(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Booth()) as booth, trio.open_nursery() as nursery:
+        await booth.serve_one("warm-up", 10.0)
+        for i in range(5):
+            nursery.start_soon(booth.serve_one, f"c{i}", 10.0)
+    assert statistics(booth).shed == 0
+    assert statistics(booth).handled == 6
+
+
+async def test_admission_can_be_turned_off_per_method_and_per_server(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server(admission=False)
+    class Patient:
+        @call(timeout=None)
+        async def wait(self, seconds: float) -> None:
+            await trio.sleep(seconds)
+
+    async with open_server(Patient()) as patient:
+        await patient.wait(5.0)
+        with trio.move_on_after(1.0) as scope:
+            await patient.wait(5.0)  # would be refused with admission on
+        assert scope.cancelled_caught
+        assert statistics(patient).shed == 0
+    async with open_server(Booth()) as booth:
+        await booth.always("warm-up", 5.0)
+        with trio.move_on_after(1.0) as scope:
+            await booth.always("tries anyway", 5.0)
+        assert scope.cancelled_caught
+        assert "tries anyway" in [name for name, _ in booth.ran]
+
+
+async def test_burst_wastes_no_handler_run_and_recovers_by_the_callers_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # 200 callers at once, 10 ms handlers, callers give up at 0.5 s (issue 5's burst)
+    @server
+    class Worker:
+        def __init__(self) -> None:
+            self.finished: list[float] = []
+
+        @call
+        async def work(self) -> None:
+            await trio.sleep(0.010)
+            self.finished.append(trio.current_time())
+
+    served: list[float] = []
+
+    async def caller(worker: Worker) -> None:
+        with trio.move_on_after(0.5):
+            try:
+                await worker.work()
+                served.append(trio.current_time())
+            except ServerOverloaded:
+                pass
+
+    worker = Worker()
+    async with open_server(worker), trio.open_nursery() as nursery:
+        for _ in range(200):
+            nursery.start_soon(caller, worker)
+    wasted = len(worker.finished) - len(served)
+    assert wasted == 0
+    assert len(served) == 49
+    assert max(worker.finished) <= 1.05 * 0.5  # idle by then
+
+
+async def test_sustained_overload_keeps_goodput_near_capacity(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # 150 arrivals/s for 4 s against 100/s of capacity; callers give up at 0.5 s (issue 5)
+    @server
+    class Worker:
+        @call
+        async def work(self) -> None:
+            await trio.sleep(0.010)
+
+    served: list[float] = []
+
+    async def caller(worker: Worker) -> None:
+        with trio.move_on_after(0.5):
+            try:
+                await worker.work()
+                served.append(trio.current_time())
+            except ServerOverloaded:
+                pass
+
+    worker = Worker()
+    async with open_server(worker), trio.open_nursery() as nursery:
+        for _ in range(600):
+            nursery.start_soon(caller, worker)
+            await trio.sleep(1 / 150)
+    steady = [t for t in served if 1.0 <= t < 4.0]
+    assert len(steady) / 3.0 >= 90  # goodput per second, after the first second
+
+
+@server(mailbox_size=2, when_full="refuse")
+class Small:
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    @call(timeout=None)
+    async def slow(self, name: str) -> None:
+        self.ran.append(name)
+        await trio.sleep(1.0)
+
+    @cast(timeout=None)
+    async def later(self, name: str) -> None:
+        self.ran.append(name)
+
+
+async def test_full_mailbox_refuses_at_once(autojump_clock: trio.abc.Clock) -> None:
+    async with open_server(Small()) as small, trio.open_nursery() as nursery:
+        for name in ("running", "q1", "q2"):
+            nursery.start_soon(small.slow, name)
+            await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(ServerOverloaded, match="mailbox is full"):
+            await small.slow("refused")
+        with pytest.raises(ServerOverloaded, match="mailbox is full"):
+            await small.later("refused cast")
+        assert trio.current_time() == 0.0
+        assert statistics(small).shed == 2
+    assert small.ran == ["running", "q1", "q2"]
+
+
+@server(mailbox_size=1)
+class Backpressure:
+    def __init__(self) -> None:
+        self.ran: list[tuple[str, float]] = []
+
+    @call(timeout=None)
+    async def slow(self, name: str) -> None:
+        self.ran.append((name, trio.current_time()))
+        await trio.sleep(1.0)
+
+
+async def test_full_mailbox_makes_callers_wait_for_room_in_turn(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Backpressure()) as bp, trio.open_nursery() as nursery:
+        for name in ("a", "b", "c", "d"):
+            nursery.start_soon(bp.slow, name)
+            await trio.testing.wait_all_tasks_blocked()
+        assert statistics(bp).queued == 1  # "b" queued; "c" and "d" wait for room
+    assert bp.ran == [("a", 0.0), ("b", 1.0), ("c", 2.0), ("d", 3.0)]
+
+
+async def test_waiting_for_room_ends_at_the_callers_deadline_unqueued(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Backpressure()) as bp, trio.open_nursery() as nursery:
+        nursery.start_soon(bp.slow, "a")
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(bp.slow, "b")
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(0.5) as scope:
+            await bp.slow("gives up")
+        assert scope.cancelled_caught
+        assert trio.current_time() == 0.5
+    assert [name for name, _ in bp.ran] == ["a", "b"]
+
+
+async def test_stopping_tells_callers_waiting_for_room(autojump_clock: trio.abc.Clock) -> None:
+    told: list[str] = []
+
+    async def caller(bp: Backpressure, name: str) -> None:
+        try:
+            await bp.slow(name)
+        except ServerStopped as exc:
+            told.append(f"{name}: {exc}")
+
+    async with trio.open_nursery() as nursery, open_server(Backpressure()) as bp:
+        for name in ("a", "b", "c"):
+            nursery.start_soon(caller, bp, name)
+            await trio.testing.wait_all_tasks_blocked()
+    assert len(told) == 3
+    assert sorted(told)[2] == (
+        "c: Backpressure.slow: Backpressure stopped while this call waited for room"
+    )
