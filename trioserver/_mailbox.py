@@ -131,8 +131,8 @@ class Mailbox:
 
     def _left(self, request: Request) -> None:
         self.queued -= 1
-        self.backlog = max(0.0, self.backlog - request.cost) if self.queued else 0.0
-        if self.room:
+        self.backlog = self.backlog - request.cost if self.queued else 0.0
+        if self.capacity is not None and self.room:
             self.room.unpark()
 
     async def wait(self) -> None:

@@ -197,7 +197,7 @@ class Runtime:
                 f"for the task. Call it from the handler itself (runs inline) or cast it."
             )
         deadline = trio.current_effective_deadline()
-        if self.mailbox.full():
+        if self.mailbox.capacity is not None and self.mailbox.full():
             await self._wait_for_room(method)
         now = self.now()
         record = self.records[method.name]
@@ -412,7 +412,10 @@ class Runtime:
                     return
                 continue
             self.current = None
-            _hide_deadline(scope)
+            if private and scope._registered_deadline == _INF:  # pyright: ignore[reportPrivateUsage]
+                scope._deadline = _INF  # pyright: ignore[reportPrivateUsage]
+            else:
+                _hide_deadline(scope)
             if request.state == RUNNING and request.waiting and not self.instruments:
                 # the common case, inlined
                 record.ended(now_fn() - now)
