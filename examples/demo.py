@@ -209,6 +209,7 @@ class HungResult:
     hung: frozenset[str]  # customers whose payment began and hung
     timed_out: frozenset[str]  # customers who got CallTimeout
     cut_after: tuple[float, ...]  # per timeout: from the hung payment's start to the CallTimeout
+    seats_sold: int
     others: int  # customers whose payment did not hang
     others_answered: int  # ... who got an answer: their seat, or SeatTaken
     queued_behind_hang: int  # ... who called while a hung payment held the server
@@ -245,6 +246,7 @@ async def act_hung(crowd: list[Customer]) -> HungResult:
                 nursery.start_soon(customer, c)
         stats = statistics(theater)
         seats, losers = sold_twice(theater.sales)
+        sold = sum(1 for buyers in theater.sales.values() if buyers)
     took = trio.current_time() - opened
 
     hung_windows = [(began, timed_out.get(user, began)) for user, began in payments.hung.items()]
@@ -254,6 +256,7 @@ async def act_hung(crowd: list[Customer]) -> HungResult:
         hung=frozenset(payments.hung),
         timed_out=frozenset(timed_out),
         cut_after=tuple(sorted(timed_out[u] - payments.hung[u] for u in timed_out)),
+        seats_sold=sold,
         others=len(others),
         others_answered=sum(1 for name in others if name in answered),
         queued_behind_hang=sum(
