@@ -264,3 +264,41 @@ async def test_stopping_tells_callers_waiting_for_room(autojump_clock: trio.abc.
     assert sorted(told)[2] == (
         "c: Backpressure.slow: Backpressure stopped while this call waited for room"
     )
+
+
+async def test_a_cut_handler_does_not_teach_admission(autojump_clock: trio.abc.Clock) -> None:
+    # DESIGN.md's caller: `with trio.move_on_after(1): await theater.reserve(...)`, twice. The
+    # first is cut at 1 s; that says only "longer than 1 s", so the second is still admitted.
+    async with open_server(Booth()) as booth:
+        for _ in range(2):
+            with trio.move_on_after(1.0) as scope:
+                await booth.serve_one("patient", 10.0)
+            assert scope.cancelled_caught
+        await trio.testing.wait_all_tasks_blocked()
+        assert statistics(booth).shed == 0
+        assert statistics(booth).methods["serve_one"].expected_service == 0.0
+
+
+async def test_admission_probes_once_its_expectation_is_stale(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server
+    class Changing:
+        def __init__(self) -> None:
+            self.seconds = 2.0
+
+        @call(timeout=None)
+        async def work(self) -> None:
+            await trio.sleep(self.seconds)
+
+    async with open_server(Changing()) as changing:
+        await changing.work()  # expected: 2 s
+        changing.seconds = 0.1  # it got faster, but refusals would never show it
+        with trio.move_on_after(1.0), pytest.raises(ServerOverloaded):
+            await changing.work()
+        await trio.sleep(25.0)  # longer than 10 x the expected service time: stale
+        with trio.fail_after(1.0):
+            await changing.work()  # admitted as a probe; it teaches 0.1 s
+        with trio.fail_after(1.0):
+            await changing.work()  # admitted on the new expectation
+        assert statistics(changing).shed == 1

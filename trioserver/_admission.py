@@ -16,30 +16,45 @@ if TYPE_CHECKING:
     from ._statistics import MethodRecorder
 
 
+PROBE_AFTER = 1.0
+"""Seconds without a run that taught a method's expectation, after which (or after ten times
+the expected service time, if longer) admission lets one request through as a probe: a method
+whose every request is refused would otherwise never learn that it got faster."""
+
+
+def _probe(record: MethodRecorder, now: float) -> bool:
+    """Whether to admit this request as a probe: the expectation is stale, and none is out."""
+    if record.probing or now - record.learned_at <= max(PROBE_AFTER, 10 * record.expected):
+        return False
+    record.probing = True
+    return True
+
+
 def refusal_at_queue(
-    runtime: Runtime, record: MethodRecorder, remaining: float, now: float
+    runtime: Runtime, record: MethodRecorder, deadline: float, now: float
 ) -> str | None:
-    """Why a call with `remaining` seconds left must be refused now, or None to queue it."""
+    """Why a call with `deadline` must be refused now, or None to queue it."""
     wait = runtime.mailbox.backlog
     current = runtime.current
     if current is not None:
-        started = current.started_at
         expected = runtime.records[current.method.name].expected
-        wait += max(0.0, expected - (now - started))
+        wait += max(0.0, expected - (now - current.started_at))
     needed = wait + record.expected
-    if remaining > needed:
+    remaining = deadline - now
+    if remaining > needed or _probe(record, now):
         return None
     return (
-        f"its caller has {remaining:.3g} s left, and the expected wait ({wait:.3g} s) "
-        f"plus service ({record.expected:.3g} s) is longer"
+        f"its caller has {remaining:.3g} s left, and it needs about {needed:.3g} s "
+        f"(expected wait {wait:.3g} s, expected service {record.expected:.3g} s)"
     )
 
 
-def refusal_at_start(record: MethodRecorder, remaining: float) -> str | None:
-    """Why a call about to start with `remaining` seconds left must be refused, or None."""
-    if remaining > record.expected:
-        return None
+def refusal_at_start(record: MethodRecorder, deadline: float, now: float) -> str | None:
+    """Why a call about to start must be refused, or None to start it."""
+    remaining = deadline - now
+    if remaining > record.expected or record.probing or _probe(record, now):
+        return None  # (a probe admitted when queued also starts)
     return (
-        f"its caller has {remaining:.3g} s left, less than its expected service "
-        f"time ({record.expected:.3g} s)"
+        f"its caller has {remaining:.3g} s left, and it needs about {record.expected:.3g} s "
+        f"(expected service)"
     )

@@ -202,7 +202,7 @@ class Runtime:
         now = self.now()
         record = self.records[method.name]
         if method.admission and deadline != _INF:
-            refusal = refusal_at_queue(self, record, deadline - now, now)
+            refusal = refusal_at_queue(self, record, deadline, now)
             if refusal is not None:
                 await checkpoint()
                 raise self._refuse(method, now, refusal)
@@ -375,7 +375,7 @@ class Runtime:
             method = request.method
             record = records[method.name]
             if method.admission and request.deadline != _INF:
-                refusal = refusal_at_start(record, request.deadline - now)
+                refusal = refusal_at_start(record, request.deadline, now)
                 if refusal is not None:
                     self._shed_at_start(request, now, refusal)
                     continue
@@ -418,7 +418,8 @@ class Runtime:
                 _hide_deadline(scope)
             if request.state == RUNNING and request.waiting and not self.instruments:
                 # the common case, inlined
-                record.ended(now_fn() - now)
+                ended = now_fn()
+                record.ended(ended - now, ended)
                 self.handled += 1
                 request.state = DONE
                 request.waiting = False
@@ -478,7 +479,9 @@ class Runtime:
 
         `outcome` is None when the handler was cut by its scope.
         """
-        self.records[request.method.name].ended(self.now() - request.started_at)
+        now = self.now()
+        cut = outcome is None or request.state != RUNNING
+        self.records[request.method.name].ended(now - request.started_at, now, cut)
         state = request.state
         request.state = DONE
         if state == RUNNING:

@@ -8,7 +8,7 @@ from typing import Any, Literal, TypeVar, overload
 
 import attrs
 
-from ._budget import DEFAULT_TIMEOUT, INHERIT, check_timeout
+from ._budget import DEFAULT_TIMEOUT, INHERIT, Inherit, check_timeout
 from ._errors import InvalidServerDefinition
 from ._handle import handle_method
 from ._handler import BARE, Handler, Kind, name_of
@@ -33,6 +33,7 @@ class Method:
     is_async: bool
     budget: float | None
     admission: bool  # deadline-aware admission may refuse its requests
+    declared: float | Inherit | None  # the mark's own timeout: INHERIT follows the server
 
 
 @attrs.frozen(eq=False)
@@ -174,6 +175,7 @@ def _make_server(
             is_async=mark.is_async,
             budget=default if mark.timeout is INHERIT else mark.timeout,  # type: ignore[arg-type]
             admission=admission and mark.admission,
+            declared=mark.timeout,
         )
         for attr, mark in marks.items()
     }
@@ -211,7 +213,8 @@ def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
                 marks[attr] = value
             elif is_server and attr in getattr(klass, SPEC).methods:
                 method = getattr(klass, SPEC).methods[attr]
-                marks[attr] = Handler(method.kind, method.fn, method.budget, method.admission)
+                # a bare mark keeps following the server that runs it
+                marks[attr] = Handler(method.kind, method.fn, method.declared, method.admission)
             else:
                 marks.pop(attr, None)
     return marks

@@ -36,11 +36,12 @@ class MethodStatistics:
     """Per-method figures: how long requests waited in the mailbox, and how long handlers ran."""
 
     queue_wait: Timing = Timing()
-    """From the call (or cast) to the handler's start, for requests that started."""
+    """How long requests that started waited, from the call (or cast) to the handler's start."""
     service: Timing = Timing()
-    """From the handler's start to its end (return, raise or cut), for handlers that ended."""
+    """How long handlers ran, from their start to their end (return, raise or cut)."""
     expected_service: float = 0.0
-    """The service time admission control expects of the next run (0 until one has ended)."""
+    """The service time admission expects of the next run: a moving average of the runs that
+    returned or raised (0 until one has)."""
 
 
 @attrs.frozen
@@ -54,28 +55,32 @@ class ServerStatistics:
     """
 
     queued: int = 0
-    """Requests waiting in the mailbox now."""
+    """How many requests wait in the mailbox now."""
     running: int = 0
-    """1 while a handler runs, else 0."""
+    """How many handlers run now (1 or 0)."""
     peak_queued: int = 0
-    """The most requests ever waiting at once."""
+    """The most requests that ever waited at once."""
     withdrawn: int = 0
-    """Never started: the caller left (was cancelled or reached its deadline) while queued."""
+    """Requests that never started because their caller left (was cancelled or reached its
+    deadline) while they were queued."""
     shed: int = 0
-    """Never started: refused with `ServerOverloaded` (admission, or a full mailbox)."""
+    """Requests that never started because they were refused with `ServerOverloaded`
+    (by admission, or by a full mailbox)."""
     dropped: int = 0
-    """Never started: the server stopped while they were queued."""
+    """Requests that never started because the server stopped while they were queued."""
     handled: int = 0
-    """Started and returned."""
+    """Handlers that started and returned."""
     failed: int = 0
-    """Started and raised an exception (passed to the caller, or logged for a cast)."""
+    """Handlers that started and raised an exception (passed to the caller, or logged for a
+    cast)."""
     timed_out: int = 0
-    """Started and cut by their deadline: their budget, or their caller's deadline if earlier."""
+    """Handlers that started and were cut by their deadline (their budget, or their caller's
+    deadline if earlier)."""
     cancelled: int = 0
-    """Started and cut because their caller was cancelled (not by its deadline) or the server
-    stopped."""
+    """Handlers that started and were cut because their caller was cancelled (other than by
+    its deadline) or the server stopped."""
     methods: Mapping[str, MethodStatistics] = attrs.field(factory=dict[str, MethodStatistics])
-    """Per method name, for the methods that have been called."""
+    """Figures per method name, for the methods that have been called."""
 
 
 class TimingRecorder:
@@ -111,21 +116,33 @@ class TimingRecorder:
 
 
 class MethodRecorder:
-    """One method's timings in one run of a server, and its expected service time."""
+    """One method's timings in one run of a server, and its expected service time.
 
-    __slots__ = ("expected", "queue_wait", "service")
+    Only handlers that returned or raised teach the expectation: a cut handler only shows
+    that its service time was longer than its deadline allowed.
+    """
+
+    __slots__ = ("expected", "learned", "learned_at", "probing", "queue_wait", "service")
 
     def __init__(self) -> None:
         self.queue_wait = TimingRecorder()
         self.service = TimingRecorder()
         self.expected = 0.0
+        self.learned = 0  # how many runs taught `expected`
+        self.learned_at = 0.0  # when the last one ended
+        self.probing = False  # admission let one request through to re-learn `expected`
 
-    def ended(self, seconds: float) -> None:
-        if self.service.count:
-            self.expected += SMOOTHING * (seconds - self.expected)
-        else:
-            self.expected = seconds
+    def ended(self, seconds: float, now: float, cut: bool = False) -> None:
         self.service.add(seconds)
+        probed, self.probing = self.probing, False
+        if cut:
+            return
+        if self.learned and not probed:
+            self.expected += SMOOTHING * (seconds - self.expected)
+        else:  # the first run, or the first since the expectation went stale: start afresh
+            self.expected = seconds
+        self.learned += 1
+        self.learned_at = now
 
     def snapshot(self) -> MethodStatistics:
         return MethodStatistics(
