@@ -959,3 +959,31 @@ async def test_every_kind_of_parameter_at_once_works_through_the_handle(
         await trio.testing.wait_all_tasks_blocked()
         assert h.notes == ["n", "n"]
         assert statistics(h).handled == 6
+
+
+async def test_inherited_bare_mark_follows_the_subclass_default_budget(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server(timeout=1.0)
+    class Base:
+        @call
+        async def wait(self, seconds: float) -> float:
+            await trio.sleep(seconds)
+            return trio.current_time()
+
+        @call(timeout=2.0)
+        async def own(self, seconds: float) -> float:
+            await trio.sleep(seconds)
+            return trio.current_time()
+
+    @server(timeout=10.0)
+    class Sub(Base):
+        pass
+
+    async with open_server(Sub()) as sub:
+        assert await sub.wait(5.0) == 5.0  # the subclass's 10 s, not the base's 1 s
+        with pytest.raises(CallTimeout, match="budget of 2 s"):
+            await sub.own(5.0)  # an explicit budget stays
+    async with open_server(Base()) as base:
+        with pytest.raises(CallTimeout, match="budget of 1 s"):
+            await base.wait(5.0)
