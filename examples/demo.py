@@ -59,7 +59,7 @@ def make_customers(seed: int = SEED, *, hung_share: float = 0.0) -> list[Custome
     """The same crowd for every act: `hung_share` only turns some slow payments into hangs."""
     rng = random.Random(seed)
     seats = [f"{row}{n}" for row in ROWS for n in range(1, SEATS_PER_ROW + 1)]
-    # Everyone wants the middle of rows C and D; a few want anything at all.
+    # The middle of rows C and D is eight times as wanted as any other seat.
     weights = [8 if seat[0] in "CD" and 4 <= int(seat[1:]) <= 7 else 1 for seat in seats]
     crowd = []
     for i in range(CUSTOMERS):
@@ -122,7 +122,7 @@ class Theater:
 
 
 def sold_twice(sales: dict[str, list[str]]) -> tuple[int, int]:
-    """(seats sold more than once, customers who paid for a seat that went to someone else)."""
+    """(seats sold more than once, customers who paid for a seat already sold to another)."""
     seats = sum(1 for buyers in sales.values() if len(buyers) > 1)
     losers = sum(len(buyers) - 1 for buyers in sales.values() if buyers)
     return seats, losers
