@@ -1,0 +1,99 @@
+"""``python -m benchmarks``: run the sections, print the tables, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ._common import RESULTS, machine
+from .report import render
+
+SECTIONS = ("roundtrip", "budget", "memory", "overload", "profile")
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="trioserver against the alternatives: round trips, the price of time "
+        "limits, memory per idle server, overload, and a profile of the call path.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds and calls, 10k servers only"
+    )
+    parser.add_argument(
+        "--only",
+        choices=SECTIONS,
+        action="append",
+        metavar="NAME",
+        help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
+    )
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; quick 3)")
+    parser.add_argument(
+        "--calls", type=int, help="calls per measurement (default 20000; quick 4000)"
+    )
+    parser.add_argument("--seed", type=int, default=4, help="shuffle seed (default 4)")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="where to write the figures (default: results/latest.json for a full run of "
+        "every section, else results/partial.json)",
+    )
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="JSON",
+        help="print the Markdown tables of a results file and exit (runs nothing)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if args.markdown is not None:
+        print(render(json.loads(args.markdown.read_text()), markdown=True), end="")
+        return 0
+    sections = args.only or list(SECTIONS)
+    rounds = args.rounds or (3 if args.quick else 7)
+    calls = args.calls or (4000 if args.quick else 20000)
+    results: dict[str, Any] = {"meta": machine() | {"quick": args.quick, "argv": sys.argv[1:]}}
+    began = time.perf_counter()
+    profile_text = ""
+    # Imported here: each section pulls in what it measures, and `--only` stays quick.
+    if "roundtrip" in sections:
+        from .roundtrip import run_roundtrip
+
+        results["roundtrip"] = run_roundtrip(rounds=rounds, calls=calls, seed=args.seed)
+    if "budget" in sections:
+        from .roundtrip import run_budget
+
+        results["budget"] = run_budget(rounds=rounds, calls=calls, seed=args.seed + 1)
+    if "memory" in sections:
+        from .memory import run_memory
+
+        if args.quick:
+            results["memory"] = run_memory(counts=(10_000,), kinds=("trioserver", "actor"))
+        else:
+            results["memory"] = run_memory(counts=(10_000, 100_000))
+    if "overload" in sections:
+        from .overload import run_overload
+
+        results["overload"] = run_overload()
+    if "profile" in sections:
+        from .profiling import format_profile, run_profile
+
+        results["profile"] = run_profile(calls=calls)
+        profile_text = format_profile(results["profile"])
+    results["meta"]["seconds"] = time.perf_counter() - began
+    print(render(results), end="")
+    if profile_text:
+        print("\n" + profile_text, end="")
+    full = set(sections) == set(SECTIONS) and not args.quick and args.rounds is None
+    path: Path = args.json or RESULTS / ("latest.json" if full else "partial.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"\nFigures written to {path} ({results['meta']['seconds']:.0f} s)")
+    return 0

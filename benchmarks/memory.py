@@ -1,0 +1,145 @@
+"""Memory: bytes per idle server, as the RSS change of a fresh subprocess.
+
+The child builds N objects first (the user's state, not the server's cost), reads its RSS,
+starts N servers and lets every task park, collects garbage, and reads its RSS again:
+(after - before) / N. It prints its figures and exits without tearing the servers down
+(``os._exit``): that is not measured. Kinds:
+
+- ``trioserver``: N ``open_server`` contexts entered on one `contextlib.AsyncExitStack`.
+- ``trioserver_serve``: ``await nursery.start(serve, obj)`` N times in one nursery.
+- ``actor``: N hand-written actors (a task reading a memory channel) in one nursery.
+- ``task``: N bare tasks parked in `trio.sleep_forever`, for scale.
+
+Run one by hand: ``python -m benchmarks.memory trioserver 10000``.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+import trio.testing
+
+from trioserver import open_server, serve
+
+from .contenders import Actor, Counter, Plain
+
+KINDS = ("trioserver", "trioserver_serve", "actor", "task")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE
+
+
+async def _child(kind: str, n: int) -> None:
+    objs: list[Any] = [Plain() if kind == "actor" else Counter() for _ in range(n)]
+    gc.collect()
+    before = rss()
+    began = time.perf_counter()
+    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        if kind == "trioserver":
+            for obj in objs:
+                await stack.enter_async_context(open_server(obj))
+        elif kind == "trioserver_serve":
+            for obj in objs:
+                await nursery.start(serve, obj)
+        elif kind == "actor":
+            objs = [Actor(obj) for obj in objs]  # its channel is part of the server's cost
+            for obj in objs:
+                nursery.start_soon(obj.serve)
+        elif kind == "task":
+            for _ in objs:
+                nursery.start_soon(trio.sleep_forever)
+        else:
+            raise ValueError(kind)
+        await trio.testing.wait_all_tasks_blocked()
+        seconds = time.perf_counter() - began
+        if kind != "task":
+            # They really serve. Called from a task of the outer nursery: the body of N
+            # nested open_server blocks sits under N cancel scopes, deeper than trio's
+            # recursive `current_effective_deadline` can go.
+            nursery.start_soon(objs[-1].bump, 1)
+            await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        after = rss()
+        result = {
+            "kind": kind,
+            "servers": n,
+            "rss_before": before,
+            "rss_after": after,
+            "bytes_per_server": (after - before) / n,
+            "tasks": len(_all_tasks()),
+            "start_seconds": seconds,
+        }
+        print(json.dumps(result), flush=True)
+        # Leave without tearing N servers down: not measured, slow, and N nested
+        # open_server scopes are deeper than trio's recursive cancel-status cleanup goes.
+        os._exit(0)
+
+
+def _all_tasks() -> list[trio.lowlevel.Task]:
+    found: list[trio.lowlevel.Task] = []
+    stack = [trio.lowlevel.current_root_task()]
+    while stack:
+        task = stack.pop()
+        if task is None:  # pragma: no cover
+            continue
+        found.append(task)
+        for nursery in task.child_nurseries:
+            stack.extend(nursery.child_tasks)
+    return found
+
+
+def measure(kind: str, n: int, timeout: float) -> dict[str, Any]:
+    """Run one child; its figures, or why there are none."""
+    command = [sys.executable, "-m", "benchmarks.memory", kind, str(n)]
+    began = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"kind": kind, "servers": n, "error": f"did not finish within {timeout:g} s"}
+    if done.returncode != 0:
+        return {"kind": kind, "servers": n, "error": done.stderr.strip()[-2000:]}
+    result: dict[str, Any] = json.loads(done.stdout)
+    result["wall_seconds"] = time.perf_counter() - began
+    return result
+
+
+def run_memory(
+    *, counts: tuple[int, ...], kinds: tuple[str, ...] = KINDS, timeout: float = 90.0
+) -> dict[str, Any]:
+    """Each kind at each count, one fresh subprocess apiece.
+
+    ``trioserver_serve`` runs at 10k only: at 100k it takes over a minute on a 2-core box.
+    """
+    rows: list[dict[str, Any]] = []
+    for n in counts:
+        for kind in kinds:
+            if kind == "trioserver_serve" and n > 10_000:
+                continue
+            row = measure(kind, n, timeout)
+            print(
+                f"  memory: {kind} x {n}: "
+                + (f"{row['bytes_per_server']:.0f} B" if "error" not in row else row["error"]),
+                file=sys.stderr,
+                flush=True,
+            )
+            rows.append(row)
+    return {"counts": list(counts), "timeout_seconds": timeout, "rows": rows}
+
+
+def main() -> None:
+    trio.run(_child, sys.argv[1], int(sys.argv[2]))
+
+
+if __name__ == "__main__":
+    main()

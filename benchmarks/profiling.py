@@ -1,0 +1,121 @@
+"""Where a trioserver round trip spends its time: cProfile self time, and a pyinstrument tree.
+
+``python -m benchmarks --only profile`` profiles ``@call async`` round trips at 1 and at 100
+callers in a real `trio.run`. It prints the top self-time entries inside trioserver's call
+path (``_runtime.py``, ``_mailbox.py``, the generated handle method) and trio's scheduler
+(``trio/_core/_run.py``), and writes pyinstrument's call tree to
+``benchmarks/results/profile-<callers>.txt``. cProfile inflates small functions; read its
+shares as relative, and check any change with the round-trip section.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+from pyinstrument import Profiler
+
+from ._common import RESULTS
+from .contenders import ROUNDTRIP, Contender
+from .roundtrip import measure_trio
+
+CALL_PATH = ("trioserver/_runtime.py", "trioserver/_mailbox.py", "<trioserver handle")
+SCHEDULER = ("trio/_core/_run.py",)
+TOP = 15
+
+
+def _contender(name: str = "trioserver_async") -> Contender:
+    return next(c for c in ROUNDTRIP if c.name == name)
+
+
+def _where(filename: str) -> str | None:
+    for part in CALL_PATH + SCHEDULER:
+        if part in filename:
+            return part
+    return None
+
+
+def cprofile(callers: int, calls: int) -> dict[str, Any]:
+    contender = _contender()
+    measure_trio(contender, callers, 2000)  # warm up imports and caches
+    profiler = cProfile.Profile()
+    began = time.perf_counter()
+    profiler.enable()
+    measure_trio(contender, callers, calls)
+    profiler.disable()
+    seconds = time.perf_counter() - began
+    stats = pstats.Stats(profiler)
+    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    total = sum(row[2] for row in table.values())
+    entries: list[dict[str, Any]] = []
+    for (filename, line, function), (_cc, ncalls, tottime, cumtime, _callers) in table.items():
+        where = _where(filename)
+        if where is None:
+            continue
+        entries.append(
+            {
+                "function": f"{Path(filename).name}:{line}({function})",
+                "where": where,
+                "calls": ncalls,
+                "self_s": tottime,
+                "self_share": tottime / total if total else 0.0,
+                "self_us_per_round_trip": tottime / calls * 1e6,
+                "cumulative_s": cumtime,
+            }
+        )
+    entries.sort(key=lambda e: e["self_s"], reverse=True)
+    inside = sum(e["self_s"] for e in entries)
+    return {
+        "callers": callers,
+        "calls": calls,
+        "seconds_under_profiler": seconds,
+        "total_self_s": total,
+        "share_in_call_path_and_scheduler": inside / total if total else 0.0,
+        "top": entries[:TOP],
+    }
+
+
+def pyinstrument_tree(callers: int, calls: int) -> str:
+    contender = _contender()
+    profiler = Profiler(interval=0.0001, async_mode="disabled")
+    profiler.start()
+    measure_trio(contender, callers, calls)
+    profiler.stop()
+    text: str = profiler.output_text(unicode=False, color=False, show_all=False)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"profile-{callers}.txt"
+    path.write_text(text)
+    return str(path.relative_to(RESULTS.parent.parent))
+
+
+def run_profile(*, calls: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"contender": _contender().label, "trio": trio.__version__}
+    for callers in (1, 100):
+        print(f"  profile: {callers} caller(s)", file=sys.stderr, flush=True)
+        results[f"callers_{callers}"] = cprofile(callers, calls)
+        results[f"callers_{callers}"]["pyinstrument"] = pyinstrument_tree(callers, calls)
+    return results
+
+
+def format_profile(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for callers in (1, 100):
+        r = results[f"callers_{callers}"]
+        lines.append(
+            f"Profile: {results['contender']}, {callers} caller(s), {r['calls']} calls "
+            f"(cProfile; {r['share_in_call_path_and_scheduler']:.0%} of self time is listed "
+            f"below or further down this filter); tree: {r['pyinstrument']}"
+        )
+        lines.append(f"  {'self %':>6}  {'us/call':>7}  {'calls':>8}  function")
+        for e in r["top"]:
+            lines.append(
+                f"  {e['self_share']:6.1%}  {e['self_us_per_round_trip']:7.2f}  "
+                f"{e['calls']:>8}  {e['function']}"
+            )
+        lines.append("")
+    return "\n".join(lines)

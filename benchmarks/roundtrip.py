@@ -1,0 +1,246 @@
+"""Round trips: calls/s, p50 and p99 latency, contenders interleaved in one process run.
+
+Each measurement is one fresh `trio.run` (real clock): open the contender, warm up, park
+every caller on an event, then release them all and time until the last call returns.
+Callers loop ``await bump(1)``, timing each call with `time.perf_counter_ns`. With 100
+callers each makes ``calls // 100`` calls. A round measures every (contender, callers) pair
+once, in a shuffled order; ratios are to the hand-written actor.
+
+Pykka is measured in its natural setting, without trio: plain threads (the main thread for
+one caller; 100 threads released by a barrier) call ``actor_ref.ask(n)`` (and, as a second
+entry, ``proxy.bump(n).get()``) on one `pykka.ThreadingActor`.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+import pykka
+import trio
+import trio.testing
+
+from ._common import median, percentile
+from .contenders import ACTOR, BUDGET_CONTENDERS, LOCK, ROUNDTRIP, Bump, Contender
+
+WARMUP = 500
+
+
+@attrs.frozen
+class Sample:
+    """One measurement: `calls` round trips by all callers in `seconds`."""
+
+    calls: int
+    seconds: float
+    p50_us: float
+    p99_us: float
+
+    @property
+    def calls_per_s(self) -> float:
+        return self.calls / self.seconds
+
+    @classmethod
+    def of(cls, latencies_ns: list[list[int]], seconds: float) -> Sample:
+        ordered = sorted(x for per_caller in latencies_ns for x in per_caller)
+        return cls(
+            calls=len(ordered),
+            seconds=seconds,
+            p50_us=percentile(ordered, 0.50) / 1000,
+            p99_us=percentile(ordered, 0.99) / 1000,
+        )
+
+
+async def _loop(bump: Bump, latencies: list[int]) -> None:
+    clock = time.perf_counter_ns
+    for i in range(len(latencies)):
+        start = clock()
+        await bump(1)
+        latencies[i] = clock() - start
+
+
+async def _measure(contender: Contender, callers: int, calls: int) -> Sample:
+    assert contender.open is not None
+    async with contender.open() as bump:
+        for _ in range(WARMUP):
+            await bump(1)
+        latencies = [[0] * (calls // callers) for _ in range(callers)]
+        go = trio.Event()
+        deadline = contender.caller_deadline
+
+        async def caller(mine: list[int]) -> None:
+            await go.wait()
+            if deadline is None:
+                await _loop(bump, mine)
+            else:
+                with trio.move_on_after(deadline):
+                    await _loop(bump, mine)
+
+        gc.collect()
+        async with trio.open_nursery() as nursery:
+            for mine in latencies:
+                nursery.start_soon(caller, mine)
+            await trio.testing.wait_all_tasks_blocked()
+            start = time.perf_counter()
+            go.set()
+        seconds = time.perf_counter() - start
+    return Sample.of(latencies, seconds)
+
+
+def measure_trio(contender: Contender, callers: int, calls: int) -> Sample:
+    return trio.run(_measure, contender, callers, calls)
+
+
+# -- Pykka ----------------------------------------------------------------------------------------
+
+
+class PykkaCounter(pykka.ThreadingActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def on_receive(self, message: Any) -> Any:
+        self.count += message
+        return self.count
+
+    def bump(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+
+def _pykka_loop(ask: Callable[[int], object], latencies: list[int]) -> None:
+    clock = time.perf_counter_ns
+    for i in range(len(latencies)):
+        start = clock()
+        ask(1)
+        latencies[i] = clock() - start
+
+
+def measure_pykka(callers: int, calls: int, *, proxy: bool) -> Sample:
+    ref = PykkaCounter.start()
+    try:
+        if proxy:
+            handle = ref.proxy()
+
+            def ask(n: int) -> object:
+                return handle.bump(n).get()
+        else:
+            ask = ref.ask
+        for _ in range(WARMUP):
+            ask(1)
+        latencies = [[0] * (calls // callers) for _ in range(callers)]
+        gc.collect()
+        if callers == 1:
+            start = time.perf_counter()
+            _pykka_loop(ask, latencies[0])
+            seconds = time.perf_counter() - start
+        else:
+            barrier = threading.Barrier(callers + 1)
+
+            def run(mine: list[int]) -> None:
+                barrier.wait()
+                _pykka_loop(ask, mine)
+
+            threads = [threading.Thread(target=run, args=(mine,)) for mine in latencies]
+            for thread in threads:
+                thread.start()
+            barrier.wait()
+            start = time.perf_counter()
+            for thread in threads:
+                thread.join()
+            seconds = time.perf_counter() - start
+    finally:
+        ref.stop()
+    return Sample.of(latencies, seconds)
+
+
+PYKKA_ASK = Contender("pykka_ask", "Pykka ask (threads; actor_ref.ask)", None)
+PYKKA_PROXY = Contender("pykka_proxy", "Pykka proxy (threads; proxy.bump().get())", None)
+
+
+def measure(contender: Contender, callers: int, calls: int) -> Sample:
+    if contender.open is None:
+        return measure_pykka(callers, calls, proxy=contender is PYKKA_PROXY)
+    return measure_trio(contender, callers, calls)
+
+
+# -- interleaving and summary -------------------------------------------------------------------
+
+
+def interleaved(
+    contenders: Sequence[Contender],
+    *,
+    callers: Sequence[int],
+    rounds: int,
+    calls: int,
+    seed: int,
+    title: str,
+) -> dict[str, Any]:
+    """Measure every (contender, callers) pair once a round, in a shuffled order; summarize."""
+    rng = random.Random(seed)
+    pairs = [(c, n) for c in contenders for n in callers]
+    samples: dict[tuple[str, int], list[Sample]] = {(c.name, n): [] for c, n in pairs}
+    began = time.perf_counter()
+    for round_ in range(rounds):
+        order = pairs[:]
+        rng.shuffle(order)
+        for contender, n in order:
+            samples[contender.name, n].append(measure(contender, n, calls))
+        print(
+            f"  {title}: round {round_ + 1}/{rounds} done ({time.perf_counter() - began:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    rows: list[dict[str, Any]] = []
+    for contender, n in sorted(pairs, key=lambda p: (p[1], contenders.index(p[0]))):
+        mine = samples[contender.name, n]
+        row: dict[str, Any] = {
+            "name": contender.name,
+            "label": contender.label,
+            "callers": n,
+            "calls_per_s": median([s.calls_per_s for s in mine]),
+            "p50_us": median([s.p50_us for s in mine]),
+            "p99_us": median([s.p99_us for s in mine]),
+        }
+        for reference in (ACTOR, LOCK):
+            if (reference, n) not in samples:
+                continue
+            theirs = samples[reference, n]
+            row[f"ratio_to_{reference}"] = row["calls_per_s"] / median(
+                [s.calls_per_s for s in theirs]
+            )
+            row[f"ratio_to_{reference}_per_round_median"] = median(
+                [a.calls_per_s / b.calls_per_s for a, b in zip(mine, theirs, strict=True)]
+            )
+        row["rounds"] = [attrs.asdict(s) | {"calls_per_s": s.calls_per_s} for s in mine]
+        rows.append(row)
+    return {
+        "rounds": rounds,
+        "calls_per_measurement": calls,
+        "callers": list(callers),
+        "shuffle_seed": seed,
+        "seconds": time.perf_counter() - began,
+        "rows": rows,
+    }
+
+
+def run_roundtrip(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
+    return interleaved(
+        [*ROUNDTRIP, PYKKA_ASK, PYKKA_PROXY],
+        callers=(1, 100),
+        rounds=rounds,
+        calls=calls,
+        seed=seed,
+        title="roundtrip",
+    )
+
+
+def run_budget(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
+    return interleaved(
+        BUDGET_CONTENDERS, callers=(1, 100), rounds=rounds, calls=calls, seed=seed, title="budget"
+    )
