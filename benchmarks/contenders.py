@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -80,7 +80,7 @@ class UnlimitedCounter:
 
 def trioserver_opener(cls: type[Counter] | type[UnlimitedCounter], method: str) -> Opener:
     @asynccontextmanager
-    async def opener() -> AsyncIterator[Bump]:
+    async def opener() -> AsyncGenerator[Bump, None]:
         async with open_server(cls()) as handle:
             bump: Bump = getattr(handle, method)
             yield bump
@@ -103,7 +103,7 @@ class Plain:
 
 
 @asynccontextmanager
-async def direct() -> AsyncIterator[Bump]:
+async def direct() -> AsyncGenerator[Bump, None]:
     yield Plain().bump
 
 
@@ -121,7 +121,7 @@ class Locked:
 
 
 @asynccontextmanager
-async def locked() -> AsyncIterator[Bump]:
+async def locked() -> AsyncGenerator[Bump, None]:
     yield Locked().bump
 
 
@@ -169,7 +169,7 @@ class Actor:
 
 
 @asynccontextmanager
-async def actor() -> AsyncIterator[Bump]:
+async def actor() -> AsyncGenerator[Bump, None]:
     async with trio.open_nursery() as nursery:
         it = Actor()
         nursery.start_soon(it.serve)
@@ -197,7 +197,7 @@ class SeedActor(Actor):
 
 
 @asynccontextmanager
-async def seed_actor() -> AsyncIterator[Bump]:
+async def seed_actor() -> AsyncGenerator[Bump, None]:
     async with trio.open_nursery() as nursery:
         it = SeedActor()
         nursery.start_soon(it.serve)
@@ -263,7 +263,7 @@ class LowLevelActor:
 
 
 @asynccontextmanager
-async def lowlevel_actor() -> AsyncIterator[Bump]:
+async def lowlevel_actor() -> AsyncGenerator[Bump, None]:
     async with trio.open_nursery() as nursery:
         it = LowLevelActor()
         nursery.start_soon(it.serve)

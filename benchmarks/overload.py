@@ -17,7 +17,7 @@ caller gave up (``fifo``), or was cut because the caller left (trioserver).
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -48,7 +48,7 @@ class Run:
 
 @attrs.define
 class Log:
-    runs: list[Run] = attrs.Factory(list)
+    runs: list[Run] = attrs.Factory(list[Run])
 
     async def work(self, caller: int) -> int:
         run = Run(caller, trio.current_time())
@@ -110,14 +110,14 @@ Opener = Callable[[Log], AbstractAsyncContextManager[tuple[Work, Callable[[], An
 
 
 @asynccontextmanager
-async def _trioserver(log: Log) -> AsyncIterator[tuple[Work, Callable[[], Any]]]:
+async def _trioserver(log: Log) -> AsyncGenerator[tuple[Work, Callable[[], Any]], None]:
     async with open_server(Worker(log)) as handle:
         yield handle.work, lambda: attrs.asdict(statistics(handle))
 
 
 def _fifo(admission: bool) -> Opener:
     @asynccontextmanager
-    async def opener(log: Log) -> AsyncIterator[tuple[Work, Callable[[], Any]]]:
+    async def opener(log: Log) -> AsyncGenerator[tuple[Work, Callable[[], Any]], None]:
         async with trio.open_nursery() as nursery:
             it = Fifo(log, admission=admission)
             nursery.start_soon(it.serve)

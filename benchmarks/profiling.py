@@ -49,23 +49,22 @@ def cprofile(callers: int, calls: int) -> dict[str, Any]:
     measure_trio(contender, callers, calls)
     profiler.disable()
     seconds = time.perf_counter() - began
-    stats = pstats.Stats(profiler)
-    table: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-    total = sum(row[2] for row in table.values())
+    profile = pstats.Stats(profiler).get_stats_profile()
+    total = sum(f.tottime for f in profile.func_profiles.values())
     entries: list[dict[str, Any]] = []
-    for (filename, line, function), (_cc, ncalls, tottime, cumtime, _callers) in table.items():
-        where = _where(filename)
+    for function, f in profile.func_profiles.items():
+        where = _where(f.file_name)
         if where is None:
             continue
         entries.append(
             {
-                "function": f"{Path(filename).name}:{line}({function})",
+                "function": f"{Path(f.file_name).name}:{f.line_number}({function})",
                 "where": where,
-                "calls": ncalls,
-                "self_s": tottime,
-                "self_share": tottime / total if total else 0.0,
-                "self_us_per_round_trip": tottime / calls * 1e6,
-                "cumulative_s": cumtime,
+                "calls": f.ncalls,
+                "self_s": f.tottime,
+                "self_share": f.tottime / total if total else 0.0,
+                "self_us_per_round_trip": f.tottime / calls * 1e6,
+                "cumulative_s": f.cumtime,
             }
         )
     entries.sort(key=lambda e: e["self_s"], reverse=True)
@@ -108,8 +107,8 @@ def format_profile(results: dict[str, Any]) -> str:
         r = results[f"callers_{callers}"]
         lines.append(
             f"Profile: {results['contender']}, {callers} caller(s), {r['calls']} calls "
-            f"(cProfile; {r['share_in_call_path_and_scheduler']:.0%} of self time is listed "
-            f"below or further down this filter); tree: {r['pyinstrument']}"
+            f"(cProfile; {r['share_in_call_path_and_scheduler']:.0%} of all self time is in "
+            f"these files); call tree: {r['pyinstrument']}"
         )
         lines.append(f"  {'self %':>6}  {'us/call':>7}  {'calls':>8}  function")
         for e in r["top"]:

@@ -20,7 +20,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: boo
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(lines)
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    out = []
+    out: list[str] = []
     for row in [header, *rows]:
         cells = [row[0].ljust(widths[0])] + [
             c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
@@ -43,7 +43,8 @@ def _ratio(x: float | None) -> str:
 
 
 def _row(section: dict[str, Any], name: str, callers: int) -> dict[str, Any] | None:
-    for row in section["rows"]:
+    rows: list[dict[str, Any]] = section["rows"]
+    for row in rows:
         if row["name"] == name and row["callers"] == callers:
             return row
     return None
@@ -202,7 +203,7 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
         f"(git {meta['git_commit']}"
         + (", with uncommitted core changes" if meta["trioserver_uncommitted_changes"] else "")
         + f"), Pykka {meta['pykka']}; {meta['date']}; "
-        + ("--quick" if meta.get("quick") else "full run")
+        + f"`python -m benchmarks{''.join(' ' + a for a in meta.get('argv', []))}`"
     )
     if "roundtrip" in results:
         s = results["roundtrip"]

@@ -130,7 +130,10 @@ def measure_pykka(callers: int, calls: int, *, proxy: bool) -> Sample:
             def ask(n: int) -> object:
                 return handle.bump(n).get()
         else:
-            ask = ref.ask
+
+            def ask(n: int) -> object:
+                return ref.ask(n)
+
         for _ in range(WARMUP):
             ask(1)
         latencies = [[0] * (calls // callers) for _ in range(callers)]
