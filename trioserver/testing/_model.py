@@ -1,0 +1,220 @@
+"""Sequential models: what an operation does when operations run one at a time."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+import attrs
+import trio
+import trio.testing
+
+from ._history import Operation, Raised, Result, Returned
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+
+class Model(Generic[S]):
+    """A sequential specification: a state, and what each operation does to it.
+
+    Subclass it for a composite client operation (or pass a plain class to
+    `ServerModel`). `apply` must not change the state it is given: it returns
+    a new one.
+    """
+
+    def initial(self) -> S:
+        """The state before any operation.
+
+        Returns:
+          The initial state.
+        """
+        raise NotImplementedError
+
+    def apply(self, state: S, operation: Operation) -> tuple[S, Result]:
+        """Run `operation` alone on `state`.
+
+        Args:
+          state: The state before; left unchanged.
+          operation: The operation.
+
+        Returns:
+          The state after, and the operation's result (`Returned` or `Raised`).
+        """
+        raise NotImplementedError
+
+    def fingerprint(self, state: S) -> Hashable:
+        """A hashable value equal for states that behave alike (the checker memoizes on it).
+
+        Args:
+          state: A state.
+
+        Returns:
+          ``freeze(state)`` unless overridden.
+        """
+        return freeze(state)
+
+
+@attrs.frozen(eq=False)
+class Snapshot(Generic[T]):
+    """A `ServerModel` state: an instance, and the operations that made it (to rebuild it)."""
+
+    obj: T
+    log: tuple[Operation, ...]
+
+
+class ServerModel(Model[Snapshot[T]]):
+    """The default model: a fresh instance of the class, its handlers run one call at a time.
+
+    Each operation calls the original handler function (``type(obj).name.__wrapped__``
+    for a ``@server`` class, or the plain method of any other class, so a plain
+    class can model a composite operation) on a copy of the state. A plain
+    ``def`` is called directly. An ``async def`` is first stepped once without
+    trio; if it really suspends (it sleeps, or awaits another object), it is
+    run again on a fresh copy inside its own ``trio.run`` on a `MockClock`
+    (autojump), so its sleeps cost no time and it runs to completion, budget
+    or not. States are copied with `copy.deepcopy`; a state that cannot be
+    copied is rebuilt from `factory` by replaying its operations.
+
+    Args:
+      factory: Makes a fresh instance in its initial state (``lambda: Theater(FakePayments())``).
+      fingerprint: Optional: a hashable summary of an instance's state; by
+        default its attributes, frozen with `freeze`.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], T],
+        *,
+        fingerprint: Callable[[T], Hashable] | None = None,
+    ) -> None:
+        self.factory = factory
+        self._fingerprint = fingerprint
+
+    def initial(self) -> Snapshot[T]:
+        return Snapshot(self.factory(), ())
+
+    def apply(self, state: Snapshot[T], operation: Operation) -> tuple[Snapshot[T], Result]:
+        obj = self._copy(state)
+        fn = self._function(obj, operation.name)
+        kwargs = dict(operation.kwargs)
+        if not inspect.iscoroutinefunction(fn):
+            try:
+                result: Result = Returned(fn(obj, *operation.args, **kwargs))
+            except Exception as error:
+                result = Raised(error)
+            return Snapshot(obj, (*state.log, operation)), result
+        coroutine = fn(obj, *operation.args, **kwargs)
+        try:
+            coroutine.send(None)
+        except StopIteration as stop:
+            return Snapshot(obj, (*state.log, operation)), Returned(stop.value)
+        except Exception as error:
+            return Snapshot(obj, (*state.log, operation)), Raised(error)
+        coroutine.close()  # it suspends: run it properly, on a fresh copy
+        obj = self._copy(state)
+        result = _run_in_trio(fn, obj, operation)
+        return Snapshot(obj, (*state.log, operation)), result
+
+    def fingerprint(self, state: Snapshot[T]) -> Hashable:
+        if self._fingerprint is not None:
+            return self._fingerprint(state.obj)
+        return freeze(_attributes(state.obj))
+
+    def _copy(self, state: Snapshot[T]) -> T:
+        try:
+            return copy.deepcopy(state.obj)
+        except Exception:
+            obj = self.factory()
+            for operation in state.log:
+                fn = self._function(obj, operation.name)
+                if inspect.iscoroutinefunction(fn):
+                    _run_in_trio(fn, obj, operation)
+                else:
+                    try:
+                        fn(obj, *operation.args, **dict(operation.kwargs))
+                    except Exception:
+                        pass
+            return obj
+
+    @staticmethod
+    def _function(obj: object, name: str) -> Callable[..., Any]:
+        attribute = inspect.getattr_static(type(obj), name, None)
+        fn = getattr(attribute, "__wrapped__", attribute)
+        if not callable(fn):
+            raise TypeError(
+                f"the model {type(obj).__qualname__} has no method {name!r}: for a composite "
+                f"operation, give a model that has one (a plain class, or a Model subclass)"
+            )
+        return fn
+
+
+def _run_in_trio(fn: Callable[..., Any], obj: object, operation: Operation) -> Result:
+    async def run() -> Result:
+        try:
+            return Returned(await fn(obj, *operation.args, **dict(operation.kwargs)))
+        except Exception as error:
+            return Raised(error)
+
+    return trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def _attributes(obj: object) -> dict[str, Any]:
+    attributes = getattr(obj, "__dict__", None)
+    if not isinstance(attributes, dict):
+        return {"": obj}
+    return {k: v for k, v in attributes.items() if not str(k).startswith("_trioserver")}  # pyright: ignore[reportUnknownVariableType, reportUnknownArgumentType]
+
+
+@attrs.frozen(eq=False)
+class _Identity:
+    """An unhashable object that stands for itself (and is kept alive, so its id is not reused)."""
+
+    obj: object
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+
+def freeze(value: object, _seen: frozenset[int] = frozenset()) -> Hashable:
+    """A hashable, structural stand-in for `value`, for memoizing states.
+
+    Dicts, lists, tuples and sets are frozen item by item; objects with a
+    ``__dict__`` by their attributes; other hashable values stand for
+    themselves; anything else by identity.
+
+    Args:
+      value: A state or part of one.
+
+    Returns:
+      Equal for structurally equal values.
+    """
+    if value is None or isinstance(value, (bool, int, float, complex, str, bytes)):
+        return value
+    if id(value) in _seen:
+        return _Identity(value)
+    seen = _seen | {id(value)}
+    if isinstance(value, dict):
+        items: dict[Any, Any] = value  # pyright: ignore[reportUnknownVariableType]
+        return ("dict", frozenset((freeze(k, seen), freeze(v, seen)) for k, v in items.items()))
+    if isinstance(value, (list, tuple)):
+        sequence: list[Any] | tuple[Any, ...] = value  # pyright: ignore[reportUnknownVariableType]
+        return (type(value).__name__, tuple(freeze(v, seen) for v in sequence))
+    if isinstance(value, (set, frozenset)):
+        members: set[Any] | frozenset[Any] = value  # pyright: ignore[reportUnknownVariableType]
+        return ("set", frozenset(freeze(v, seen) for v in members))
+    if isinstance(value, type):
+        return value
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict):
+        return (type(value), freeze(_attributes(value), seen))
+    try:
+        hash(value)
+    except TypeError:
+        return _Identity(value)
+    return value
