@@ -1,8 +1,10 @@
 """Serialized, time-limited servers for trio: one task owns the state, every call has a budget."""
 
+from ._blocking import BlockDetector as BlockDetector
 from ._errors import CallTimeout as CallTimeout
 from ._errors import DeadlockError as DeadlockError
 from ._errors import InvalidServerDefinition as InvalidServerDefinition
+from ._errors import ServerCrashed as ServerCrashed
 from ._errors import ServerOverloaded as ServerOverloaded
 from ._errors import ServerStopped as ServerStopped
 from ._errors import TrioServerError as TrioServerError
@@ -23,6 +25,7 @@ from ._statistics import statistics as statistics
 from ._trace import TraceInstrument as TraceInstrument
 
 __all__ = [
+    "BlockDetector",
     "CallInfo",
     "CallTimeout",
     "DeadlockError",
@@ -30,6 +33,7 @@ __all__ = [
     "InvalidServerDefinition",
     "LoggingInstrument",
     "MethodStatistics",
+    "ServerCrashed",
     "ServerOverloaded",
     "ServerStatistics",
     "ServerStopped",

@@ -17,6 +17,10 @@ class ServerStopped(TrioServerError, trio.ClosedResourceError):
     """Raised to a caller when the server is not running: never started, stopping, or stopped."""
 
 
+class ServerCrashed(TrioServerError, trio.BrokenResourceError):
+    """Raised to the callers of a server that crashed: a handler marked to crash raised."""
+
+
 class ServerOverloaded(TrioServerError):
     """Raised to a caller whose request the server refused to queue or to start."""
 

@@ -38,6 +38,8 @@ class Handler(Generic[S, P, R]):
     fn: Callable[..., Any]
     timeout: float | Inherit | None
     admission: bool
+    thread: bool
+    crash: bool
     is_async: bool
     name: str
 
@@ -47,11 +49,15 @@ class Handler(Generic[S, P, R]):
         fn: Callable[..., Any],
         timeout: float | Inherit | None,
         admission: bool = True,
+        thread: bool = False,
+        crash: bool = False,
     ) -> None:
         self.kind = kind
         self.fn = fn
         self.timeout = timeout
         self.admission = admission
+        self.thread = thread
+        self.crash = crash
         self.is_async = inspect.iscoroutinefunction(fn)
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
@@ -95,7 +101,9 @@ if TYPE_CHECKING:
         def __call__(self, fn: Callable[Concatenate[S, P], object], /) -> Handler[S, P, None]: ...
 
 
-def _mark(kind: Kind, fn: object, timeout: object, admission: object) -> Handler[Any, Any, Any]:
+def _mark(
+    kind: Kind, fn: object, timeout: object, admission: object, thread: object, crash: object
+) -> Handler[Any, Any, Any]:
     if isinstance(fn, Handler):
         raise InvalidServerDefinition(
             f"{fn.qualname} is marked twice (@{kind} on top of @{fn.kind}): keep one mark"
@@ -131,11 +139,15 @@ def _mark(kind: Kind, fn: object, timeout: object, admission: object) -> Handler
                 f"reserved for trioserver; rename it"
             )
     budget = timeout if isinstance(timeout, Inherit) else check_timeout(timeout, where)
-    if not isinstance(admission, bool):
+    for option, value in (("admission", admission), ("thread", thread), ("crash", crash)):
+        if not isinstance(value, bool):
+            raise InvalidServerDefinition(f"{where}: {option} must be True or False, not {value!r}")
+    if thread and inspect.iscoroutinefunction(fn):
         raise InvalidServerDefinition(
-            f"{where}: admission must be True or False, not {admission!r}"
+            f"{where}: thread=True runs a plain `def` handler in a worker thread; an `async def` "
+            f"handler already runs in the server's task: drop thread=True, or make it a plain def"
         )
-    return Handler(kind, fn, budget, admission)
+    return Handler(kind, fn, budget, bool(admission), bool(thread), bool(crash))
 
 
 def name_of(obj: object) -> str:
@@ -152,11 +164,18 @@ class _Bare:
 BARE = _Bare()
 
 
-def _decorator(kind: Kind, fn: object, timeout: object, admission: object = True) -> Any:
+def _decorator(
+    kind: Kind,
+    fn: object,
+    timeout: object,
+    admission: object = True,
+    thread: object = False,
+    crash: object = False,
+) -> Any:
     if fn is BARE:
 
         def mark(method: object) -> Handler[Any, Any, Any]:
-            return _mark(kind, method, timeout, admission)
+            return _mark(kind, method, timeout, admission, thread, crash)
 
         return mark
     if fn is None or isinstance(fn, (int, float, str)):
@@ -169,7 +188,7 @@ def _decorator(kind: Kind, fn: object, timeout: object, admission: object = True
             )
 
         return refuse
-    return _mark(kind, fn, timeout, admission)
+    return _mark(kind, fn, timeout, admission, thread, crash)
 
 
 @overload
@@ -179,8 +198,17 @@ def call(  # pyright: ignore[reportOverlappingOverload]
 @overload
 def call(fn: Callable[Concatenate[S, P], R], /) -> Handler[S, P, R]: ...
 @overload
-def call(*, timeout: float | None = ..., admission: bool = ...) -> _CallDecorator: ...
-def call(fn: object = BARE, /, *, timeout: object = INHERIT, admission: object = True) -> Any:
+def call(
+    *, timeout: float | None = ..., admission: bool = ..., thread: bool = ...
+) -> _CallDecorator: ...
+def call(
+    fn: object = BARE,
+    /,
+    *,
+    timeout: object = INHERIT,
+    admission: object = True,
+    thread: object = False,
+) -> Any:
     """Mark a method as a request/reply call of its server.
 
     ``await handle.method(...)`` sends the request to the server's task and
@@ -195,6 +223,13 @@ def call(fn: object = BARE, /, *, timeout: object = INHERIT, admission: object =
       admission: Whether deadline-aware admission may refuse this method's
         requests (see `server`); ``True`` unless turned off here or for the
         whole server.
+      thread: Run this plain ``def`` handler in a worker thread
+        (`trio.to_thread.run_sync`), so that blocking code does not freeze the
+        event loop. When its budget runs out the caller gets `CallTimeout`, the
+        thread is abandoned and the server goes on. An abandoned handler keeps
+        running: it must not touch the server's state after it may have been
+        abandoned (compute and return; let an ``async def`` handler apply the
+        result). See `server`'s ``max_abandoned_threads``.
 
     Returns:
       The mark; `server` turns it into a method of the handle that returns the
@@ -217,14 +252,23 @@ def call(fn: object = BARE, /, *, timeout: object = INHERIT, admission: object =
       InvalidServerDefinition: at definition time, for a bad `timeout`, a
         mark stacked on another, or a mark on something that is not a method.
     """
-    return _decorator("call", fn, timeout, admission)
+    return _decorator("call", fn, timeout, admission, thread)
 
 
 @overload
 def cast(fn: Callable[Concatenate[S, P], object], /) -> Handler[S, P, None]: ...
 @overload
-def cast(*, timeout: float | None = ...) -> _CastDecorator: ...
-def cast(fn: object = BARE, /, *, timeout: object = INHERIT) -> Any:
+def cast(
+    *, timeout: float | None = ..., thread: bool = ..., crash: bool = ...
+) -> _CastDecorator: ...
+def cast(
+    fn: object = BARE,
+    /,
+    *,
+    timeout: object = INHERIT,
+    thread: object = False,
+    crash: object = False,
+) -> Any:
     """Mark a method as a cast: fire and forget.
 
     ``await handle.method(...)`` queues the request and returns ``None`` once
@@ -234,6 +278,10 @@ def cast(fn: object = BARE, /, *, timeout: object = INHERIT) -> Any:
 
     Args:
       timeout: The handler's budget in seconds, keyword-only, as for `call`.
+      thread: Run this plain ``def`` handler in a worker thread, as for `call`.
+      crash: If the handler raises, the server crashes instead of going on:
+        every caller waiting on it gets `ServerCrashed`, and the error comes
+        out of `open_server` (a supervisor restarts the server instead).
 
     Returns:
       The mark; `server` turns it into a method of the handle.
@@ -251,4 +299,4 @@ def cast(fn: object = BARE, /, *, timeout: object = INHERIT) -> Any:
     Raises:
       InvalidServerDefinition: at definition time, as for `call`.
     """
-    return _decorator("cast", fn, timeout)
+    return _decorator("cast", fn, timeout, True, thread, crash)

@@ -34,7 +34,14 @@ from trio.lowlevel import (
 )
 
 from ._admission import refusal_at_queue, refusal_at_start
-from ._errors import CallTimeout, DeadlockError, ServerOverloaded, ServerStopped
+from ._errors import (
+    CallTimeout,
+    DeadlockError,
+    ServerCrashed,
+    ServerOverloaded,
+    ServerStopped,
+    TrioServerError,
+)
 from ._instrument import CallInfo, Hook, Instrument, run_instruments
 from ._mailbox import (
     ABANDONED,
@@ -49,6 +56,7 @@ from ._mailbox import (
     Request,
 )
 from ._statistics import MethodRecorder, ServerStatistics
+from ._threads import WorkerThreads
 
 if TYPE_CHECKING:
     from ._server import Method, ServerSpec
@@ -117,17 +125,25 @@ def _started_by(task: Task, ancestor: Task) -> bool:
 
 
 class NotRunning:
-    """The state of a server object that is not running: every request gets `ServerStopped`."""
+    """The state of a server object that is not running: every request gets `ServerStopped`
+    (`ServerCrashed` after a crash)."""
 
-    __slots__ = ("last", "spec", "why")
+    __slots__ = ("error", "last", "spec", "why")
 
-    def __init__(self, spec: ServerSpec, why: str, last: Runtime | None = None) -> None:
+    def __init__(
+        self,
+        spec: ServerSpec,
+        why: str,
+        last: Runtime | None = None,
+        error: type[TrioServerError] = ServerStopped,
+    ) -> None:
         self.spec = spec
         self.why = why
         self.last = last  # the run that ended, for statistics
+        self.error = error
 
-    def _refuse(self, method: Method) -> ServerStopped:
-        return ServerStopped(f"{method.label}: {self.spec.name} is not running: {self.why}")
+    def _refuse(self, method: Method) -> TrioServerError:
+        return self.error(f"{method.label}: {self.spec.name} is not running: {self.why}")
 
     async def call(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
         last = self.last
@@ -159,6 +175,7 @@ class Runtime:
         self.now = trio.lowlevel.current_clock().current_time
         self.task: Task | None = None
         self.current: Request | None = None  # the request whose handler is running
+        self.last_started: Request | None = None
         self.scope = trio.CancelScope()  # the running handler's; replaced once cancelled
         self.scope_cancelled = False  # we cancelled `scope` (a caller left, or its timer fired)
         self.stop_scope = trio.CancelScope()
@@ -168,6 +185,9 @@ class Runtime:
         self.fatal: BaseException | None = None
         self.stop_error: BaseException | None = None
         self.records = {name: MethodRecorder() for name in spec.methods}
+        self.threads = WorkerThreads()
+        self.loop_blocks = 0
+        self.longest_block = 0.0
         self.numbered = 0
         self.withdrawn = 0
         self.shed = 0
@@ -286,8 +306,8 @@ class Runtime:
         if kwargs is None:
             kwargs = {}
         if method.is_async:
-            return await method.fn(self.obj, *args, **kwargs)
-        return method.fn(self.obj, *args, **kwargs)
+            return await method.run(self.obj, *args, **kwargs)
+        return method.run(self.obj, *args, **kwargs)
 
     def caller_left(self, request: Request) -> Abort:
         """trio is cancelling the waiting caller: withdraw its request, or cut its handler."""
@@ -374,6 +394,10 @@ class Runtime:
                 continue
             method = request.method
             record = records[method.name]
+            if method.thread and self.threads.abandoned >= self.spec.max_abandoned_threads:
+                reason = f"{self.threads.abandoned} of its worker threads still run, abandoned"
+                self._shed_at_start(request, now, reason)
+                continue
             if method.admission and request.deadline != _INF:
                 refusal = refusal_at_start(record, request.deadline, now)
                 if refusal is not None:
@@ -387,7 +411,7 @@ class Runtime:
             request.state = RUNNING
             request.started_at = now
             record.queue_wait.add(now - request.queued_at)
-            self.current = request
+            self.current = self.last_started = request
             if self.instruments:
                 self._emit("call_started", request)
             # The handler sees its deadline; trio's timer is armed only if it suspends.
@@ -397,9 +421,9 @@ class Runtime:
                 scope.deadline = cut_at
             try:
                 if request.kwargs is None:
-                    result = method.fn(obj, *request.args)
+                    result = method.run(obj, *request.args)
                 else:
-                    result = method.fn(obj, *request.args, **request.kwargs)
+                    result = method.run(obj, *request.args, **request.kwargs)
                 if method.is_async:
                     try:
                         trap = result.send(None)
@@ -497,6 +521,8 @@ class Runtime:
                 ending = "handled"
             if request.task is not None:
                 self._deliver(request, outcome)
+            elif isinstance(outcome, Error) and request.method.crash:
+                self.crash(outcome.error, f"cast {request.method.label} raised")
             elif isinstance(outcome, Error):
                 error = outcome.error
                 logger.warning(
@@ -572,22 +598,46 @@ class Runtime:
                     self.run_instruments.instruments.remove(instrument)
                 self.refresh_instruments()
 
+    def loop_blocked(self, seconds: float, threshold: float) -> None:
+        """A step of the server's task held the event loop for `seconds` (`BlockDetector`)."""
+        self.loop_blocks += 1
+        self.longest_block = max(self.longest_block, seconds)
+        request = self.current or self.last_started
+        doing = "on_start or on_stop" if request is None else request.method.label
+        logger.warning(
+            "%s held the event loop for %.3f s (threshold %.3f s) in %s: blocking code in a "
+            "handler freezes every task; use @call(thread=True) for it",
+            self.spec.name,
+            seconds,
+            threshold,
+            doing,
+        )
+
     # -- stopping -----------------------------------------------------------------
 
-    def stop(self, why: str) -> None:
+    def crash(self, error: BaseException, why: str) -> None:
+        """Stop because `error` crashed the server: callers get `ServerCrashed`; it propagates."""
+        if self.stopping:
+            return
+        logger.error("%s crashed: %s", self.spec.name, why, exc_info=error)
+        self.fatal = error
+        self.stop(f"it crashed: {why}", ServerCrashed)
+        self.nursery.cancel_scope.cancel(reason=f"{self.spec.name} crashed")
+
+    def stop(self, why: str, error: type[TrioServerError] = ServerStopped) -> None:
         """Stop at once: tell the running and queued callers, drop queued casts, cancel the task."""
         if self.stopping:
             return
         self.stopping = True
         self.run_instruments.servers.discard(self)
         name = self.spec.name
-        self.obj.__dict__["_trioserver_state"] = NotRunning(self.spec, why, self)
+        self.obj.__dict__["_trioserver_state"] = NotRunning(self.spec, why, self, error)
         current = self.current
         if current is not None and current.state == RUNNING:
             current.state = STOPPED
             if current.task is not None:
                 message = f"{current.method.label}: {name} stopped ({why}) while handling this call"
-                self._deliver(current, Error(ServerStopped(message)))
+                self._deliver(current, Error(error(message)))
         for request in self.mailbox.drain():
             request.state = DROPPED
             self.dropped += 1
@@ -595,7 +645,7 @@ class Runtime:
                 self._emit("call_withdrawn", request, "dropped", f"{name} stopped ({why})")
             if request.task is not None:
                 message = f"{request.method.label}: {name} stopped ({why}) before this call started"
-                self._deliver(request, Error(ServerStopped(message)))
+                self._deliver(request, Error(error(message)))
             else:
                 logger.warning(
                     "cast %s dropped: %s stopped (%s) before it started",
@@ -635,6 +685,10 @@ class Runtime:
             failed=self.failed,
             timed_out=self.timed_out,
             cancelled=self.cancelled,
+            loop_blocks=self.loop_blocks,
+            longest_block=self.longest_block,
+            abandoned_threads=self.threads.abandoned,
+            threads_abandoned=self.threads.abandoned_total,
             methods={
                 name: record.snapshot()
                 for name, record in self.records.items()

@@ -34,6 +34,9 @@ class Method:
     budget: float | None
     admission: bool  # deadline-aware admission may refuse its requests
     declared: float | Inherit | None  # the mark's own timeout: INHERIT follows the server
+    thread: bool  # a plain def run in a worker thread
+    crash: bool  # a cast whose error crashes the server
+    run: Callable[..., Any]  # what the server calls: `fn`, or `fn` in a worker thread
 
 
 @attrs.frozen(eq=False)
@@ -48,6 +51,7 @@ class ServerSpec:
     on_stop: Callable[[Any], Any] | None
     mailbox_size: int | None
     when_full: WhenFull
+    max_abandoned_threads: int
 
 
 def spec_of(obj: object) -> ServerSpec:
@@ -70,6 +74,7 @@ def server(
     mailbox_size: int | None = ...,
     when_full: WhenFull = ...,
     admission: bool = ...,
+    max_abandoned_threads: int = ...,
 ) -> Callable[[type[T]], type[T]]: ...
 def server(
     cls: object = BARE,
@@ -79,6 +84,7 @@ def server(
     mailbox_size: object = None,
     when_full: object = "wait",
     admission: object = True,
+    max_abandoned_threads: object = 8,
 ) -> Any:
     """Turn a class into a server: one task owns its state and handles requests one at a time.
 
@@ -95,6 +101,10 @@ def server(
       when_full: What a request meets when the mailbox is full: ``"wait"``
         (backpressure: the caller waits for room, within its own deadline) or
         ``"refuse"`` (`ServerOverloaded` at once).
+      max_abandoned_threads: At most this many ``thread=True`` handlers may
+        still run after being abandoned (cut by their budget); beyond that,
+        thread handlers are refused with `ServerOverloaded` rather than grow
+        threads without limit. 8 unless given.
       admission: Deadline-aware admission, on by default: a call whose
         caller's remaining time is shorter than the expected wait plus the
         method's expected service time is refused with `ServerOverloaded`,
@@ -113,7 +123,7 @@ def server(
         class whose instances have no ``__dict__`` (such as attrs' slotted
         classes: use ``@attrs.define(slots=False)``).
     """
-    options = (timeout, mailbox_size, when_full, admission)
+    options = (timeout, mailbox_size, when_full, admission, max_abandoned_threads)
     if cls is BARE:
 
         def make(klass: object) -> Any:
@@ -134,7 +144,12 @@ def server(
 
 
 def _make_server(
-    cls: object, timeout: object, mailbox_size: object, when_full: object, admission: object
+    cls: object,
+    timeout: object,
+    mailbox_size: object,
+    when_full: object,
+    admission: object,
+    max_abandoned_threads: object,
 ) -> Any:
     if not isinstance(cls, type):
         name = getattr(cls, "__qualname__", None) or repr(cls)
@@ -158,6 +173,15 @@ def _make_server(
         raise InvalidServerDefinition(
             f"@server on {name}: admission must be True or False, not {admission!r}"
         )
+    if (
+        not isinstance(max_abandoned_threads, int)
+        or isinstance(max_abandoned_threads, bool)
+        or max_abandoned_threads < 0
+    ):
+        raise InvalidServerDefinition(
+            f"@server on {name}: max_abandoned_threads must be a whole number >= 0, "
+            f"not {max_abandoned_threads!r}"
+        )
     if SPEC in vars(cls):
         raise InvalidServerDefinition(f"@server on {name}: the class is a server already")
     if cls.__dictoffset__ == 0:
@@ -172,10 +196,13 @@ def _make_server(
             label=f"{name}.{attr}",
             kind=mark.kind,
             fn=mark.fn,
-            is_async=mark.is_async,
+            is_async=mark.is_async or mark.thread,
             budget=default if mark.timeout is INHERIT else mark.timeout,  # type: ignore[arg-type]
             admission=admission and mark.admission,
             declared=mark.timeout,
+            thread=mark.thread,
+            crash=mark.crash,
+            run=_in_worker_thread(mark.fn) if mark.thread else mark.fn,
         )
         for attr, mark in marks.items()
     }
@@ -188,6 +215,7 @@ def _make_server(
         on_stop=_hook(cls, "on_stop", marks),
         mailbox_size=mailbox_size if isinstance(mailbox_size, int) else None,
         when_full="refuse" if when_full == "refuse" else "wait",
+        max_abandoned_threads=max_abandoned_threads,
     )
     from ._runtime import NotRunning  # the runtime needs the spec types defined here
 
@@ -214,10 +242,28 @@ def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
             elif is_server and attr in getattr(klass, SPEC).methods:
                 method = getattr(klass, SPEC).methods[attr]
                 # a bare mark keeps following the server that runs it
-                marks[attr] = Handler(method.kind, method.fn, method.declared, method.admission)
+                marks[attr] = Handler(
+                    method.kind,
+                    method.fn,
+                    method.declared,
+                    method.admission,
+                    method.thread,
+                    method.crash,
+                )
             else:
                 marks.pop(attr, None)
     return marks
+
+
+def _in_worker_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The server's way to call a ``thread=True`` handler: in one of its worker threads."""
+
+    async def run_in_thread(obj: Any, *args: Any, **kwargs: Any) -> Any:
+        state = obj.__dict__[STATE]
+        runtime = getattr(state, "last", None) or state  # on_stop: the run that is ending
+        return await runtime.threads.run(fn, obj, *args, **kwargs)
+
+    return run_in_thread
 
 
 def _hook(cls: type, name: str, marks: dict[str, Handler[Any, Any, Any]]) -> Any:

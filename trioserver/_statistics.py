@@ -79,6 +79,15 @@ class ServerStatistics:
     cancelled: int = 0
     """Handlers that started and were cut because their caller was cancelled (other than by
     its deadline) or the server stopped."""
+    loop_blocks: int = 0
+    """How many steps of the server's task held the event loop past `BlockDetector`'s
+    threshold (0 unless one is installed)."""
+    longest_block: float = 0.0
+    """The longest such step, in seconds of wall-clock time."""
+    abandoned_threads: int = 0
+    """How many ``thread=True`` handlers, abandoned when cut, still run in their threads now."""
+    threads_abandoned: int = 0
+    """How many ``thread=True`` handlers were abandoned while their thread still ran, in all."""
     methods: Mapping[str, MethodStatistics] = attrs.field(factory=dict[str, MethodStatistics])
     """Figures per method name, for the methods that have been called."""
 
