@@ -55,6 +55,19 @@ class Counter:
 
 
 @server
+class Idle:
+    """A server with one handler, like the hand-written actor: what the memory section opens."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @call
+    async def bump(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+
+@server
 class UnlimitedCounter:
     """The same handlers with ``timeout=None``: no budget at all."""
 

@@ -1,5 +1,6 @@
 """Memory: bytes per idle server, as the RSS change of a fresh subprocess.
 
+Both a trioserver and the hand-written actor serve one method (`contenders.Idle`, `Actor`).
 The child builds N objects first (the user's state, not the server's cost), reads its RSS,
 starts N servers and lets every task park, collects garbage, and reads its RSS again:
 (after - before) / N. It prints its figures and exits without tearing the servers down
@@ -10,7 +11,9 @@ starts N servers and lets every task park, collects garbage, and reads its RSS a
 - ``actor``: N hand-written actors (a task reading a memory channel) in one nursery.
 - ``task``: N bare tasks parked in `trio.sleep_forever`, for scale.
 
-Run one by hand: ``python -m benchmarks.memory trioserver 10000``.
+Run one by hand: ``python -m benchmarks.memory trioserver 10000``; see where an idle
+server's bytes go (tracemalloc, per allocation site): ``python -m benchmarks.memory --where
+trioserver 2000``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import trio.testing
 
 from trioserver import open_server, serve
 
-from .contenders import Actor, Counter, Plain
+from .contenders import Actor, Idle, Plain
 
 KINDS = ("trioserver", "trioserver_serve", "actor", "task")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -41,7 +44,7 @@ def rss() -> int:
 
 
 async def _child(kind: str, n: int) -> None:
-    objs: list[Any] = [Plain() if kind == "actor" else Counter() for _ in range(n)]
+    objs: list[Any] = [Plain() if kind == "actor" else Idle() for _ in range(n)]
     gc.collect()
     before = rss()
     began = time.perf_counter()
@@ -137,7 +140,37 @@ def run_memory(
     return {"counts": list(counts), "timeout_seconds": timeout, "rows": rows}
 
 
+async def _where(kind: str, n: int, top: int = 15) -> None:
+    """Where an idle server's bytes go: tracemalloc's allocation sites, per server."""
+    import tracemalloc
+
+    objs: list[Any] = [Plain() if kind == "actor" else Idle() for _ in range(n)]
+    tracemalloc.start(1)
+    before = tracemalloc.take_snapshot()
+    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        for obj in objs:
+            if kind == "actor":
+                it = Actor(obj)
+                nursery.start_soon(it.serve)
+            else:
+                await stack.enter_async_context(open_server(obj))
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        after = tracemalloc.take_snapshot()
+        diff = after.compare_to(before, "lineno")
+        total = sum(d.size_diff for d in diff)
+        print(f"{kind}: {total / n:,.0f} traced bytes per idle server; top sites:")
+        for d in diff[:top]:
+            frame = d.traceback[0]
+            where = f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
+            print(f"  {d.size_diff / n:8,.0f} B  {d.count_diff / n:5.1f} blocks  {where}")
+        sys.stdout.flush()
+        os._exit(0)
+
+
 def main() -> None:
+    if sys.argv[1] == "--where":
+        trio.run(_where, sys.argv[2], int(sys.argv[3]))
     trio.run(_child, sys.argv[1], int(sys.argv[2]))
 
 
