@@ -22,9 +22,14 @@ from ._statistics import MethodStatistics as MethodStatistics
 from ._statistics import ServerStatistics as ServerStatistics
 from ._statistics import Timing as Timing
 from ._statistics import statistics as statistics
+from ._supervisor import Backoff as Backoff
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorStatistics as SupervisorStatistics
+from ._supervisor import open_supervisor as open_supervisor
 from ._trace import TraceInstrument as TraceInstrument
 
 __all__ = [
+    "Backoff",
     "BlockDetector",
     "CallInfo",
     "CallTimeout",
@@ -37,6 +42,8 @@ __all__ = [
     "ServerOverloaded",
     "ServerStatistics",
     "ServerStopped",
+    "Supervisor",
+    "SupervisorStatistics",
     "Timing",
     "TraceInstrument",
     "TrioServerError",
@@ -44,6 +51,7 @@ __all__ = [
     "call",
     "cast",
     "open_server",
+    "open_supervisor",
     "remove_instrument",
     "serve",
     "server",
