@@ -188,7 +188,6 @@ class Runtime:
         self.threads = WorkerThreads()
         self.loop_blocks = 0
         self.longest_block = 0.0
-
         self.numbered = 0
         self.withdrawn = 0
         self.shed = 0
