@@ -159,13 +159,15 @@ async def _where(kind: str, n: int, top: int = 15) -> None:
         after = tracemalloc.take_snapshot()
         diff = after.compare_to(before, "lineno")
         total = sum(d.size_diff for d in diff)
-        print(f"{kind}: {total / n:,.0f} traced bytes per idle server; top sites:")
-        for d in diff[:top]:
-            frame = d.traceback[0]
-            where = f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
-            print(f"  {d.size_diff / n:8,.0f} B  {d.count_diff / n:5.1f} blocks  {where}")
-        sys.stdout.flush()
-        os._exit(0)
+        try:
+            print(f"{kind}: {total / n:,.0f} traced bytes per idle server; top sites:")
+            for d in diff[:top]:
+                frame = d.traceback[0]
+                where = f"{frame.filename.split('site-packages/')[-1]}:{frame.lineno}"
+                print(f"  {d.size_diff / n:8,.0f} B  {d.count_diff / n:5.1f} blocks  {where}")
+            sys.stdout.flush()
+        finally:
+            os._exit(0)  # as in _child: never tear down N nested servers
 
 
 def main() -> None:

@@ -108,9 +108,10 @@ def format_profile(results: dict[str, Any]) -> str:
         lines.append(
             f"Profile: {results['contender']}, {callers} caller(s), {r['calls']} calls "
             f"(cProfile; {r['share_in_call_path_and_scheduler']:.0%} of all self time is in "
-            f"these files); call tree: {r['pyinstrument']}"
+            f"these files; µs per round trip are inflated by cProfile, read the shares); "
+            f"call tree: {r['pyinstrument']}"
         )
-        lines.append(f"  {'self %':>6}  {'us/call':>7}  {'calls':>8}  function")
+        lines.append(f"  {'self %':>6}  {'µs/trip':>7}  {'calls':>8}  function")
         for e in r["top"]:
             lines.append(
                 f"  {e['self_share']:6.1%}  {e['self_us_per_round_trip']:7.2f}  "
