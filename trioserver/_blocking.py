@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import trio
 
-from ._instrument import run_instruments
+from ._runtime import Runtime
 
 logger = logging.getLogger("trioserver")
 
@@ -49,7 +50,18 @@ class BlockDetector(trio.abc.Instrument):
         held = time.perf_counter() - self._started
         if held < self.threshold:
             return
-        for runtime in run_instruments().servers:
-            if runtime.task is task:
-                runtime.loop_blocked(held, self.threshold)
-                return
+        runtime = _server_of(task)
+        if runtime is not None:
+            runtime.loop_blocked(held, self.threshold)
+
+
+def _server_of(task: trio.lowlevel.Task) -> Runtime | None:
+    """The server whose task `task` is, if any: its coroutine is `Runtime.run` (rarely asked)."""
+    coro: Any = task.coro
+    if getattr(coro, "cr_code", None) is not Runtime.run.__code__:
+        return None
+    frame = coro.cr_frame
+    if frame is None:  # the server's task ended in this step
+        return None
+    runtime: Runtime = frame.f_locals["self"]
+    return runtime

@@ -7,14 +7,11 @@ falsy check per event.
 from __future__ import annotations
 
 import logging
-import weakref
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import attrs
 import trio
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
 
 logger = logging.getLogger("trioserver")
 
@@ -69,24 +66,42 @@ class Instrument:
         """A request was refused with `ServerOverloaded` (`CallInfo.reason` says why)."""
 
 
-@attrs.define(eq=False)
-class _RunInstruments:
-    """The instruments for every server of one trio run, and the running servers to tell."""
-
-    instruments: list[Instrument] = attrs.Factory(list[Instrument])
-    servers: weakref.WeakSet[Runtime] = attrs.Factory(weakref.WeakSet["Runtime"])
+_RUN: trio.lowlevel.RunVar[list[Instrument]] = trio.lowlevel.RunVar("trioserver_instruments")
 
 
-_RUN: trio.lowlevel.RunVar[_RunInstruments] = trio.lowlevel.RunVar("trioserver_instruments")
-
-
-def run_instruments() -> _RunInstruments:
+def run_instruments() -> list[Instrument]:
+    """The instruments of every server in this trio run (one list, shared by the servers)."""
     try:
         return _RUN.get()
     except LookupError:
-        registry = _RunInstruments()
-        _RUN.set(registry)
-        return registry
+        shared: list[Instrument] = []
+        _RUN.set(shared)
+        return shared
+
+
+class Instruments:
+    """A server's own instruments followed by the run's, read live (for servers that have own).
+
+    A server with no own instruments uses the run's list itself, so that an empty one costs a
+    single falsy check per event.
+    """
+
+    __slots__ = ("own", "shared")
+
+    def __init__(self, own: list[Instrument], shared: list[Instrument]) -> None:
+        self.own = own
+        self.shared = shared
+
+    def __bool__(self) -> bool:
+        return bool(self.own or self.shared)
+
+    def __iter__(self) -> Iterator[Instrument]:
+        yield from self.own
+        yield from (i for i in self.shared if i not in self.own)
+
+    def remove(self, instrument: Instrument) -> None:
+        if instrument in self.own:
+            self.own.remove(instrument)
 
 
 def add_instrument(instrument: Instrument) -> None:
@@ -98,11 +113,9 @@ def add_instrument(instrument: Instrument) -> None:
     Raises:
       RuntimeError: outside a trio run.
     """
-    registry = run_instruments()
-    if instrument not in registry.instruments:
-        registry.instruments.append(instrument)
-        for runtime in registry.servers:
-            runtime.refresh_instruments()
+    shared = run_instruments()
+    if instrument not in shared:
+        shared.append(instrument)
 
 
 def remove_instrument(instrument: Instrument) -> None:
@@ -111,12 +124,10 @@ def remove_instrument(instrument: Instrument) -> None:
     Raises:
       KeyError: it is not installed.
     """
-    registry = run_instruments()
-    if instrument not in registry.instruments:
+    shared = run_instruments()
+    if instrument not in shared:
         raise KeyError(instrument)
-    registry.instruments.remove(instrument)
-    for runtime in registry.servers:
-        runtime.refresh_instruments()
+    shared.remove(instrument)
 
 
 class LoggingInstrument(Instrument):

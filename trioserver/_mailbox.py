@@ -90,20 +90,24 @@ class Mailbox:
     __slots__ = ("_queue", "_waiter", "backlog", "capacity", "peak_queued", "queued", "room")
 
     def __init__(self, capacity: int | None = None) -> None:
-        self._queue: deque[Request] = deque()
+        self._queue: deque[Request] | None = None  # made at the first request: idle ones are many
         self._waiter: Task | None = None
         self.queued = 0
         self.peak_queued = 0
         self.backlog = 0.0
         self.capacity = capacity
-        self.room = ParkingLot()  # callers waiting for room in a full mailbox
+        # callers waiting for room in a full mailbox (only a bounded one has them)
+        self.room = ParkingLot() if capacity is not None else None
 
     def full(self) -> bool:
         """Whether a new request must wait (or be refused): no room, or others waiting first."""
         return self.capacity is not None and (self.queued >= self.capacity or bool(self.room))
 
     def put(self, request: Request) -> None:
-        self._queue.append(request)
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(request)
         self.queued += 1
         self.backlog += request.cost
         if self.queued > self.peak_queued:
@@ -117,8 +121,9 @@ class Mailbox:
         request.state = state
         self._left(request)
         # Withdrawn entries wait for the front to be dropped; compact if they pile up.
-        if len(self._queue) > 64 + 2 * self.queued:
-            self._queue = deque(r for r in self._queue if r.state == QUEUED)
+        queue = self._queue
+        if queue is not None and len(queue) > 64 + 2 * self.queued:
+            self._queue = deque(r for r in queue if r.state == QUEUED)
 
     def take_nowait(self) -> Request | None:
         queue = self._queue
@@ -132,7 +137,7 @@ class Mailbox:
     def _left(self, request: Request) -> None:
         self.queued -= 1
         self.backlog = self.backlog - request.cost if self.queued else 0.0
-        if self.capacity is not None and self.room:
+        if self.room:
             self.room.unpark()
 
     async def wait(self) -> None:
@@ -146,9 +151,10 @@ class Mailbox:
 
     def drain(self) -> list[Request]:
         """Take every queued request at once, leaving the mailbox empty."""
-        pending = [r for r in self._queue if r.state == QUEUED]
-        self._queue.clear()
+        pending = [r for r in self._queue or () if r.state == QUEUED]
+        self._queue = None
         self.queued = 0
         self.backlog = 0.0
-        self.room.unpark_all()
+        if self.room is not None:
+            self.room.unpark_all()
         return pending

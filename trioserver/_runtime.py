@@ -42,7 +42,7 @@ from ._errors import (
     ServerStopped,
     TrioServerError,
 )
-from ._instrument import CallInfo, Hook, Instrument, run_instruments
+from ._instrument import CallInfo, Hook, Instrument, Instruments, run_instruments
 from ._mailbox import (
     ABANDONED,
     DONE,
@@ -161,6 +161,37 @@ class NotRunning:
 class Runtime:
     """One run of a server object, from `open_server` to its stop."""
 
+    __slots__ = (
+        "cancelled",
+        "current",
+        "dropped",
+        "failed",
+        "fatal",
+        "handled",
+        "instruments",
+        "last_started",
+        "longest_block",
+        "loop_blocks",
+        "mailbox",
+        "now",
+        "numbered",
+        "nursery",
+        "obj",
+        "records",
+        "scope",
+        "scope_cancelled",
+        "shed",
+        "spec",
+        "start_error",
+        "started",
+        "stop_error",
+        "stopping",
+        "task",
+        "threads",
+        "timed_out",
+        "withdrawn",
+    )
+
     def __init__(
         self,
         spec: ServerSpec,
@@ -176,16 +207,15 @@ class Runtime:
         self.task: Task | None = None
         self.current: Request | None = None  # the request whose handler is running
         self.last_started: Request | None = None
-        self.scope = trio.CancelScope()  # the running handler's; replaced once cancelled
+        self.scope: trio.CancelScope  # the running handler's; replaced once cancelled
         self.scope_cancelled = False  # we cancelled `scope` (a caller left, or its timer fired)
-        self.stop_scope = trio.CancelScope()
         self.stopping = False
         self.started = trio.Event()
         self.start_error: BaseException | None = None
         self.fatal: BaseException | None = None
         self.stop_error: BaseException | None = None
         self.records = {name: MethodRecorder() for name in spec.methods}
-        self.threads = WorkerThreads()
+        self.threads = WorkerThreads() if spec.threaded else None
         self.loop_blocks = 0
         self.longest_block = 0.0
         self.numbered = 0
@@ -196,11 +226,10 @@ class Runtime:
         self.failed = 0
         self.timed_out = 0
         self.cancelled = 0
-        self.own_instruments = instruments
-        self.instruments: tuple[Instrument, ...] = ()
-        self.run_instruments = run_instruments()
-        self.run_instruments.servers.add(self)
-        self.refresh_instruments()
+        shared = run_instruments()
+        self.instruments: list[Instrument] | Instruments = (
+            Instruments(list(instruments), shared) if instruments else shared
+        )
 
     # -- the caller's side ------------------------------------------------------
 
@@ -278,6 +307,7 @@ class Runtime:
             reason = f"the mailbox is full ({mailbox.capacity} requests)"
             raise self._refuse(method, self.now(), reason)
         assert mailbox.capacity is not None
+        assert mailbox.room is not None
         await mailbox.room.park()  # FIFO among the waiting callers
         while True:
             if self.stopping:
@@ -341,29 +371,30 @@ class Runtime:
     # -- the server's task ------------------------------------------------------
 
     async def run(self) -> None:
-        """The server's task: on_start, the request loop until stopped, then on_stop."""
+        """The server's task: on_start, the request loop until stopped, then on_stop.
+
+        `stop` cancels the server's nursery, whose only task is this one by then.
+        """
         self.task = current_task()
         try:
-            with self.stop_scope:
-                if self.spec.on_start is not None:
-                    try:
-                        await self.spec.on_start(self.obj)
-                    except BaseException as exc:
-                        self.start_error = exc
-                        self.stop("it failed to start")
-                        return  # on_stop does not run
-                self.started.set()
-                while True:
-                    with trio.CancelScope() as self.scope:
-                        self.scope_cancelled = False
-                        await self._serve(self.scope)
+            if self.spec.on_start is not None:
+                try:
+                    await self.spec.on_start(self.obj)
+                except BaseException as exc:
+                    self.start_error = exc
+                    self.stop("it failed to start")
+                    return  # on_stop does not run
+            self.started.set()
+            while True:
+                with trio.CancelScope() as self.scope:
+                    self.scope_cancelled = False
+                    await self._serve(self.scope)
         except BaseException as exc:
             if _without_cancelled(exc) is None:
                 self.stop("its nursery was cancelled")
             else:  # KeyboardInterrupt, SystemExit from a handler: the server dies
                 self.fatal = exc
                 self.stop(f"a handler raised {type(exc).__name__}")
-                self.nursery.cancel_scope.cancel(reason=f"{self.spec.name} died")
         finally:
             self.started.set()
         await self._on_stop()
@@ -394,8 +425,13 @@ class Runtime:
                 continue
             method = request.method
             record = records[method.name]
-            if method.thread and self.threads.abandoned >= self.spec.max_abandoned_threads:
-                reason = f"{self.threads.abandoned} of its worker threads still run, abandoned"
+            threads = self.threads
+            if (
+                threads is not None
+                and method.thread
+                and (threads.abandoned >= self.spec.max_abandoned_threads)
+            ):
+                reason = f"{threads.abandoned} of its worker threads still run, abandoned"
                 self._shed_at_start(request, now, reason)
                 continue
             if method.admission and request.deadline != _INF:
@@ -565,11 +601,6 @@ class Runtime:
 
     # -- instruments --------------------------------------------------------------
 
-    def refresh_instruments(self) -> None:
-        self.instruments = self.own_instruments + tuple(
-            i for i in self.run_instruments.instruments if i not in self.own_instruments
-        )
-
     def _emit(
         self, hook: Hook, request: Request, outcome: str | None = None, reason: str | None = None
     ) -> None:
@@ -588,15 +619,16 @@ class Runtime:
         self._notify(hook, info)
 
     def _notify(self, hook: Hook, info: CallInfo) -> None:
-        for instrument in self.instruments:
+        for instrument in list(self.instruments):
             try:
                 getattr(instrument, hook)(info)
             except Exception:
                 logger.exception("instrument %r raised in %s; removed", instrument, hook)
-                self.own_instruments = tuple(i for i in self.own_instruments if i is not instrument)
-                if instrument in self.run_instruments.instruments:
-                    self.run_instruments.instruments.remove(instrument)
-                self.refresh_instruments()
+                shared = run_instruments()
+                if instrument in shared:
+                    shared.remove(instrument)
+                if isinstance(self.instruments, Instruments):
+                    self.instruments.remove(instrument)
 
     def loop_blocked(self, seconds: float, threshold: float) -> None:
         """A step of the server's task held the event loop for `seconds` (`BlockDetector`)."""
@@ -622,14 +654,12 @@ class Runtime:
         logger.error("%s crashed: %s", self.spec.name, why, exc_info=error)
         self.fatal = error
         self.stop(f"it crashed: {why}", ServerCrashed)
-        self.nursery.cancel_scope.cancel(reason=f"{self.spec.name} crashed")
 
     def stop(self, why: str, error: type[TrioServerError] = ServerStopped) -> None:
         """Stop at once: tell the running and queued callers, drop queued casts, cancel the task."""
         if self.stopping:
             return
         self.stopping = True
-        self.run_instruments.servers.discard(self)
         name = self.spec.name
         self.obj.__dict__["_trioserver_state"] = NotRunning(self.spec, why, self, error)
         current = self.current
@@ -653,7 +683,9 @@ class Runtime:
                     name,
                     why,
                 )
-        self.stop_scope.cancel(reason=f"{name} stopped")
+        # The server's nursery holds only the server's task once the opener's block has ended
+        # (or when the server died or crashed, and the block must end too).
+        self.nursery.cancel_scope.cancel(reason=f"{name} stopped")
 
     async def _on_stop(self) -> None:
         hook = self.spec.on_stop
@@ -687,8 +719,8 @@ class Runtime:
             cancelled=self.cancelled,
             loop_blocks=self.loop_blocks,
             longest_block=self.longest_block,
-            abandoned_threads=self.threads.abandoned,
-            threads_abandoned=self.threads.abandoned_total,
+            abandoned_threads=0 if self.threads is None else self.threads.abandoned,
+            threads_abandoned=0 if self.threads is None else self.threads.abandoned_total,
             methods={
                 name: record.snapshot()
                 for name, record in self.records.items()

@@ -53,6 +53,11 @@ class ServerSpec:
     when_full: WhenFull
     max_abandoned_threads: int
 
+    @property
+    def threaded(self) -> bool:
+        """Whether any handler runs in worker threads (``thread=True``)."""
+        return any(method.thread for method in self.methods.values())
+
 
 def spec_of(obj: object) -> ServerSpec:
     """The spec of `obj`'s server class, or `InvalidServerDefinition` if it has none."""

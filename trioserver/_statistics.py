@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 
 import attrs
@@ -101,14 +100,18 @@ class TimingRecorder:
         self.count = 0
         self.total = 0.0
         self.max = 0.0
-        self.recent: deque[float] = deque(maxlen=WINDOW)
+        self.recent: list[float] = []  # a ring of the last WINDOW samples, grown on demand
 
     def add(self, seconds: float) -> None:
-        self.count += 1
+        count = self.count
+        self.count = count + 1
         self.total += seconds
         if seconds > self.max:
             self.max = seconds
-        self.recent.append(seconds)
+        if count < WINDOW:
+            self.recent.append(seconds)
+        else:
+            self.recent[count % WINDOW] = seconds
 
     def snapshot(self) -> Timing:
         if not self.count:

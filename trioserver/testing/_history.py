@@ -208,8 +208,13 @@ class History:
           operation: What it invokes.
 
         Returns:
-          The new entry.
+          The new entry. A caller with an operation still in flight is a second
+          caller of the same name: it is recorded as ``"ann#2"`` (and so on),
+          as each caller of a history is sequential.
         """
+        busy = {e.caller for e in self.entries if e.ending is None}
+        if caller in busy:
+            caller = next(f"{caller}#{n}" for n in itertools.count(2) if f"{caller}#{n}" not in busy)
         entry = Entry(
             id=len(self.entries),
             caller=caller,

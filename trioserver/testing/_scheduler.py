@@ -196,12 +196,18 @@ def _probe(hook: _ScheduledRandom) -> bool:
             nursery.start_soon(first_step, "new")
 
     results: list[list[str]] = []
-    for schedule in [(), (Deviation(after=0, resume=1),)] * 2:
-        order: list[str] = []
-        with _steering(hook, schedule):
-            trio.run(program, order)
-        results.append(order)
-    return results[0] == results[2] == ["old", "new"] and results[1] == results[3] == ["new", "old"]
+
+    def probe() -> None:  # in a thread of its own: the caller may be inside a trio run
+        for schedule in [(), (Deviation(after=0, resume=1),)] * 2:
+            order: list[str] = []
+            with _steering(hook, schedule):
+                trio.run(program, order)
+            results.append(order)
+
+    thread = threading.Thread(target=probe, name="trioserver.testing probe")
+    thread.start()
+    thread.join()
+    return len(results) == 4 and results[0] == results[2] == ["old", "new"] and results[1] == results[3] == ["new", "old"]
 
 
 def hook_available() -> bool:
