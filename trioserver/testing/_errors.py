@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._history import History
+    from ._linearizability import Violation
+
 
 class RaceFound(AssertionError):
     """Raised when a history is not linearizable; the message is the story (see `report`).
 
     Attributes:
       report: The story, as text.
+      history: The history that is not linearizable.
+      violation: The checker's verdict on it.
     """
 
-    def __init__(self, report: str) -> None:
+    def __init__(self, report: str, history: History, violation: Violation) -> None:
         super().__init__(report)
         self.report = report
+        self.history = history
+        self.violation = violation
 
 
 class NondeterministicTest(AssertionError):

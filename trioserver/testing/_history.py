@@ -214,7 +214,9 @@ class History:
         """
         busy = {e.caller for e in self.entries if e.ending is None}
         if caller in busy:
-            caller = next(f"{caller}#{n}" for n in itertools.count(2) if f"{caller}#{n}" not in busy)
+            caller = next(
+                f"{caller}#{n}" for n in itertools.count(2) if f"{caller}#{n}" not in busy
+            )
         entry = Entry(
             id=len(self.entries),
             caller=caller,

@@ -130,9 +130,7 @@ def _is_unknown(entry: Entry) -> bool:
     return entry.ending is None or isinstance(entry.ending, Unknown)
 
 
-def _check_partition(
-    key: Hashable, entries: list[Entry], model: Model[S], budget: int
-) -> Verdict:
+def _check_partition(key: Hashable, entries: list[Entry], model: Model[S], budget: int) -> Verdict:
     # Events in real-time order; an unknown ending returns "at infinity", after everything.
     infinity = float("inf")
     events: list[tuple[float, int, _Node]] = []
@@ -218,4 +216,3 @@ def _check_partition(
         replay, _ = model.apply(replay, entry.operation)
     _, expected = model.apply(replay, stuck.operation)
     return Violation(key, tuple(entries), prefix, stuck, expected, steps)
-

@@ -207,7 +207,11 @@ def _probe(hook: _ScheduledRandom) -> bool:
     thread = threading.Thread(target=probe, name="trioserver.testing probe")
     thread.start()
     thread.join()
-    return len(results) == 4 and results[0] == results[2] == ["old", "new"] and results[1] == results[3] == ["new", "old"]
+    return (
+        len(results) == 4
+        and results[0] == results[2] == ["old", "new"]
+        and results[1] == results[3] == ["new", "old"]
+    )
 
 
 def hook_available() -> bool:
