@@ -144,10 +144,10 @@ def _check_partition(key: Hashable, entries: list[Entry], model: Model[S], budge
     events.sort(key=lambda item: (item[0], item[1]))
     head = _Node(entries[0], False)  # sentinel
     previous = head
-    for _, _, node in events:
-        previous.next = node
-        node.prev = previous
-        previous = node
+    for _, _, event in events:
+        previous.next = event
+        event.prev = previous
+        previous = event
     bit = {id(entry): 1 << index for index, entry in enumerate(entries)}
 
     definite_left = sum(1 for e in entries if not _is_unknown(e))
@@ -160,19 +160,21 @@ def _check_partition(key: Hashable, entries: list[Entry], model: Model[S], budge
 
     def lift(call: _Node) -> None:
         for node in (call, call.match):
-            assert node is not None and node.prev is not None
+            assert node is not None
+            assert node.prev is not None
             node.prev.next = node.next
             if node.next is not None:
                 node.next.prev = node.prev
 
     def unlift(call: _Node) -> None:
         for node in (call.match, call):
-            assert node is not None and node.prev is not None
+            assert node is not None
+            assert node.prev is not None
             node.prev.next = node
             if node.next is not None:
                 node.next.prev = node
 
-    node = head.next
+    node: _Node | None = head.next
     while definite_left > 0:
         assert node is not None  # a definite return node is always ahead
         if node.is_call:

@@ -10,6 +10,7 @@ back. The two threads never run at once, so an example replays exactly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -106,7 +107,8 @@ class _TrioThread:
         self, fn: Callable[[], Awaitable[T]], schedule: tuple[Deviation, ...] | None
     ) -> tuple[T, list[Decision]]:
         """Run ``await fn()`` in the trio thread, then until every task is blocked."""
-        assert self._token is not None and self._send is not None
+        assert self._token is not None
+        assert self._send is not None
         reply: queue.Queue[tuple[outcome.Outcome[Any], list[Decision]]] = queue.Queue()
         self._token.run_sync_soon(self._send.send_nowait, _Job(fn, schedule, reply))
         waited = 0.0
@@ -128,10 +130,8 @@ class _TrioThread:
     def close(self) -> None:
         """End the trio run (stopping any server left) and join the thread."""
         if self._token is not None and self._send is not None and self._thread.is_alive():
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._send.send_nowait, None)
-            except trio.RunFinishedError:
-                pass
         self._thread.join(timeout=_STEP_LIMIT)
 
 
@@ -332,7 +332,8 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
     async def _finish(self) -> None:
         with trio.move_on_after(self.settle_limit):
             await self.settle()
-        assert self._trio.lanes is not None and self._trio.servers is not None
+        assert self._trio.lanes is not None
+        assert self._trio.servers is not None
         self._trio.lanes.cancel_scope.cancel()
         await trio.testing.wait_all_tasks_blocked()
         self._trio.servers.cancel_scope.cancel()
@@ -425,7 +426,8 @@ def rule(
     def accept(fn: F) -> F:
         scheduled = inspect.iscoroutinefunction(fn)
         extra = {SCHEDULE: _schedules()} if scheduled else {}
-        decorate: Any = hypothesis.stateful.rule(targets=targets, target=target, **kwargs, **extra)
+        make: Any = hypothesis.stateful.rule
+        decorate: Any = make(targets=targets, target=target, **kwargs, **extra)
         result: F = decorate(_as_step(fn, scheduled))
         return result
 
@@ -452,9 +454,8 @@ def initialize(
     def accept(fn: F) -> F:
         scheduled = inspect.iscoroutinefunction(fn)
         extra = {SCHEDULE: _schedules()} if scheduled else {}
-        decorate: Any = hypothesis.stateful.initialize(
-            targets=targets, target=target, **kwargs, **extra
-        )
+        make: Any = hypothesis.stateful.initialize
+        decorate: Any = make(targets=targets, target=target, **kwargs, **extra)
         result: F = decorate(_as_step(fn, scheduled))
         return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 from collections.abc import Callable, Hashable
@@ -133,16 +134,14 @@ class ServerModel(Model[Snapshot[T]]):
                 if inspect.iscoroutinefunction(fn):
                     _run_in_trio(fn, obj, operation)
                 else:
-                    try:
+                    with contextlib.suppress(Exception):
                         fn(obj, *operation.args, **dict(operation.kwargs))
-                    except Exception:
-                        pass
             return obj
 
     @staticmethod
     def _function(obj: object, name: str) -> Callable[..., Any]:
         attribute = inspect.getattr_static(type(obj), name, None)
-        fn = getattr(attribute, "__wrapped__", attribute)
+        fn: object = getattr(attribute, "__wrapped__", attribute)
         if not callable(fn):
             raise TypeError(
                 f"the model {type(obj).__qualname__} has no method {name!r}: for a composite "
@@ -204,7 +203,8 @@ def freeze(value: object, _seen: frozenset[int] = frozenset()) -> Hashable:
         return ("dict", frozenset((freeze(k, seen), freeze(v, seen)) for k, v in items.items()))
     if isinstance(value, (list, tuple)):
         sequence: list[Any] | tuple[Any, ...] = value  # pyright: ignore[reportUnknownVariableType]
-        return (type(value).__name__, tuple(freeze(v, seen) for v in sequence))
+        kind = "list" if isinstance(sequence, list) else "tuple"
+        return (kind, tuple(freeze(v, seen) for v in sequence))
     if isinstance(value, (set, frozenset)):
         members: set[Any] | frozenset[Any] = value  # pyright: ignore[reportUnknownVariableType]
         return ("set", frozenset(freeze(v, seen) for v in members))

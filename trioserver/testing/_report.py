@@ -31,7 +31,8 @@ def timeline(entries: Sequence[Entry]) -> str:
         if entry.ending is None:
             rows.append((1 << 62, float("nan"), entry.caller, "(never ended)"))
         else:
-            assert entry.ended is not None and entry.ended_at is not None
+            assert entry.ended is not None
+            assert entry.ended_at is not None
             rows.append((entry.ended, entry.ended_at, entry.caller, f"  {entry.ending}"))
     rows.sort()
     header = "    time | " + " | ".join(f"{c:<{WIDTH}}" for c in map(_cell, callers))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 import threading
 import warnings
-from collections.abc import Iterator, MutableSequence, Sequence
+from collections.abc import Generator, MutableSequence, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -73,7 +73,8 @@ class Decision:
 
     def describe(self) -> str:
         """One line: ``t=1.000  bob resumed first (runnable: ann, bob)``."""
-        return f"t={self.time:.3f}  {self.resumed} resumed first (runnable: {', '.join(self.runnable)})"
+        runnable = ", ".join(self.runnable)
+        return f"t={self.time:.3f}  {self.resumed} resumed first (runnable: {runnable})"
 
 
 def schedules(max_deviations: int = 4) -> st.SearchStrategy[tuple[Deviation, ...]]:
@@ -116,7 +117,7 @@ class _ScheduledRandom(random.Random):
     def uniform(self, a: float, b: float) -> float:
         return self.original.uniform(a, b)
 
-    def shuffle(self, x: MutableSequence[Any]) -> None:  # type: ignore[override]
+    def shuffle(self, x: MutableSequence[Any]) -> None:
         if self.thread != threading.get_ident():
             self.original.shuffle(x)
             return
@@ -230,7 +231,7 @@ def hook_available() -> bool:
 
 
 @contextmanager
-def _steering(hook: _ScheduledRandom, schedule: Sequence[Deviation]) -> Iterator[list[Decision]]:
+def _steering(hook: _ScheduledRandom, schedule: Sequence[Deviation]) -> Generator[list[Decision]]:
     if hook.thread is not None:
         raise RuntimeError("trioserver.testing: only one steered trio run at a time")
     hook.thread = threading.get_ident()
@@ -246,7 +247,7 @@ def _steering(hook: _ScheduledRandom, schedule: Sequence[Deviation]) -> Iterator
 
 
 @contextmanager
-def steer(schedule: Sequence[Deviation] | None) -> Iterator[list[Decision]]:
+def steer(schedule: Sequence[Deviation] | None) -> Generator[list[Decision]]:
     """Follow `schedule` in every trio run in this thread, inside the block.
 
     Args:
