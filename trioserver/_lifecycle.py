@@ -56,7 +56,7 @@ async def open_server(obj: T, *, instruments: Iterable[Instrument] = ()) -> Asyn
     async with trio.open_nursery() as nursery:
         runtime = Runtime(spec, obj, nursery, tuple(instruments))
         obj.__dict__[STATE] = runtime
-        nursery.start_soon(runtime.run, name=f"trioserver: {spec.name}")
+        runtime.spawn()
         try:
             await runtime.started.wait()
             if runtime.start_error is None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from outcome import Outcome
 from trio import CancelScope
-from trio.lowlevel import Abort, ParkingLot, Task, current_task, reschedule, wait_task_rescheduled
+from trio.lowlevel import Abort, ParkingLot, Task
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -83,15 +83,17 @@ class Request:
 class Mailbox:
     """A FIFO of requests; withdrawal is O(1) (the entry is skipped when it reaches the front).
 
+    The server's task takes requests from it while it runs; a request put while the server
+    has no task starts one (`Runtime.spawn`).
+
     It keeps `backlog`, the expected seconds of work waiting in it (for admission), and, when
     bounded, a parking lot where callers wait for room.
     """
 
-    __slots__ = ("_queue", "_waiter", "backlog", "capacity", "peak_queued", "queued", "room")
+    __slots__ = ("_queue", "backlog", "capacity", "peak_queued", "queued", "room")
 
     def __init__(self, capacity: int | None = None) -> None:
         self._queue: deque[Request] | None = None  # made at the first request: idle ones are many
-        self._waiter: Task | None = None
         self.queued = 0
         self.peak_queued = 0
         self.backlog = 0.0
@@ -112,10 +114,6 @@ class Mailbox:
         self.backlog += request.cost
         if self.queued > self.peak_queued:
             self.peak_queued = self.queued
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            reschedule(waiter)
 
     def withdraw(self, request: Request, state: int = WITHDRAWN) -> None:
         request.state = state
@@ -139,15 +137,6 @@ class Mailbox:
         self.backlog = self.backlog - request.cost if self.queued else 0.0
         if self.room:
             self.room.unpark()
-
-    async def wait(self) -> None:
-        """Park the server's task until a request is put (a checkpoint)."""
-        self._waiter = current_task()
-        await wait_task_rescheduled(self._abort_wait)
-
-    def _abort_wait(self, _: Any) -> Abort:
-        self._waiter = None
-        return Abort.SUCCEEDED
 
     def drain(self) -> list[Request]:
         """Take every queued request at once, leaving the mailbox empty."""

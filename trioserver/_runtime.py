@@ -14,6 +14,7 @@ The call path is built for speed; no task and no cancel scope is made per reques
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import math
 import types
@@ -71,6 +72,10 @@ class _Expired(Exception):
 
 
 _SUSPENDED = object()  # sent to a caller whose handler suspended: time to start its timer
+_SPAWNING: Any = object()  # the server's task while it is being started
+
+LINGER = 3
+"""Scheduler passes an idle server's task waits for work before it ends."""
 
 
 def _private_deadline_works() -> bool:
@@ -163,6 +168,7 @@ class Runtime:
 
     __slots__ = (
         "cancelled",
+        "context",
         "current",
         "dropped",
         "failed",
@@ -204,7 +210,8 @@ class Runtime:
         self.nursery = nursery
         self.mailbox = Mailbox(spec.mailbox_size)
         self.now = trio.lowlevel.current_clock().current_time
-        self.task: Task | None = None
+        self.task: Task | None = None  # the server's task now; None while it is idle
+        self.context = contextvars.copy_context()  # the server's contextvars
         self.current: Request | None = None  # the request whose handler is running
         self.last_started: Request | None = None
         self.scope: trio.CancelScope  # the running handler's; replaced once cancelled
@@ -260,6 +267,8 @@ class Runtime:
             method, args, kwargs, task, deadline, self, now, record.expected, self.numbered
         )
         self.mailbox.put(request)
+        if self.task is None:
+            self.spawn()
         if self.instruments:
             self._emit("call_queued", request)
         try:
@@ -295,6 +304,8 @@ class Runtime:
         request = Request(method, args, kwargs, None, _INF, self, self.now(), 0.0, self.numbered)
         request.waiting = False
         self.mailbox.put(request)
+        if self.task is None:
+            self.spawn()
         if self.instruments:
             self._emit("call_queued", request)
         await cancel_shielded_checkpoint()
@@ -370,25 +381,37 @@ class Runtime:
 
     # -- the server's task ------------------------------------------------------
 
-    async def run(self) -> None:
-        """The server's task: on_start, the request loop until stopped, then on_stop.
+    def spawn(self) -> None:
+        """Start a task for the server, in its nursery and with its contextvars: the first one
+        (which runs `on_start`), another when a request comes after it went idle, or the last
+        one, to run `on_stop`."""
+        self.task = _SPAWNING
+        self.context.run(self.nursery.start_soon, self.run, name=f"trioserver: {self.spec.name}")
 
-        `stop` cancels the server's nursery, whose only task is this one by then.
+    async def run(self) -> None:
+        """A task of the server: it serves until stopped, or until it has been idle a while.
+
+        An idle server keeps no task (tasks cost memory, and servers may be many); the next
+        request starts one. The task's contextvars pass to the next, so handlers see what
+        `on_start` and earlier handlers set. `stop` cancels the server's nursery, whose only
+        task is this one by then.
         """
         self.task = current_task()
         try:
-            if self.spec.on_start is not None:
-                try:
-                    await self.spec.on_start(self.obj)
-                except BaseException as exc:
-                    self.start_error = exc
-                    self.stop("it failed to start")
-                    return  # on_stop does not run
-            self.started.set()
-            while True:
+            if not self.started.is_set():
+                if self.spec.on_start is not None:
+                    try:
+                        await self.spec.on_start(self.obj)
+                    except BaseException as exc:
+                        self.start_error = exc
+                        self.stop("it failed to start")
+                        return  # on_stop does not run
+                self.started.set()
+            while not self.stopping:
                 with trio.CancelScope() as self.scope:
                     self.scope_cancelled = False
-                    await self._serve(self.scope)
+                    if await self._serve(self.scope):
+                        break
         except BaseException as exc:
             if _without_cancelled(exc) is None:
                 self.stop("its nursery was cancelled")
@@ -397,28 +420,31 @@ class Runtime:
                 self.stop(f"a handler raised {type(exc).__name__}")
         finally:
             self.started.set()
-        await self._on_stop()
+        if self.stopping:
+            await self._on_stop()
+        else:  # idle: retire this task, and keep its contextvars for the next one
+            self.context = current_task().context
+        self.task = None
 
-    async def _serve(self, scope: trio.CancelScope) -> None:
-        """Run requests until `scope` is spent (cancelled to cut a handler)."""
+    async def _serve(self, scope: trio.CancelScope) -> bool:
+        """Run requests until `scope` is spent (False), or the server is idle or stopping (True)."""
         mailbox = self.mailbox
         obj = self.obj
         now_fn = self.now
         records = self.records
         private = _PRIVATE_DEADLINE
-        lingered = True
+        idle = 0
         while True:
             request = mailbox.take_nowait()
             if request is None:
-                if lingered:
-                    await mailbox.wait()
-                else:
-                    # Linger for one scheduler pass before parking: a caller that got its reply
-                    # often calls again in that pass, and then needs no wake-up (a pass saved).
-                    lingered = True
-                    await cancel_shielded_checkpoint()
+                if idle == LINGER or self.stopping:
+                    return True
+                # Linger a few scheduler passes before retiring: a caller that got its reply
+                # usually calls again within them, and then needs no new task.
+                idle += 1
+                await cancel_shielded_checkpoint()
                 continue
-            lingered = False
+            idle = 0
             now = now_fn()
             if request.deadline <= now:
                 self._expire(request)
@@ -469,7 +495,7 @@ class Runtime:
                         result = await self._suspended(result, trap, request, scope)
             except BaseException as exc:
                 if self._raised(request, exc, scope):
-                    return
+                    return False
                 continue
             self.current = None
             if private and scope._registered_deadline == _INF:  # pyright: ignore[reportPrivateUsage]
@@ -487,7 +513,7 @@ class Runtime:
             else:
                 self._settle(request, Value(result))
             if self.scope_cancelled:
-                return  # the handler swallowed our cancellation: leave the spent scope
+                return False  # the handler swallowed our cancellation: leave the spent scope
 
     @types.coroutine
     def _suspended(
@@ -686,6 +712,8 @@ class Runtime:
         # The server's nursery holds only the server's task once the opener's block has ended
         # (or when the server died or crashed, and the block must end too).
         self.nursery.cancel_scope.cancel(reason=f"{name} stopped")
+        if self.task is None and self.started.is_set():
+            self.spawn()  # an idle server has no task: start one to run on_stop
 
     async def _on_stop(self) -> None:
         hook = self.spec.on_stop
