@@ -302,3 +302,37 @@ async def test_admission_probes_once_its_expectation_is_stale(
         with trio.fail_after(1.0):
             await changing.work()  # admitted on the new expectation
         assert statistics(changing).shed == 1
+
+
+async def test_a_caller_woken_for_room_that_is_refused_passes_the_room_on(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Found by the docs: c is woken for room, then refused by admission; d must still get in.
+    @server(mailbox_size=1)
+    class Slow:
+        @call(timeout=None)
+        async def work(self, name: str) -> str:
+            await trio.sleep(1.0)
+            return name
+
+    outcomes: dict[str, str] = {}
+
+    async def caller(slow: Slow, name: str, patience: float) -> None:
+        with trio.move_on_after(patience):
+            try:
+                await slow.work(name)
+                outcomes[name] = f"served at {trio.current_time():g}"
+            except ServerOverloaded:
+                outcomes[name] = f"refused at {trio.current_time():g}"
+
+    async with open_server(Slow()) as slow, trio.open_nursery() as nursery:
+        await slow.work("warm-up")  # expected service: 1 s
+        for name, patience in (("a", 10.0), ("b", 10.0), ("c", 1.5), ("d", 10.0)):
+            nursery.start_soon(caller, slow, name, patience)
+            await trio.testing.wait_all_tasks_blocked()
+    assert outcomes == {
+        "a": "served at 2",
+        "b": "served at 3",
+        "c": "refused at 2",
+        "d": "served at 4",
+    }

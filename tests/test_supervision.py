@@ -192,3 +192,17 @@ async def test_first_start_failure_comes_out_of_start(autojump_clock: trio.abc.C
         with pytest.raises(OSError, match="no database"):
             await supervisor.start(NoDatabase)
         assert supervisor.statistics().children == 0
+
+
+async def test_leaving_during_a_restart_is_clean(autojump_clock: trio.abc.Clock) -> None:
+    # Found by the docs: leaving while a restart's on_start runs raised a RuntimeError.
+    @server
+    class SlowStart(Ledger):
+        async def on_start(self) -> None:
+            await trio.sleep(1.0)
+
+    async with open_supervisor() as supervisor:
+        ledger = await supervisor.start(SlowStart)
+        await ledger.apply("corrupt")  # crashes; the restart's on_start takes 1 s
+        await trio.sleep(0.5)
+    assert trio.current_time() == 1.5

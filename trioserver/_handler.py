@@ -229,7 +229,9 @@ def call(
         thread is abandoned and the server goes on. An abandoned handler keeps
         running: it must not touch the server's state after it may have been
         abandoned (compute and return; let an ``async def`` handler apply the
-        result). See `server`'s ``max_abandoned_threads``.
+        result). See `server`'s ``max_abandoned_threads``. Called by a handler
+        of its own server, it runs inline under that handler's budget, not its
+        own.
 
     Returns:
       The mark; `server` turns it into a method of the handle that returns the

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import NoReturn, TypeVar
 
 import trio
@@ -19,8 +20,9 @@ T = TypeVar("T")
 logger = logging.getLogger("trioserver")
 
 
-@asynccontextmanager
-async def open_server(obj: T, *, instruments: Iterable[Instrument] = ()) -> AsyncGenerator[T]:
+def open_server(
+    obj: T, *, instruments: Iterable[Instrument] = ()
+) -> AbstractAsyncContextManager[T]:
     """Run `obj`'s server for the duration of the block; yield its handle.
 
     The handle is `obj` itself: ``await handle.method(...)`` goes through the
@@ -49,27 +51,64 @@ async def open_server(obj: T, *, instruments: Iterable[Instrument] = ()) -> Asyn
       InvalidServerDefinition: `obj`'s class is not a server.
       TrioServerError: `obj` is already running.
     """
-    spec = spec_of(obj)
-    if isinstance(obj.__dict__.get(STATE), Runtime):
-        raise TrioServerError(f"this {spec.name} is running already; a server runs once at a time")
-    failure: BaseException | None = None
-    async with trio.open_nursery() as nursery:
-        runtime = Runtime(spec, obj, nursery, tuple(instruments))
+    return _Serving(obj, tuple(instruments))
+
+
+class _Serving(AbstractAsyncContextManager[T]):
+    """`open_server`'s context manager: the server's nursery, and the run in it.
+
+    A class rather than a generator: servers may be many, and each keeps this while it runs.
+    Errors are raised outside the nursery, so that they come out unwrapped.
+    """
+
+    __slots__ = ("_instruments", "_nursery", "_obj", "_runtime")
+
+    def __init__(self, obj: T, instruments: tuple[Instrument, ...]) -> None:
+        self._obj = obj
+        self._instruments = instruments
+
+    async def __aenter__(self) -> T:
+        obj = self._obj
+        spec = spec_of(obj)
+        if isinstance(obj.__dict__.get(STATE), Runtime):
+            raise TrioServerError(
+                f"this {spec.name} is running already; a server runs once at a time"
+            )
+        self._nursery = trio.open_nursery()
+        nursery = await self._nursery.__aenter__()
+        runtime = self._runtime = Runtime(spec, obj, nursery, self._instruments)
         obj.__dict__[STATE] = runtime
+        started = runtime.started
+        assert started is not None
         runtime.spawn()
         try:
-            await runtime.started.wait()
-            if runtime.start_error is None:
-                yield obj
-        except BaseException as exc:  # re-raised below, outside the nursery: unwrapped
-            failure = exc
-        finally:
-            runtime.stop("it was stopped")
-    if runtime.stop_error is not None and (runtime.fatal or runtime.start_error or failure):
-        logger.error("%s.on_stop raised", spec.name, exc_info=runtime.stop_error)
-    error = runtime.fatal or runtime.start_error or failure or runtime.stop_error
-    if error is not None:
-        raise error
+            await started.wait()
+        except BaseException as exc:
+            await self._close(exc)
+            raise
+        if runtime.start_error is not None:
+            await self._close(None)
+        return obj
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> bool:
+        await self._close(exc)
+        return False  # the block's own exception goes on as it is
+
+    async def _close(self, failure: BaseException | None) -> None:
+        """Stop the server, wait for its task, then raise what must come out (unwrapped)."""
+        runtime = self._runtime
+        runtime.stop("it was stopped")
+        await self._nursery.__aexit__(None, None, None)
+        if runtime.stop_error is not None and (runtime.fatal or runtime.start_error or failure):
+            logger.error("%s.on_stop raised", runtime.spec.name, exc_info=runtime.stop_error)
+        error = runtime.fatal or runtime.start_error or failure or runtime.stop_error
+        if error is not None and error is not failure:
+            raise error
 
 
 async def serve(

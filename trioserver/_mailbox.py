@@ -105,6 +105,11 @@ class Mailbox:
         """Whether a new request must wait (or be refused): no room, or others waiting first."""
         return self.capacity is not None and (self.queued >= self.capacity or bool(self.room))
 
+    def pass_room(self) -> None:
+        """A caller woken for room will not use it (refused, or leaving): wake the next one."""
+        if self.room and self.capacity is not None and self.queued < self.capacity:
+            self.room.unpark()
+
     def put(self, request: Request) -> None:
         queue = self._queue
         if queue is None:

@@ -163,6 +163,14 @@ class NotRunning:
         return ServerStatistics() if self.last is None else self.last.statistics()
 
 
+class _Records(dict[str, MethodRecorder]):
+    """Per-method recorders, made on a method's first request (idle servers are many)."""
+
+    def __missing__(self, name: str) -> MethodRecorder:
+        record = self[name] = MethodRecorder()
+        return record
+
+
 class Runtime:
     """One run of a server object, from `open_server` to its stop."""
 
@@ -217,11 +225,11 @@ class Runtime:
         self.scope: trio.CancelScope  # the running handler's; replaced once cancelled
         self.scope_cancelled = False  # we cancelled `scope` (a caller left, or its timer fired)
         self.stopping = False
-        self.started = trio.Event()
+        self.started: trio.Event | None = trio.Event()  # set, then dropped, once on_start ends
         self.start_error: BaseException | None = None
         self.fatal: BaseException | None = None
         self.stop_error: BaseException | None = None
-        self.records = {name: MethodRecorder() for name in spec.methods}
+        self.records = _Records()
         self.threads = WorkerThreads() if spec.threaded else None
         self.loop_blocks = 0
         self.longest_block = 0.0
@@ -253,13 +261,16 @@ class Runtime:
                 f"for the task. Call it from the handler itself (runs inline) or cast it."
             )
         deadline = trio.current_effective_deadline()
-        if self.mailbox.capacity is not None and self.mailbox.full():
+        waited = self.mailbox.capacity is not None and self.mailbox.full()
+        if waited:
             await self._wait_for_room(method)
         now = self.now()
         record = self.records[method.name]
         if method.admission and deadline != _INF:
             refusal = refusal_at_queue(self, record, deadline, now)
             if refusal is not None:
+                if waited:
+                    self.mailbox.pass_room()
                 await checkpoint()
                 raise self._refuse(method, now, refusal)
         self.numbered += 1
@@ -327,7 +338,7 @@ class Runtime:
                 )
             if mailbox.queued < mailbox.capacity:
                 return
-            await mailbox.room.park()
+            await mailbox.room.park()  # (woken, then beaten to the room: wait again)
 
     def _refuse(self, method: Method, now: float, reason: str) -> ServerOverloaded:
         """Count and report a request refused before it was queued (after a checkpoint)."""
@@ -386,7 +397,8 @@ class Runtime:
         (which runs `on_start`), another when a request comes after it went idle, or the last
         one, to run `on_stop`."""
         self.task = _SPAWNING
-        self.context.run(self.nursery.start_soon, self.run, name=f"trioserver: {self.spec.name}")
+        start: Any = self.nursery.start_soon
+        self.context.run(start, self.run, name=f"trioserver: {self.spec.name}")
 
     async def run(self) -> None:
         """A task of the server: it serves until stopped, or until it has been idle a while.
@@ -398,7 +410,7 @@ class Runtime:
         """
         self.task = current_task()
         try:
-            if not self.started.is_set():
+            if self.started is not None:
                 if self.spec.on_start is not None:
                     try:
                         await self.spec.on_start(self.obj)
@@ -406,7 +418,7 @@ class Runtime:
                         self.start_error = exc
                         self.stop("it failed to start")
                         return  # on_stop does not run
-                self.started.set()
+                self._started()
             while not self.stopping:
                 with trio.CancelScope() as self.scope:
                     self.scope_cancelled = False
@@ -419,12 +431,17 @@ class Runtime:
                 self.fatal = exc
                 self.stop(f"a handler raised {type(exc).__name__}")
         finally:
-            self.started.set()
+            self._started()
         if self.stopping:
             await self._on_stop()
         else:  # idle: retire this task, and keep its contextvars for the next one
             self.context = current_task().context
         self.task = None
+
+    def _started(self) -> None:
+        if self.started is not None:
+            self.started.set()  # the opener, waiting for on_start, holds the event
+            self.started = None
 
     async def _serve(self, scope: trio.CancelScope) -> bool:
         """Run requests until `scope` is spent (False), or the server is idle or stopping (True)."""
@@ -712,7 +729,7 @@ class Runtime:
         # The server's nursery holds only the server's task once the opener's block has ended
         # (or when the server died or crashed, and the block must end too).
         self.nursery.cancel_scope.cancel(reason=f"{name} stopped")
-        if self.task is None and self.started.is_set():
+        if self.task is None and self.started is None and self.start_error is None:
             self.spawn()  # an idle server has no task: start one to run on_stop
 
     async def _on_stop(self) -> None:

@@ -194,17 +194,19 @@ class Supervisor:
                     task_status.started()
                     await trio.sleep_forever()
         except Exception as exc:
-            if not started:  # on_start raised
-                if generation == 0:
-                    raise  # the first start: the caller of `start` hears it
-                task_status.started()
-            if generation != child.generation:  # it was being stopped: on_stop raised
-                logger.error(
-                    "%s.on_stop raised while it was stopped", child.spec.name, exc_info=exc
-                )
-            self._crash_send.send_nowait((child, generation, exc))
+            if not started and generation == 0:
+                raise  # on_start raised at the first start: the caller of `start` hears it
+            last = getattr(obj.__dict__[STATE], "last", None)
+            if generation == child.generation:
+                self._crash_send.send_nowait((child, generation, exc))
+            elif last is not None and exc is last.stop_error:
+                logger.error("%s.on_stop raised", child.spec.name, exc_info=exc)
+            else:  # a run that was stopped or replaced (say, by the watchdog) has ended
+                logger.debug("an earlier run of %s ended with %r", child.spec.name, exc)
         finally:
             child.done.set()
+            if not started and generation != 0:
+                task_status.started()  # a restart that failed or was stopped before it began
 
     async def supervise(self) -> None:
         """Handle crashes one at a time, for as long as the supervisor runs."""
