@@ -18,7 +18,7 @@ import trio
 from outcome import Error, Outcome, Value
 from trio.lowlevel import Abort, Task, current_task, reschedule, wait_task_rescheduled
 
-from trioserver import call, open_server, server
+from trioserver import Instrument, call, open_server, server
 
 Bump = Callable[[int], Awaitable[object]]
 Opener = Callable[[], AbstractAsyncContextManager[Bump]]
@@ -91,10 +91,13 @@ class UnlimitedCounter:
         return self.count
 
 
-def trioserver_opener(cls: type[Counter] | type[UnlimitedCounter], method: str) -> Opener:
+def trioserver_opener(
+    cls: type[Counter] | type[UnlimitedCounter], method: str, *, instrumented: bool = False
+) -> Opener:
     @asynccontextmanager
     async def opener() -> AsyncGenerator[Bump, None]:
-        async with open_server(cls()) as handle:
+        instruments = [Instrument()] if instrumented else []  # a no-op instrument: its price
+        async with open_server(cls(), instruments=instruments) as handle:
             bump: Bump = getattr(handle, method)
             yield bump
 
@@ -327,6 +330,11 @@ BUDGET_CONTENDERS: list[Contender] = [
         "@call async, budget 5 s, caller under move_on_after(3600)",
         trioserver_opener(Counter, "bump"),
         caller_deadline=3600.0,
+    ),
+    Contender(
+        "async_budget_instrumented",
+        "@call async, budget 5 s, a no-op Instrument installed",
+        trioserver_opener(Counter, "bump", instrumented=True),
     ),
     Contender("def_budget", "@call def, budget 5 s", trioserver_opener(Counter, "bump_def")),
     Contender(
