@@ -253,9 +253,11 @@ class History:
 
         Args:
           caller: The caller's name.
-          fn: A handle method (``theater.reserve``) or a composite client operation.
+          fn: A handle method (``theater.reserve``) or a composite client operation
+            (``functools.partial(reserve_seat, theater)``: arguments bound by the
+            partial are not part of the recorded operation).
           *args: Its positional arguments.
-          name: The operation's name; ``fn.__name__`` if omitted.
+          name: The operation's name; ``fn.__name__`` (or its partial's function's) if omitted.
           composite: Whether `fn` is a composite of several calls (see `classify`).
           **kwargs: Its keyword arguments.
 
@@ -269,9 +271,8 @@ class History:
           A cancelled caller is recorded with an `Unknown` ending, and the
           `trio.Cancelled` propagates.
         """
-        operation = Operation(
-            name or str(getattr(fn, "__name__", "operation")), args, tuple(sorted(kwargs.items()))
-        )
+        name = name or _name_of(fn)
+        operation = Operation(name, args, tuple(sorted(kwargs.items())))
         entry = self.invoke(caller, operation)
         try:
             value = await fn(*args, **kwargs)
@@ -331,3 +332,8 @@ def _now() -> float:
         return trio.current_time()
     except RuntimeError:
         return float("nan")
+
+
+def _name_of(fn: object) -> str:
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
+    return name if isinstance(name, str) else "operation"

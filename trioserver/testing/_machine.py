@@ -40,7 +40,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: The extra rule argument that carries a step's schedule (Hypothesis prints it with the step).
 SCHEDULE = "trio_schedule"
 #: Deviations drawn per step; a machine uses at most its `max_deviations` of them.
-_DRAWN_DEVIATIONS = 8
+_DRAWN_DEVIATIONS = 4
 #: Real seconds the test thread waits for one step before declaring the trio thread stuck.
 _STEP_LIMIT = 300.0
 
@@ -156,7 +156,7 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
     reported as nondeterministic.
 
     Attributes:
-      max_deviations: The bound on scheduling deviations per step (at most 8).
+      max_deviations: The bound on scheduling deviations per step (at most 4).
       budget: Linearizability search steps per partition before "inconclusive".
       settle_limit: Virtual seconds that teardown waits for background calls.
     """

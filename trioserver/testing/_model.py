@@ -15,6 +15,7 @@ import trio.testing
 from ._history import Operation, Raised, Result, Returned
 
 S = TypeVar("S")
+_KNOWN_LIMIT = 20_000  # remembered (state, operation) answers per model
 T = TypeVar("T")
 
 
@@ -73,11 +74,13 @@ class ServerModel(Model[Snapshot[T]]):
     for a ``@server`` class, or the plain method of any other class, so a plain
     class can model a composite operation) on a copy of the state. A plain
     ``def`` is called directly. An ``async def`` is first stepped once without
-    trio; if it really suspends (it sleeps, or awaits another object), it is
-    run again on a fresh copy inside its own ``trio.run`` on a `MockClock`
-    (autojump), so its sleeps cost no time and it runs to completion, budget
-    or not. States are copied with `copy.deepcopy`; a state that cannot be
-    copied is rebuilt from `factory` by replaying its operations.
+    trio; if it returns at once, that is its result. Otherwise (it suspends, or
+    it raised, perhaps because it used trio outside a run) it is run again on
+    a fresh copy inside its own ``trio.run`` on a `MockClock` (autojump), so
+    its sleeps cost no time and it runs to completion, budget or not. States
+    are copied with `copy.deepcopy`; a state that cannot be copied is rebuilt from `factory` by replaying its operations. Answers are
+    remembered by (state fingerprint, operation), so a handler must depend only
+    on the state and its arguments.
 
     Args:
       factory: Makes a fresh instance in its initial state (``lambda: Theater(FakePayments())``).
@@ -93,11 +96,26 @@ class ServerModel(Model[Snapshot[T]]):
     ) -> None:
         self.factory = factory
         self._fingerprint = fingerprint
+        self._known: dict[tuple[Hashable, Operation], tuple[Snapshot[T], Result]] = {}
 
     def initial(self) -> Snapshot[T]:
         return Snapshot(self.factory(), ())
 
     def apply(self, state: Snapshot[T], operation: Operation) -> tuple[Snapshot[T], Result]:
+        # The checker applies the same operation to equal states again and again while it
+        # backtracks: remember the answers (states with equal fingerprints behave alike).
+        try:
+            key = (self.fingerprint(state), operation)
+            known = self._known.get(key)
+        except TypeError:  # unhashable arguments
+            return self._apply(state, operation)
+        if known is None:
+            if len(self._known) >= _KNOWN_LIMIT:
+                self._known.clear()
+            known = self._known[key] = self._apply(state, operation)
+        return known
+
+    def _apply(self, state: Snapshot[T], operation: Operation) -> tuple[Snapshot[T], Result]:
         obj = self._copy(state)
         fn = self._function(obj, operation.name)
         kwargs = dict(operation.kwargs)
@@ -112,9 +130,9 @@ class ServerModel(Model[Snapshot[T]]):
             coroutine.send(None)
         except StopIteration as stop:
             return Snapshot(obj, (*state.log, operation)), Returned(stop.value)
-        except Exception as error:
-            return Snapshot(obj, (*state.log, operation)), Raised(error)
-        coroutine.close()  # it suspends: run it properly, on a fresh copy
+        except Exception:
+            pass  # maybe its own error, maybe trio's "must be called from async context"
+        coroutine.close()  # it suspends or raised: run it properly, on a fresh copy
         obj = self._copy(state)
         result = _run_in_trio(fn, obj, operation)
         return Snapshot(obj, (*state.log, operation)), result
