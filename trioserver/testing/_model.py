@@ -78,9 +78,10 @@ class ServerModel(Model[Snapshot[T]]):
     it raised, perhaps because it used trio outside a run) it is run again on
     a fresh copy inside its own ``trio.run`` on a `MockClock` (autojump), so
     its sleeps cost no time and it runs to completion, budget or not. States
-    are copied with `copy.deepcopy`; a state that cannot be copied is rebuilt from `factory` by replaying its operations. Answers are
-    remembered by (state fingerprint, operation), so a handler must depend only
-    on the state and its arguments.
+    are copied with `copy.deepcopy`; a state that cannot be copied is rebuilt
+    from `factory` by replaying its operations. Answers are remembered by
+    (state fingerprint, operation), so a handler must depend only on the state
+    and its arguments.
 
     Args:
       factory: Makes a fresh instance in its initial state (``lambda: Theater(FakePayments())``).
