@@ -134,7 +134,7 @@ class _ScheduledRandom(random.Random):
                     deviation = self.pending.pop(0)
                     self.countdown = self.pending[0].after if self.pending else 0
                     runnable = tuple(_name(t) for t in order)
-                    first = order.pop(1 + deviation.resume % (len(order) - 1))
+                    first = order.pop(1 + (deviation.resume - 1) % (len(order) - 1))
                     self.decisions.append(Decision(_now(), runnable, _name(first)))
                     order.insert(0, first)
                 else:

@@ -39,16 +39,16 @@ class Run:
                         e.caller,
                         str(e.operation),
                         e.invoked,
-                        e.invoked_at,
+                        repr(e.invoked_at),  # repr: nan == nan
                         str(e.ending),
                         e.ended,
-                        e.ended_at,
+                        repr(e.ended_at),
                     )
                     for e in c.history.entries
                 )
                 for c in self.checked
             ),
-            tuple(self.decisions),
+            tuple(repr(d) for d in self.decisions),
         )
 
 
