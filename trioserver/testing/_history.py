@@ -73,7 +73,7 @@ class Raised:
 class Unknown:
     """An unknown outcome (Jepsen's ``:info``): its effects may or may not have happened.
 
-    A call cut by its budget (`CallTimeout`), cancelled, stopped with its
+    A call cut by its budget (`trioserver.CallTimeout`), cancelled, stopped with its
     server, or still running when the example ended. The checker lets it take
     effect at any point after it was invoked, or never, and accepts any result.
     """

@@ -49,7 +49,7 @@ class Violation:
       steps: Search steps taken.
     """
 
-    partition: Hashable
+    partition: object
     entries: tuple[Entry, ...]
     prefix: tuple[Entry, ...]
     stuck: Entry
@@ -66,7 +66,7 @@ class Inconclusive:
       steps: Search steps taken.
     """
 
-    partition: Hashable
+    partition: object
     steps: int
 
 
@@ -92,7 +92,7 @@ def check_linearizable(
     """Check a history against a sequential model.
 
     Args:
-      entries: The recorded entries (`History.entries`). `Refused` ones are
+      entries: The recorded entries (``History.entries``). `Refused` ones are
         left out (they had no effect); ones that never ended count as `Unknown`.
       model: The sequential model; each partition starts from ``model.initial()``.
       partition: Optional: each operation's key. Keys must be independent

@@ -1,6 +1,6 @@
 """`ServerMachine`: a Hypothesis state machine whose rules are trio code, on virtual time.
 
-Every example runs in one `trio.run`, in a helper thread, on a `MockClock`.
+Every example runs in one `trio.run`, in a helper thread, on a `trio.testing.MockClock`.
 Hypothesis stays in the test's thread and hands each step over through a
 barrier: the step runs in the trio thread with the clock's autojump on, then
 `trio.testing.wait_all_tasks_blocked` makes sure that every task is blocked,
@@ -59,7 +59,7 @@ async def _hold_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
 
 
 class _TrioThread:
-    """One `trio.run` on a `MockClock` in a helper thread, running one job at a time."""
+    """One `trio.run` on a `trio.testing.MockClock` in a helper thread: one job at a time."""
 
     def __init__(self) -> None:
         self.clock = trio.testing.MockClock(autojump_threshold=math.inf)
@@ -143,7 +143,7 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
     `serve`, make recorded calls through `client` proxies, start calls in the
     background with `start`, let virtual time pass with ``await
     trio.sleep(...)`` and wait for background calls with `settle`. Each
-    example is one `trio.run` on a `MockClock`; each async step runs under a
+    example is one `trio.run` on a `trio.testing.MockClock`; each async step runs under a
     schedule drawn by Hypothesis (the ``trio_schedule`` argument in printed
     steps), and ends when every task is blocked, so invariants see a quiet
     state.

@@ -76,9 +76,9 @@ class ServerModel(Model[Snapshot[T]]):
     ``def`` is called directly. An ``async def`` is first stepped once without
     trio; if it returns at once, that is its result. Otherwise (it suspends, or
     it raised, perhaps because it used trio outside a run) it is run again on
-    a fresh copy inside its own ``trio.run`` on a `MockClock` (autojump), so
+    a fresh copy inside its own ``trio.run`` on a `trio.testing.MockClock` (autojump), so
     its sleeps cost no time and it runs to completion, budget or not. States
-    are copied with `copy.deepcopy`; a state that cannot be copied is rebuilt
+    are copied with ``copy.deepcopy``; a state that cannot be copied is rebuilt
     from `factory` by replaying its operations. Answers are remembered by
     (state fingerprint, operation), so a handler must depend only on the state
     and its arguments.

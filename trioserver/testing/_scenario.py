@@ -155,12 +155,12 @@ class ScenarioTest(Generic[T]):
 
     Each example starts a server from `factory`, runs 1 to `lanes` lanes at
     once (each a sequence of up to `steps` operations, each after a drawn
-    virtual delay) in one `trio.run` on a `MockClock` (autojump), under a drawn
+    virtual delay) in one `trio.run` on a `trio.testing.MockClock` (autojump), under a drawn
     schedule, and checks the history for linearizability against `model`.
 
     Args:
       factory: Makes the server object (a fresh one per example).
-      operations: What lanes do: `ClientOperation`s; default: every ``@call``
+      operations: What lanes do (`ClientOperation` objects); default: every ``@call``
         method (see `call_operations`).
       arguments: Strategies by parameter name, for operations drawn from signatures.
       model: The sequential model; default ``ServerModel(factory)``: the class

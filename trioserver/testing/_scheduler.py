@@ -257,7 +257,7 @@ def steer(schedule: Sequence[Deviation] | None) -> Generator[list[Decision]]:
         scheduling falls back (see `hook_available`).
 
     Yields:
-      The list that collects the `Decision`s taken, as they happen.
+      The list that collects the decisions taken (`Decision` objects), as they happen.
 
     Raises:
       RuntimeError: Another thread is steering already.
