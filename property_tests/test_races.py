@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from property_tests.conftest import MACHINE_TWIN_EXAMPLES, SEEDS, TWIN_EXAMPLES
+from property_tests.scale import MACHINE_TWIN_EXAMPLES, SEEDS, TWIN_EXAMPLES
 from property_tests.races import (
     SplitTheaterMachine,
     TheaterMachine,
