@@ -410,7 +410,7 @@ def hunt(
             run_state_machine_as_test(hypothesis.seed(seed)(Counted), settings=settings)
         except BaseException as exc:
             error = exc
-    if first is None:
+    if first is None or error is None:  # (a failure Hypothesis discarded does not count)
         return Hunt(count, timeit.default_timer() - start, error)
     return Hunt(first[0], first[1], error)
 

@@ -50,6 +50,8 @@ def test_reserve_inside_one_call_passes_with_payments_past_the_budget() -> None:
         def teardown(self) -> None:
             nonlocal seen_unknown, seen_definite
             super().teardown()
+            if not hasattr(self, "theater"):  # an example Hypothesis cut short before it began
+                return
             for entry in self.history(self.theater).entries:
                 if isinstance(entry.ending, Unknown):
                     seen_unknown += 1
@@ -74,8 +76,9 @@ def test_reserve_inside_one_call_passes_as_scenarios() -> None:
 def test_lost_update_through_get_and_set_is_found(seed: int) -> None:
     found = hunt(lost_update(), seed, max_examples=1000)
     assert isinstance(found.error, RaceFound), found.error
-    increments = [e for e in found.error.history.entries if e.operation.name == "increment"]
-    assert len(increments) == 2, found.error.report
+    entries = found.error.history.entries
+    assert any(e.operation.name == "increment" for e in entries), found.error.report
+    assert len(entries) <= 3, found.error.report
 
 
 def test_counter_calls_are_linearizable() -> None:
@@ -88,8 +91,11 @@ def test_counter_calls_are_linearizable() -> None:
 def test_overdraft_through_balance_withdraw_deposit_is_found(seed: int) -> None:
     found = hunt(overdraft(), seed, max_examples=1000)
     assert isinstance(found.error, RaceFound), found.error
-    transfers = [e for e in found.error.history.entries if e.operation.name == "transfer"]
-    assert len(transfers) == 2, found.error.report
+    # Shrunk to two overlapping transfers (overdraft), or a transfer and a balance read that
+    # sees it half done.
+    entries = found.error.history.entries
+    assert any(e.operation.name == "transfer" for e in entries), found.error.report
+    assert len(entries) <= 3, found.error.report
 
 
 def test_transfer_inside_one_call_is_linearizable() -> None:
