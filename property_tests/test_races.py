@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from property_tests.scale import MACHINE_TWIN_EXAMPLES, SEEDS, TWIN_EXAMPLES
 from property_tests.races import (
     SplitTheaterMachine,
     TheaterMachine,
@@ -17,6 +16,7 @@ from property_tests.races import (
     theater_scenarios,
     wall_clock,
 )
+from property_tests.scale import MACHINE_TWIN_EXAMPLES, SEEDS, TWIN_EXAMPLES
 from trioserver.testing import NondeterministicTest, RaceFound, Returned, Unknown
 
 
