@@ -153,7 +153,10 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
     history is checked: every call ended exactly once, and the history is
     linearizable against its model. A failure is run again (same steps, same
     schedules) before it is reported; if it runs differently the test is
-    reported as nondeterministic.
+    reported as nondeterministic. The replay calls the same rules with the
+    same arguments, so arguments drawn from bundles of objects made by an
+    earlier run cannot be replayed. Rule names must not shadow this class's
+    methods (`serve`, `record`, `history`, `client`, `start`, `settle`).
 
     Attributes:
       max_deviations: The bound on scheduling deviations per step (at most 4).
