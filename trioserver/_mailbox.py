@@ -1,4 +1,4 @@
-"""The mailbox: requests in arrival order, where the server waits and callers withdraw."""
+"""The mailbox: requests in arrival order, taken by the server's task, withdrawn by leavers."""
 
 from __future__ import annotations
 
