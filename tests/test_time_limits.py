@@ -211,3 +211,32 @@ async def test_plain_def_handler_is_not_cut(autojump_clock: trio.abc.Clock) -> N
     async with open_server(Instant()) as s:
         assert await s.compute() == 42
         assert statistics(s).handled == 1
+
+
+async def test_contextvars_set_in_the_server_carry_over_when_its_idle_task_ends(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server
+    class Remembers:
+        async def on_start(self) -> None:
+            where.set("set by on_start")
+
+        @call
+        def read(self) -> tuple[str, trio.lowlevel.Task]:
+            return where.get(), trio.lowlevel.current_task()
+
+        @call
+        def write(self, value: str) -> None:
+            where.set(value)
+
+    async with open_server(Remembers()) as r:
+        seen, first_task = await r.read()
+        assert seen == "set by on_start"
+        await trio.sleep(1.0)  # idle: the server's task ends, the next call starts another
+        await r.write("set by a handler")
+        await trio.sleep(1.0)
+        seen, later_task = await r.read()
+        assert seen == "set by a handler"
+        assert later_task is not first_task
+        assert later_task.name == first_task.name
+        assert first_task.name.startswith("trioserver: ")
