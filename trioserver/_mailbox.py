@@ -120,8 +120,8 @@ class Mailbox:
         if self.queued > self.peak_queued:
             self.peak_queued = self.queued
 
-    def withdraw(self, request: Request, state: int = WITHDRAWN) -> None:
-        request.state = state
+    def withdraw(self, request: Request) -> None:
+        request.state = WITHDRAWN
         self._left(request)
         # Withdrawn entries wait for the front to be dropped; compact if they pile up.
         queue = self._queue
