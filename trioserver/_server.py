@@ -120,6 +120,14 @@ def server(
     Returns:
       The same class, with its handle methods installed.
 
+    Cancellation:
+      Not involved: it runs when the class is defined.
+
+    Errors:
+      Every definition error is raised here, when the class is defined, never
+      at the first call (except for marks in a class without ``@server``,
+      refused when first used).
+
     Raises:
       InvalidServerDefinition: naming the class (and method), when the class
         is defined: a bad `timeout`, `@server` on something that is not a

@@ -168,7 +168,15 @@ def statistics(handle: object) -> ServerStatistics:
     """A frozen snapshot of what the server behind `handle` has done.
 
     Works on a running server, and on one that stopped (its last run); a
-    server never started reports zeros. Reading it never blocks.
+    server never started reports zeros.
+
+    Cancellation:
+      Not a checkpoint: it never blocks, and cannot be cancelled.
+
+    Errors:
+      A handler cut by its deadline is counted when it exits, not when its
+      caller hears `CallTimeout`: read it after ``wait_all_tasks_blocked()``
+      to see such a cut.
 
     Raises:
       InvalidServerDefinition: `handle`'s class is not a server.
