@@ -4,7 +4,8 @@ In trio a blocking call inside a handler (``time.sleep``, a synchronous HTTP
 client, a long computation) freezes every task of the run, every server and
 every caller with it; ``move_on_after`` cannot help, since it acts only at
 checkpoints. `BlockDetector` measures, on the wall clock, how long each step of
-each server's task held the loop, and reports the steps that held it longer
+each server's task held the loop, and how long each handler run in its caller's
+step (an idle server's fast path) took, and reports those that held it longer
 than a threshold.
 """
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import trio
 
-from ._runtime import Runtime
+from ._runtime import Runtime, step_watch
 
 logger = logging.getLogger("trioserver")
 
@@ -44,9 +45,11 @@ class BlockDetector(trio.abc.Instrument):
         self._started = 0.0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        step_watch.detector = self  # a handler run in its caller's step times itself
         self._started = time.perf_counter()
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        step_watch.detector = None
         held = time.perf_counter() - self._started
         if held < self.threshold:
             return

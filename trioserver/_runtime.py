@@ -2,6 +2,10 @@
 
 The call path is built for speed; no task and no cancel scope is made per request:
 
+- When the server is idle (its task parked, nothing queued or running), the caller lends its
+  own scheduler step to the server's task, which runs the handler in it (`_handoff`): a
+  handler that does not suspend costs no task switch; one that does is then driven by the
+  server's task, as every request is when the server is busy.
 - The handler runs in the server's task under one long-lived cancel scope. Its deadline,
   ``min(start + budget, caller's deadline)``, is written where `trio.current_effective_deadline`
   sees it but registered with trio's timer heap only if the handler suspends: a handler that
@@ -10,6 +14,9 @@ The call path is built for speed; no task and no cancel scope is made per reques
 - When a call's handler suspends, its caller is woken once and starts its own timer at that
   deadline: when it fires, the caller raises `CallTimeout` right then and cancels the handler,
   even if the handler's shielded cleanup keeps the server busy a while longer.
+- An idle server's task parks, with a retire timer on its scope; when the timer finds that no
+  request came since it was set, the task ends (servers may be many; an idle one keeps no
+  task), and the next request starts another in the server's nursery.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import time
 import types
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any
@@ -34,6 +42,7 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
+from . import _handoff
 from ._admission import refusal_at_queue, refusal_at_start
 from ._errors import (
     CallTimeout,
@@ -73,9 +82,11 @@ class _Expired(Exception):
 
 _SUSPENDED = object()  # sent to a caller whose handler suspended: time to start its timer
 _SPAWNING: Any = object()  # the server's task while it is being started
+_RAISE: Any = object()  # in `Runtime.resume`: the handler raised a BaseException to re-raise
 
-LINGER = 3
-"""Scheduler passes an idle server's task waits for work before it ends."""
+RETIRE_AFTER = 0.1
+"""Seconds (on trio's clock) without a request after which an idle server's task ends: it
+ends between one and two of these after the server's last request."""
 
 
 def _private_deadline_works() -> bool:
@@ -93,15 +104,17 @@ def _private_deadline_works() -> bool:
 
 
 _PRIVATE_DEADLINE = _private_deadline_works()
+_HANDOFF = _handoff.ENABLED and _PRIVATE_DEADLINE
 
 
-def _hide_deadline(scope: trio.CancelScope) -> bool:
-    """Clear the handler's deadline (disarming it if armed); True if the scope was cancelled."""
-    if _PRIVATE_DEADLINE and scope._registered_deadline == _INF:  # pyright: ignore[reportPrivateUsage]
-        scope._deadline = _INF  # pyright: ignore[reportPrivateUsage]
-        return False  # never armed: trio cannot have cancelled it
-    scope.deadline = _INF
-    return scope.cancel_called
+class StepWatch:
+    """Who times the current scheduler step: a `BlockDetector` sets itself here around each
+    step, so that a handler run in its caller's step is timed too (rarely set)."""
+
+    detector: Any = None
+
+
+step_watch = StepWatch()
 
 
 def _seconds(budget: float | None) -> str:
@@ -127,6 +140,29 @@ def _started_by(task: Task, ancestor: Task) -> bool:
             return True
         nursery = parent.parent_nursery
     return False
+
+
+@types.coroutine
+def _go_on(coro: Coroutine[Any, Any, Any], value: Any, trap: Any) -> Generator[Any, Any, Any]:
+    """Drive a suspended handler's coroutine from the server's task: yield `trap` (if any) for
+    it, send what comes back, and so on until it returns."""
+    while True:
+        if trap is not None:
+            try:
+                value = yield trap
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # pragma: no cover (trio sends outcomes, never throws)
+                try:
+                    trap = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+        try:
+            trap = coro.send(value)
+        except StopIteration as stop:
+            return stop.value
 
 
 class NotRunning:
@@ -191,7 +227,11 @@ class Runtime:
         "numbered",
         "nursery",
         "obj",
+        "parked",
         "records",
+        "resume",
+        "retire_at",
+        "retire_number",
         "scope",
         "scope_cancelled",
         "shed",
@@ -221,6 +261,12 @@ class Runtime:
         self.task: Task | None = None  # the server's task now; None while it is idle
         self.context = contextvars.copy_context()  # the server's contextvars
         self.current: Request | None = None  # the request whose handler is running
+        self.parked = False  # the server's task is parked idle: a caller may lend it its step
+        # a handler that began in its caller's step and suspended (or raised a BaseException),
+        # for the server's task to go on with: (coroutine, request, what to yield or raise)
+        self.resume: tuple[Any, Request, Any] | None = None
+        self.retire_at = _INF  # when the retire timer on `scope` fires (inf: not set)
+        self.retire_number = 0  # `numbered` when it was set: no request since means idle
         self.last_started: Request | None = None
         self.scope: trio.CancelScope  # the running handler's; replaced once cancelled
         self.scope_cancelled = False  # we cancelled `scope` (a caller left, or its timer fired)
@@ -277,9 +323,10 @@ class Runtime:
         request = Request(
             method, args, kwargs, task, deadline, self, now, record.expected, self.numbered
         )
+        if _HANDOFF and self.parked and not method.thread and now < deadline and not self.instruments:
+            return await self._run_here(request, record)
         self.mailbox.put(request)
-        if self.task is None:
-            self.spawn()
+        self._wake()
         if self.instruments:
             self._emit("call_queued", request)
         try:
@@ -292,6 +339,107 @@ class Runtime:
         if result is _SUSPENDED:
             return await self._wait_until_cut(request)
         return result
+
+    def _wake(self) -> None:
+        """A request was queued: wake the server's parked task, or start one if it has none."""
+        if self.parked:
+            self.parked = False
+            reschedule(self.task)  # type: ignore[arg-type]
+        elif self.task is None:
+            self.spawn()
+
+    async def _run_here(self, request: Request, record: MethodRecorder) -> Any:
+        """The server is idle: run `request` in its task, within this caller's step (`_handoff`).
+
+        If the handler returns or raises without suspending, that is the reply. If it suspends,
+        the server's task waits in its stead and goes on with it; this caller waits for the
+        reply as for a queued request, from then on.
+        """
+        caller = request.task
+        await checkpoint_if_cancelled()  # (does not suspend unless cancelled)
+        server: Any = self.task
+        method = request.method
+        now = request.queued_at
+        budget = method.budget
+        cut_at = request.deadline
+        if budget is not None and now + budget < cut_at:
+            cut_at = now + budget
+        request.cut_at = cut_at
+        request.state = RUNNING
+        request.waiting = False  # a reply is left in `request.outcome` until the caller parks
+        record.queue_wait.add(0.0)
+        self.current = self.last_started = request
+        self.parked = False
+        scope = self.scope
+        scope._deadline = cut_at  # pyright: ignore[reportPrivateUsage]
+        detector = step_watch.detector
+        began = time.perf_counter() if detector is not None else 0.0
+        run_context = _handoff.RUN_CONTEXT
+        idle_abort = server._abort_func
+        server._abort_func = None  # as trio has it for a running task
+        run_context.task = server
+        trap: Any = None
+        try:
+            if not method.is_async:
+                outcome: Outcome[Any] = Value(
+                    server.context.run(method.run, self.obj, *request.args, **request.kwargs)
+                    if request.kwargs is not None
+                    else server.context.run(method.run, self.obj, *request.args)
+                )
+            else:
+                coro = (
+                    method.run(self.obj, *request.args, **request.kwargs)
+                    if request.kwargs is not None
+                    else method.run(self.obj, *request.args)
+                )
+                try:
+                    trap = server.context.run(coro.send, None)
+                except StopIteration as stop:
+                    outcome = Value(stop.value)
+        except Exception as exc:
+            outcome = Error(exc)
+        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: the server's to raise
+            trap = _RAISE
+            coro = exc
+        finally:
+            run_context.task = caller
+        if detector is not None:
+            self._timed(time.perf_counter() - began, detector)
+        if trap is not None:
+            return await self._hand_over(request, coro, trap)
+        server._abort_func = idle_abort  # parked idle again
+        self.parked = True
+        self.current = None
+        scope._deadline = scope._registered_deadline  # pyright: ignore[reportPrivateUsage]
+        if server._cancel_status.effectively_cancelled:  # the handler cancelled the server
+            server._attempt_delivery_of_any_pending_cancel()
+        if request.state == RUNNING and type(outcome) is Value:
+            ended = self.now()
+            record.ended(ended - now, ended)
+            self.handled += 1
+            request.state = DONE
+            await cancel_shielded_checkpoint()
+            return outcome.value
+        self._settle(request, outcome)
+        await cancel_shielded_checkpoint()
+        assert request.outcome is not None
+        return request.outcome.unwrap()
+
+    async def _hand_over(self, request: Request, coro: Any, trap: Any) -> Any:
+        """The handler run in this caller's step suspended: the server's task goes on with it."""
+        server: Any = self.task
+        self._disarm_retire(request.cut_at)
+        if trap is _RAISE or not _handoff.apply_trap(server, trap):
+            self.resume = (coro, request, trap)
+            reschedule(server)  # it raises the error, or yields the foreign message, itself
+        else:
+            self.resume = (coro, request, None)
+        return await self._wait_until_cut(request)
+
+    def _timed(self, seconds: float, detector: Any) -> None:
+        """A handler ran in a caller's step for `seconds` while a `BlockDetector` watched."""
+        if seconds >= detector.threshold:
+            self.loop_blocked(seconds, detector.threshold)
 
     async def _wait_until_cut(self, request: Request) -> Any:
         """The handler suspended: wait for its reply, but not past its deadline."""
@@ -315,8 +463,7 @@ class Runtime:
         request = Request(method, args, kwargs, None, _INF, self, self.now(), 0.0, self.numbered)
         request.waiting = False
         self.mailbox.put(request)
-        if self.task is None:
-            self.spawn()
+        self._wake()
         if self.instruments:
             self._emit("call_queued", request)
         await cancel_shielded_checkpoint()
@@ -420,10 +567,15 @@ class Runtime:
                         return  # on_stop does not run
                 self._started()
             while not self.stopping:
-                with trio.CancelScope() as self.scope:
+                with trio.CancelScope() as scope:
+                    self.scope = scope
                     self.scope_cancelled = False
-                    if await self._serve(self.scope):
+                    self.retire_at = _INF
+                    if await self._serve(scope):
                         break
+                # Only the retire timer cancels the scope from outside a handler.
+                if scope.cancelled_caught and self.retire_number == self.numbered:
+                    break  # no request since the timer was set: retire this task
         except BaseException as exc:
             if _without_cancelled(exc) is None:
                 self.stop("its nursery was cancelled")
@@ -444,81 +596,99 @@ class Runtime:
             self.started = None
 
     async def _serve(self, scope: trio.CancelScope) -> bool:
-        """Run requests until `scope` is spent (False), or the server is idle or stopping (True)."""
+        """Run requests until `scope` is spent (False) or the server is stopping (True).
+
+        With nothing to do, the task parks: a request queued wakes it; a caller may also lend
+        it its step (`_run_here`) and hand it a handler that suspended there, to go on with.
+        """
         mailbox = self.mailbox
         obj = self.obj
         now_fn = self.now
         records = self.records
         private = _PRIVATE_DEADLINE
-        idle = 0
         while True:
             request = mailbox.take_nowait()
             if request is None:
-                if idle == LINGER or self.stopping:
+                if self.stopping:
                     return True
-                # Linger a few scheduler passes before retiring: a caller that got its reply
-                # usually calls again within them, and then needs no new task.
-                idle += 1
-                await cancel_shielded_checkpoint()
-                continue
-            idle = 0
-            now = now_fn()
-            if request.deadline <= now:
-                self._expire(request)
-                continue
-            method = request.method
-            record = records[method.name]
-            threads = self.threads
-            if (
-                threads is not None
-                and method.thread
-                and (threads.abandoned >= self.spec.max_abandoned_threads)
-            ):
-                reason = f"{threads.abandoned} of its worker threads still run, abandoned"
-                self._shed_at_start(request, now, reason)
-                continue
-            if method.admission and request.deadline != _INF:
-                refusal = refusal_at_start(record, request.deadline, now)
-                if refusal is not None:
-                    self._shed_at_start(request, now, refusal)
+                woken = await self._park(scope)
+                resume = self.resume
+                if resume is None:
+                    woken.unwrap()  # Cancelled: the retire timer fired, or the server stops
+                    if scope.cancel_called:
+                        return False  # the retire timer fired as we were woken: a fresh scope
                     continue
-            budget = method.budget
-            cut_at = request.deadline
-            if budget is not None and now + budget < cut_at:
-                cut_at = now + budget
-            request.cut_at = cut_at
-            request.state = RUNNING
-            request.started_at = now
-            record.queue_wait.add(now - request.queued_at)
-            self.current = self.last_started = request
-            if self.instruments:
-                self._emit("call_started", request)
-            # The handler sees its deadline; trio's timer is armed only if it suspends.
-            if private:
-                scope._deadline = cut_at  # pyright: ignore[reportPrivateUsage]
-            else:  # pragma: no cover
-                scope.deadline = cut_at
-            try:
-                if request.kwargs is None:
-                    result = method.run(obj, *request.args)
-                else:
-                    result = method.run(obj, *request.args, **request.kwargs)
-                if method.is_async:
-                    try:
-                        trap = result.send(None)
-                    except StopIteration as stop:
-                        result = stop.value
-                    else:
-                        result = await self._suspended(result, trap, request, scope)
-            except BaseException as exc:
-                if self._raised(request, exc, scope):
-                    return False
-                continue
-            self.current = None
-            if private and scope._registered_deadline == _INF:  # pyright: ignore[reportPrivateUsage]
-                scope._deadline = _INF  # pyright: ignore[reportPrivateUsage]
+                self.resume = None
+                handler, request, pending = resume
+                record = records[request.method.name]
+                now = request.started_at
+                try:
+                    if pending is _RAISE:
+                        raise handler
+                    result = await _go_on(handler, woken, pending)
+                except BaseException as exc:
+                    if self._raised(request, exc, scope):
+                        return False
+                    continue
             else:
-                _hide_deadline(scope)
+                now = now_fn()
+                if request.deadline <= now:
+                    self._expire(request)
+                    continue
+                method = request.method
+                record = records[method.name]
+                threads = self.threads
+                if (
+                    threads is not None
+                    and method.thread
+                    and (threads.abandoned >= self.spec.max_abandoned_threads)
+                ):
+                    reason = f"{threads.abandoned} of its worker threads still run, abandoned"
+                    self._shed_at_start(request, now, reason)
+                    continue
+                if method.admission and request.deadline != _INF:
+                    refusal = refusal_at_start(record, request.deadline, now)
+                    if refusal is not None:
+                        self._shed_at_start(request, now, refusal)
+                        continue
+                budget = method.budget
+                cut_at = request.deadline
+                if budget is not None and now + budget < cut_at:
+                    cut_at = now + budget
+                request.cut_at = cut_at
+                request.state = RUNNING
+                request.started_at = now
+                record.queue_wait.add(now - request.queued_at)
+                self.current = self.last_started = request
+                if self.instruments:
+                    self._emit("call_started", request)
+                # The handler sees its deadline; trio's timer is armed only if it suspends.
+                if private:
+                    scope._deadline = cut_at  # pyright: ignore[reportPrivateUsage]
+                else:  # pragma: no cover
+                    scope.deadline = cut_at
+                    self.retire_at = _INF
+                try:
+                    if request.kwargs is None:
+                        result = method.run(obj, *request.args)
+                    else:
+                        result = method.run(obj, *request.args, **request.kwargs)
+                    if method.is_async:
+                        try:
+                            trap = result.send(None)
+                        except StopIteration as stop:
+                            result = stop.value
+                        else:
+                            result = await self._suspended(result, trap, request, scope)
+                except BaseException as exc:
+                    if self._raised(request, exc, scope):
+                        return False
+                    continue
+            self.current = None
+            if private and scope._registered_deadline == self.retire_at:  # pyright: ignore[reportPrivateUsage]
+                scope._deadline = self.retire_at  # pyright: ignore[reportPrivateUsage]
+            else:
+                self._hide_deadline(scope)
             if request.state == RUNNING and request.waiting and not self.instruments:
                 # the common case, inlined
                 ended = now_fn()
@@ -532,36 +702,52 @@ class Runtime:
             if self.scope_cancelled:
                 return False  # the handler swallowed our cancellation: leave the spent scope
 
+    def _park(self, scope: trio.CancelScope) -> Coroutine[Any, Any, Outcome[Any]]:
+        """Wait, idle, for a request; set the retire timer unless it is set."""
+        if self.retire_at == _INF:
+            self.retire_at = self.now() + RETIRE_AFTER
+            self.retire_number = self.numbered
+            scope.deadline = self.retire_at
+        self.parked = True
+        return _handoff.park(self._idle_abort)
+
+    def _idle_abort(self, _: Any) -> Abort:
+        self.parked = False
+        return Abort.SUCCEEDED
+
+    def _disarm_retire(self, cut_at: float) -> None:
+        """A handler suspends: the retire timer must not cut it. Its deadline stays shown."""
+        if self.retire_at != _INF:
+            self.scope.deadline = _INF
+            self.retire_at = _INF
+            self.scope._deadline = cut_at  # pyright: ignore[reportPrivateUsage]
+
+    def _hide_deadline(self, scope: trio.CancelScope) -> bool:
+        """A handler ended: show the retire timer's deadline again (or none); True if the
+        scope was cancelled (by the cast deadline it armed)."""
+        if _PRIVATE_DEADLINE and scope._registered_deadline == self.retire_at:  # pyright: ignore[reportPrivateUsage]
+            scope._deadline = self.retire_at  # pyright: ignore[reportPrivateUsage]
+            return False  # only armed deadlines cancel: the retire timer is not set in handlers
+        scope.deadline = _INF
+        self.retire_at = _INF
+        return scope.cancel_called
+
     @types.coroutine
     def _suspended(
         self, coro: Coroutine[Any, Any, Any], trap: Any, request: Request, scope: trio.CancelScope
     ) -> Generator[Any, Any, Any]:
         """Drive a handler that suspended, after arming its deadline."""
+        self._disarm_retire(request.cut_at)
         if request.task is None:  # a cast: its scope keeps the deadline
             scope.deadline = request.cut_at
         elif request.state == RUNNING:  # a call: its caller keeps the deadline
             self._deliver(request, Value(_SUSPENDED))
-        while True:
-            try:
-                value = yield trap
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # pragma: no cover (trio sends outcomes, never throws)
-                try:
-                    trap = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    trap = coro.send(value)
-                except StopIteration as stop:
-                    return stop.value
+        return (yield from _go_on(coro, None, trap))
 
     def _raised(self, request: Request, exc: BaseException, scope: trio.CancelScope) -> bool:
         """Settle a request whose handler raised; True if `scope` is spent. May re-raise."""
         self.current = None
-        spent = self.scope_cancelled or _hide_deadline(scope)
+        spent = self.scope_cancelled or self._hide_deadline(scope)
         if isinstance(exc, Exception):
             self._settle(request, Error(exc))
             return spent

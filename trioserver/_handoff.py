@@ -1,0 +1,127 @@
+"""Hand-off: an idle server's task runs a request inside its caller's scheduler step.
+
+A round trip through another trio task costs two task switches, each a pass of trio's
+scheduler; an uncontended `trio.Lock` costs one checkpoint. When the server is idle (its
+task parked, its mailbox empty, no handler running), the caller does not wake the server's
+task and wait for it: it lends its own step. For the length of the handler, trio's notion
+of the current task *is the server's task*: `trio.lowlevel.current_task` returns it, the
+handler runs in the server task's `contextvars.Context`, under the server task's cancel
+scopes (its deadline is the request's, as always), and nurseries it opens belong to the
+server's task. Only the Python frames below the handler are the caller's.
+
+A handler that returns or raises without suspending is done: its caller gets the outcome
+after a schedule point of its own, having paid no task switch. A handler that suspends
+yields one of trio's traps; it is applied to the server's task exactly as trio's run loop
+applies a trap to the task that yielded it (`apply_trap`), so the server's task is now
+parked *in the handler's wait*, and whoever wakes it (an event, a lock, a timer, a
+cancellation) wakes the server's task, which drives the rest of the handler in its own
+steps. The caller then waits for the reply as it does for any request.
+
+This leans on trio's private run-loop internals (the run context's current task, a task's
+abort function and cancel status, the trap classes), so it is used only with trio versions
+whose run loop was read and tested (`TESTED_TRIO_VERSIONS`) and when those internals are
+found at import. Otherwise, or with the environment variable ``TRIOSERVER_HANDOFF=0``,
+every request goes through the mailbox and the server's task: the same guarantees, one
+task switch more each way.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+from collections.abc import Callable, Generator
+from typing import Any
+
+import trio
+from outcome import Outcome, acapture
+from trio.lowlevel import Abort, Task, reschedule, wait_task_rescheduled
+
+#: trio versions whose run loop was read and tested with the hand-off.
+TESTED_TRIO_VERSIONS = ((0, 31), (0, 36))
+
+AbortFn = Callable[[Any], Abort]
+
+
+def _trio_version() -> tuple[int, int]:
+    major, minor = trio.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _find_internals() -> tuple[Any, type, object] | None:
+    """trio's run context and its two trap messages, if this trio has them as expected."""
+    low, high = TESTED_TRIO_VERSIONS
+    try:
+        if not low <= _trio_version() < high:
+            return None
+        from trio._core._run import GLOBAL_RUN_CONTEXT  # pyright: ignore[reportPrivateUsage]
+        from trio._core._traps import (  # pyright: ignore[reportPrivateUsage]
+            CancelShieldedCheckpoint,
+            WaitTaskRescheduled,
+        )
+    except (ImportError, ValueError):  # pragma: no cover
+        return None
+    wanted = (
+        "_abort_func",
+        "_cancel_status",
+        "_cancel_points",
+        "_schedule_points",
+        "_attempt_delivery_of_any_pending_cancel",
+    )
+    if not all(name in dir(Task) or name in Task.__slots__ for name in wanted):  # pragma: no cover
+        return None
+    return GLOBAL_RUN_CONTEXT, WaitTaskRescheduled, CancelShieldedCheckpoint
+
+
+_INTERNALS = _find_internals()
+SUPPORTED = _INTERNALS is not None
+"""Whether this trio's run loop is one the hand-off was checked against."""
+
+ENABLED = SUPPORTED and os.environ.get("TRIOSERVER_HANDOFF", "1") != "0"
+"""Whether idle servers run requests in their callers' steps (else always via the mailbox)."""
+
+if _INTERNALS is not None:
+    RUN_CONTEXT: Any = _INTERNALS[0]
+    _WAIT: Any = _INTERNALS[1]
+    _SHIELDED_CHECKPOINT: Any = _INTERNALS[2]
+else:  # pragma: no cover
+    RUN_CONTEXT = None
+    _WAIT = None
+    _SHIELDED_CHECKPOINT = None
+
+
+if _WAIT is not None:
+
+    @types.coroutine
+    def park(abort: AbortFn) -> Generator[Any, Any, Outcome[Any]]:
+        """`wait_task_rescheduled`, returning what the waker sent, unwrapped or not.
+
+        A task parked here can be handed a request's suspended handler: the outcome its
+        next waker sends belongs to the handler, and is passed on to it as it is.
+        """
+        outcome: Outcome[Any] = yield _WAIT(abort)
+        return outcome
+
+else:  # pragma: no cover
+
+    async def park(abort: AbortFn) -> Outcome[Any]:
+        return await acapture(wait_task_rescheduled, abort)
+
+
+def apply_trap(task: Task, trap: Any) -> bool:
+    """Make `task`, parked in `park`, wait as a handler that yielded `trap` in its stead would.
+
+    This is what trio's run loop does with a trap a task yields. False for a message other
+    than trio's two waits (a foreign library's, or a detach): `task` must be woken and yield
+    it itself, so that trio answers it as it would.
+    """
+    task._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
+    if trap is _SHIELDED_CHECKPOINT:
+        reschedule(task)
+        return True
+    if type(trap) is _WAIT:
+        task._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
+        task._abort_func = trap.abort_func  # pyright: ignore[reportPrivateUsage]
+        task._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
+        return True
+    task._schedule_points -= 1  # pyright: ignore[reportPrivateUsage]
+    return False
