@@ -27,9 +27,10 @@ task switch more each way.
 
 from __future__ import annotations
 
+import math
 import os
 import types
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
 import trio
@@ -53,7 +54,10 @@ def _find_internals() -> tuple[Any, type, object] | None:
     try:
         if not low <= _trio_version() < high:
             return None
-        from trio._core._run import GLOBAL_RUN_CONTEXT  # pyright: ignore[reportPrivateUsage]
+        from trio._core._run import (  # pyright: ignore[reportPrivateUsage]
+            GLOBAL_RUN_CONTEXT,
+            CancelStatus,
+        )
         from trio._core._traps import (  # pyright: ignore[reportPrivateUsage]
             CancelShieldedCheckpoint,
             WaitTaskRescheduled,
@@ -67,7 +71,13 @@ def _find_internals() -> tuple[Any, type, object] | None:
         "_schedule_points",
         "_attempt_delivery_of_any_pending_cancel",
     )
-    if not all(name in dir(Task) or name in Task.__slots__ for name in wanted):  # pragma: no cover
+    scope_fields = ("_deadline", "_shield", "_cancel_status")
+    status_fields = ("_scope", "_parent", "effectively_cancelled")
+    if not (
+        all(hasattr(Task, name) for name in wanted)
+        and all(hasattr(trio.CancelScope, name) for name in scope_fields)
+        and all(hasattr(CancelStatus, name) for name in status_fields)
+    ):  # pragma: no cover
         return None
     return GLOBAL_RUN_CONTEXT, WaitTaskRescheduled, CancelShieldedCheckpoint
 
@@ -79,32 +89,44 @@ SUPPORTED = _INTERNALS is not None
 ENABLED = SUPPORTED and os.environ.get("TRIOSERVER_HANDOFF", "1") != "0"
 """Whether idle servers run requests in their callers' steps (else always via the mailbox)."""
 
-if _INTERNALS is not None:
-    RUN_CONTEXT: Any = _INTERNALS[0]
-    _WAIT: Any = _INTERNALS[1]
-    _SHIELDED_CHECKPOINT: Any = _INTERNALS[2]
-else:  # pragma: no cover
-    RUN_CONTEXT = None
-    _WAIT = None
-    _SHIELDED_CHECKPOINT = None
+_found: tuple[Any, Any, Any] = _INTERNALS if _INTERNALS is not None else (None, None, None)
+RUN_CONTEXT, _WAIT, _SHIELDED_CHECKPOINT = _found
 
 
-if _WAIT is not None:
+@types.coroutine
+def _park_here(abort: AbortFn) -> Generator[Any, Any, Outcome[Any]]:
+    outcome: Outcome[Any] = yield _WAIT(abort)
+    return outcome
 
-    @types.coroutine
-    def park(abort: AbortFn) -> Generator[Any, Any, Outcome[Any]]:
-        """`wait_task_rescheduled`, returning what the waker sent, unwrapped or not.
 
-        A task parked here can be handed a request's suspended handler: the outcome its
-        next waker sends belongs to the handler, and is passed on to it as it is.
-        """
-        outcome: Outcome[Any] = yield _WAIT(abort)
-        return outcome
+async def _park_public(abort: AbortFn) -> Outcome[Any]:  # pragma: no cover
+    outcome: Outcome[Any] = await acapture(wait_task_rescheduled, abort)
+    return outcome
 
-else:  # pragma: no cover
 
-    async def park(abort: AbortFn) -> Outcome[Any]:
-        return await acapture(wait_task_rescheduled, abort)
+park: Callable[[AbortFn], Awaitable[Outcome[Any]]] = (
+    _park_here if _WAIT is not None else _park_public
+)
+"""`trio.lowlevel.wait_task_rescheduled`, returning what the waker sent, not unwrapped.
+
+A server's task parked here can be handed a suspended handler (`apply_trap`): what its next
+waker sends belongs to the handler, and is passed on to it as it is.
+"""
+
+
+@types.coroutine
+def schedule_point() -> Generator[Any, Any, None]:
+    """`trio.lowlevel.cancel_shielded_checkpoint`, without its two coroutine layers."""
+    yield _SHIELDED_CHECKPOINT
+
+
+def passes_cancel_point(task: Task) -> bool:
+    """The cancel point of `trio.lowlevel.checkpoint_if_cancelled` for the running `task`:
+    True (and counted) if nothing is to be raised; False if the caller must await that."""
+    if task._cancel_status.effectively_cancelled or task._runner.ki_pending:  # pyright: ignore[reportPrivateUsage]
+        return False
+    task._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
+    return True
 
 
 def apply_trap(task: Task, trap: Any) -> bool:
@@ -125,3 +147,23 @@ def apply_trap(task: Task, trap: Any) -> bool:
         return True
     task._schedule_points -= 1  # pyright: ignore[reportPrivateUsage]
     return False
+
+
+def effective_deadline(task: Task) -> float:
+    """`trio.current_effective_deadline` for `task`, walking its cancel scopes in a loop.
+
+    trio's own recurses once per enclosing scope (slower, and deep nesting overflows the
+    stack); the answer is the same: -inf if cancelled, else the earliest deadline of the
+    scopes up to and including the innermost shielded one.
+    """
+    status: Any = task._cancel_status  # pyright: ignore[reportPrivateUsage]
+    if status.effectively_cancelled:
+        return -math.inf
+    deadline = math.inf
+    while True:
+        scope = status._scope
+        if scope._deadline < deadline:
+            deadline = scope._deadline
+        status = status._parent
+        if status is None or scope._shield:
+            return deadline

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -107,6 +107,15 @@ _PRIVATE_DEADLINE = _private_deadline_works()
 _HANDOFF = _handoff.ENABLED and _PRIVATE_DEADLINE
 
 
+def _public_effective_deadline(task: Task) -> float:
+    return trio.current_effective_deadline()
+
+
+_effective_deadline = (
+    _handoff.effective_deadline if _handoff.SUPPORTED else _public_effective_deadline
+)
+
+
 class StepWatch:
     """Who times the current scheduler step: a `BlockDetector` sets itself here around each
     step, so that a handler run in its caller's step is timed too (rarely set)."""
@@ -142,8 +151,7 @@ def _started_by(task: Task, ancestor: Task) -> bool:
     return False
 
 
-@types.coroutine
-def _go_on(coro: Coroutine[Any, Any, Any], value: Any, trap: Any) -> Generator[Any, Any, Any]:
+def _drive(coro: Coroutine[Any, Any, Any], value: Any, trap: Any) -> Generator[Any, Any, Any]:
     """Drive a suspended handler's coroutine from the server's task: yield `trap` (if any) for
     it, send what comes back, and so on until it returns."""
     while True:
@@ -163,6 +171,9 @@ def _go_on(coro: Coroutine[Any, Any, Any], value: Any, trap: Any) -> Generator[A
             trap = coro.send(value)
         except StopIteration as stop:
             return stop.value
+
+
+_go_on = types.coroutine(_drive)
 
 
 class NotRunning:
@@ -306,7 +317,7 @@ class Runtime:
                 f"{self.current.method.label}: it would wait for the handler, which waits "
                 f"for the task. Call it from the handler itself (runs inline) or cast it."
             )
-        deadline = trio.current_effective_deadline()
+        deadline = _effective_deadline(task)
         waited = self.mailbox.capacity is not None and self.mailbox.full()
         if waited:
             await self._wait_for_room(method)
@@ -323,7 +334,9 @@ class Runtime:
         request = Request(
             method, args, kwargs, task, deadline, self, now, record.expected, self.numbered
         )
-        if _HANDOFF and self.parked and not method.thread and now < deadline and not self.instruments:
+        # An idle server runs the request in this step (instruments see every one queued).
+        idle = self.parked and _HANDOFF and not self.instruments
+        if idle and now < deadline and not method.thread:
             return await self._run_here(request, record)
         self.mailbox.put(request)
         self._wake()
@@ -355,10 +368,12 @@ class Runtime:
         the server's task waits in its stead and goes on with it; this caller waits for the
         reply as for a queued request, from then on.
         """
-        caller = request.task
-        await checkpoint_if_cancelled()  # (does not suspend unless cancelled)
+        caller: Any = request.task
+        if not _handoff.passes_cancel_point(caller):
+            await checkpoint_if_cancelled()  # raises Cancelled
         server: Any = self.task
         method = request.method
+        obj = self.obj
         now = request.queued_at
         budget = method.budget
         cut_at = request.deadline
@@ -374,66 +389,70 @@ class Runtime:
         scope._deadline = cut_at  # pyright: ignore[reportPrivateUsage]
         detector = step_watch.detector
         began = time.perf_counter() if detector is not None else 0.0
+        # From here to `finally`, trio's current task is the server's: its step is ours.
         run_context = _handoff.RUN_CONTEXT
         idle_abort = server._abort_func
         server._abort_func = None  # as trio has it for a running task
         run_context.task = server
-        trap: Any = None
+        result: Any = None
+        handler: Any = None
+        failure: BaseException | None = None
+        trap: Any = None  # what the handler yielded, if it suspended
         try:
             if not method.is_async:
-                outcome: Outcome[Any] = Value(
-                    server.context.run(method.run, self.obj, *request.args, **request.kwargs)
-                    if request.kwargs is not None
-                    else server.context.run(method.run, self.obj, *request.args)
-                )
+                if request.kwargs is None:
+                    result = server.context.run(method.run, obj, *request.args)
+                else:
+                    result = server.context.run(method.run, obj, *request.args, **request.kwargs)
             else:
-                coro = (
-                    method.run(self.obj, *request.args, **request.kwargs)
-                    if request.kwargs is not None
-                    else method.run(self.obj, *request.args)
-                )
+                if request.kwargs is None:
+                    handler = method.run(obj, *request.args)
+                else:
+                    handler = method.run(obj, *request.args, **request.kwargs)
                 try:
-                    trap = server.context.run(coro.send, None)
+                    trap = server.context.run(handler.send, None)
                 except StopIteration as stop:
-                    outcome = Value(stop.value)
-        except Exception as exc:
-            outcome = Error(exc)
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit...: the server's to raise
-            trap = _RAISE
-            coro = exc
+                    result = stop.value
+        except BaseException as exc:
+            failure = exc
         finally:
             run_context.task = caller
         if detector is not None:
             self._timed(time.perf_counter() - began, detector)
         if trap is not None:
-            return await self._hand_over(request, coro, trap)
+            return await self._hand_over(request, handler, trap)
+        if failure is not None and not isinstance(failure, Exception):
+            # KeyboardInterrupt, SystemExit...: the server's task raises it, as if it ran there
+            return await self._hand_over(request, failure, _RAISE)
         server._abort_func = idle_abort  # parked idle again
         self.parked = True
         self.current = None
         scope._deadline = scope._registered_deadline  # pyright: ignore[reportPrivateUsage]
         if server._cancel_status.effectively_cancelled:  # the handler cancelled the server
             server._attempt_delivery_of_any_pending_cancel()
-        if request.state == RUNNING and type(outcome) is Value:
+        if failure is None and request.state == RUNNING:  # the common case, inlined
             ended = self.now()
             record.ended(ended - now, ended)
             self.handled += 1
             request.state = DONE
-            await cancel_shielded_checkpoint()
-            return outcome.value
-        self._settle(request, outcome)
-        await cancel_shielded_checkpoint()
+            await _handoff.schedule_point()
+            return result
+        self._settle(request, Value(result) if failure is None else Error(failure))
+        await _handoff.schedule_point()
         assert request.outcome is not None
         return request.outcome.unwrap()
 
-    async def _hand_over(self, request: Request, coro: Any, trap: Any) -> Any:
-        """The handler run in this caller's step suspended: the server's task goes on with it."""
+    async def _hand_over(self, request: Request, handler: Any, trap: Any) -> Any:
+        """The handler run in this caller's step suspended (yielded `trap`), or raised what
+        only the server's task may raise (`handler` is then the error, `trap` is `_RAISE`):
+        the server's task goes on with it, and this caller waits for the reply."""
         server: Any = self.task
         self._disarm_retire(request.cut_at)
         if trap is _RAISE or not _handoff.apply_trap(server, trap):
-            self.resume = (coro, request, trap)
+            self.resume = (handler, request, trap)
             reschedule(server)  # it raises the error, or yields the foreign message, itself
         else:
-            self.resume = (coro, request, None)
+            self.resume = (handler, request, None)
         return await self._wait_until_cut(request)
 
     def _timed(self, seconds: float, detector: Any) -> None:
@@ -702,7 +721,7 @@ class Runtime:
             if self.scope_cancelled:
                 return False  # the handler swallowed our cancellation: leave the spent scope
 
-    def _park(self, scope: trio.CancelScope) -> Coroutine[Any, Any, Outcome[Any]]:
+    def _park(self, scope: trio.CancelScope) -> Awaitable[Outcome[Any]]:
         """Wait, idle, for a request; set the retire timer unless it is set."""
         if self.retire_at == _INF:
             self.retire_at = self.now() + RETIRE_AFTER
@@ -742,7 +761,7 @@ class Runtime:
             scope.deadline = request.cut_at
         elif request.state == RUNNING:  # a call: its caller keeps the deadline
             self._deliver(request, Value(_SUSPENDED))
-        return (yield from _go_on(coro, None, trap))
+        return (yield from _drive(coro, None, trap))
 
     def _raised(self, request: Request, exc: BaseException, scope: trio.CancelScope) -> bool:
         """Settle a request whose handler raised; True if `scope` is spent. May re-raise."""
