@@ -779,6 +779,18 @@ class Runtime:
             # a nursery in the handler: a child's error met our cancellation
             self._settle(request, Error(rest))
             return True
+        if request.state == RUNNING and request.task is not None:
+            # the server stops as this propagates: its caller is told so, like a queued one
+            request.state = STOPPED
+            why = (
+                "its nursery was cancelled"
+                if rest is None
+                else f"a handler raised {type(exc).__name__}"
+            )
+            message = (
+                f"{request.method.label}: {self.spec.name} stopped ({why}) while handling this call"
+            )
+            self._deliver(request, Error(ServerStopped(message)))
         self._settle(request, None)
         raise exc  # the server stops; or KeyboardInterrupt, SystemExit: the server dies
 

@@ -1,0 +1,362 @@
+"""The hand-off: an idle server's task runs a request inside its caller's scheduler step.
+
+Every contract test runs with and without it (`make test` runs tests/ again with
+``TRIOSERVER_HANDOFF=0``). These tests cover what is particular to it: the handler really
+runs as the server's task, in no task step of its own; a handler that suspends part-way is
+driven on by the server's task, whatever it waits on; what only the server's task may
+raise is raised there; and the idle task retires on its timer, never cutting a handler.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Generator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trioserver import (
+    CallTimeout,
+    DeadlockError,
+    ServerStopped,
+    _handoff,
+    _runtime,
+    call,
+    open_server,
+    server,
+)
+
+needs_handoff = pytest.mark.skipif(
+    not _handoff.ENABLED, reason="hand-off disabled (TRIOSERVER_HANDOFF=0 or an untested trio)"
+)
+
+where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="unset")
+
+
+class Foreign:
+    """An awaitable from another framework: it yields a message trio does not know."""
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        yield "a future from another event loop"
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the scheduler steps of tasks whose name starts with `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.startswith(self.prefix):
+            self.steps += 1
+
+
+@server(admission=False)
+class Book:
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.lock = trio.Lock()
+        self.seen: list[tuple[str, trio.lowlevel.Task, str]] = []
+        self.other: Book | None = None
+        self.refused: BaseException | None = None
+
+    async def on_start(self) -> None:
+        where.set("server")
+
+    @call
+    async def mark(self, label: str) -> trio.lowlevel.Task:
+        task = trio.lowlevel.current_task()
+        self.seen.append((label, task, where.get()))
+        return task
+
+    @call
+    def deadline(self) -> float:
+        return trio.current_effective_deadline()
+
+    @call(timeout=10.0)
+    async def wait_event(self) -> tuple[str, str]:
+        where.set("before")
+        before = (trio.lowlevel.current_task().name, where.get())
+        await self.event.wait()
+        after = (trio.lowlevel.current_task().name, where.get())
+        assert before == after
+        return after
+
+    @call(timeout=10.0)
+    async def locked(self) -> str:
+        async with self.lock:
+            await trio.sleep(1.0)
+        return "locked"
+
+    @call(timeout=10.0)
+    async def with_children(self) -> int:
+        results: list[int] = []
+
+        async def child(n: int) -> None:
+            await trio.sleep(n)
+            results.append(n)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child, 2)
+            nursery.start_soon(child, 1)
+        return sum(results) + len(results) * 10
+
+    @call(timeout=1.0)
+    async def stuck(self) -> None:
+        await trio.sleep_forever()
+
+    @call
+    async def foreign(self) -> None:
+        await Foreign()
+
+    @call
+    def interrupt(self) -> None:
+        raise KeyboardInterrupt
+
+    @call
+    async def self_call(self) -> tuple[trio.lowlevel.Task, trio.lowlevel.Task]:
+        outer = trio.lowlevel.current_task()
+        inner = await self.mark("inline")
+        return outer, inner
+
+    @call
+    async def ask_other(self) -> trio.lowlevel.Task:
+        assert self.other is not None
+        return await self.other.mark("nested")
+
+    @call(timeout=5.0)
+    async def child_calls_back(self) -> None:
+        async def child() -> None:
+            try:
+                await self.mark("from a child")
+            except DeadlockError as exc:
+                self.refused = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(child)
+
+    @call(timeout=5.0)
+    async def sleep(self, seconds: float) -> float:
+        await trio.sleep(seconds)
+        return trio.current_time()
+
+
+def server_tasks(name: str) -> list[trio.lowlevel.Task]:
+    """The live tasks of servers of class `name`."""
+    found: list[trio.lowlevel.Task] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:  # pragma: no cover
+            continue
+        if task.name == f"trioserver: {name}":
+            found.append(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return found
+
+
+@needs_handoff
+async def test_a_call_to_an_idle_server_runs_as_its_task_in_no_step_of_its_own(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    counter = StepCounter("trioserver: ")
+    async with open_server(Book()) as book:
+        await trio.testing.wait_all_tasks_blocked()
+        (task,) = server_tasks("Book")
+        trio.lowlevel.add_instrument(counter)
+        try:
+            got = await book.mark("fast")
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+        assert got is task  # current_task() in the handler: the server's task
+        assert got is not trio.lowlevel.current_task()
+        assert book.seen == [("fast", task, "server")]  # and the server's contextvars
+        assert counter.steps == 0  # yet the server's task did not take a step
+
+
+async def test_the_handler_sees_its_own_deadline_not_the_callers_scopes(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Book()) as book:
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        assert await book.deadline() == start + 5.0  # the server's default budget
+        with trio.move_on_after(2.0):
+            assert await book.deadline() == start + 2.0  # the caller's deadline, earlier
+        with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+            assert await book.deadline() == start + 1.0
+
+
+async def test_a_handler_that_suspends_goes_on_in_the_servers_task(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Book()) as b, trio.open_nursery() as nursery:
+        await trio.testing.wait_all_tasks_blocked()
+        got: list[tuple[str, str]] = []
+
+        async def waiter() -> None:
+            got.append(await b.wait_event())
+
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == []
+        b.event.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [("trioserver: Book", "before")]
+        assert await b.mark("after") is server_tasks("Book")[0]
+        assert b.seen[-1][2] == "before"  # the handler's contextvar stayed the server's
+
+
+async def test_handlers_that_wait_on_locks_sleeps_and_child_tasks_finish(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Book()) as b:
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        assert await b.locked() == "locked"
+        assert await b.with_children() == 23
+        assert trio.current_time() == start + 3.0
+        assert await b.sleep(0.5) == start + 3.5
+
+
+async def test_a_cut_handler_that_began_in_its_callers_step(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Book()) as b:
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        with pytest.raises(CallTimeout, match=r"Book\.stuck did not finish within its budget"):
+            await b.stuck()
+        assert trio.current_time() == start + 1.0
+        with trio.move_on_after(0.5) as scope:
+            await b.stuck()
+        assert scope.cancelled_caught
+        assert trio.current_time() == start + 1.5
+        assert await b.sleep(0.25) == start + 1.75  # the server goes on
+
+
+async def test_a_foreign_message_gets_trios_type_error_in_the_handler(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Book()) as b:
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(TypeError, match="unrecognized yield message"):
+            await b.foreign()
+        assert await b.deadline() > 0  # the server goes on
+
+
+async def test_keyboard_interrupt_raised_at_once_stops_the_server_from_its_task(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    told: list[BaseException] = []
+
+    async def scenario() -> None:
+        async with open_server(Book()) as b:
+            await trio.testing.wait_all_tasks_blocked()
+            try:
+                await b.interrupt()
+            except ServerStopped as exc:
+                told.append(exc)
+                await trio.sleep_forever()  # the server's death cancels this block
+
+    with pytest.raises(KeyboardInterrupt):
+        await scenario()
+    assert len(told) == 1
+    assert "stopped (a handler raised KeyboardInterrupt) while handling this call" in str(told[0])
+
+
+async def test_self_calls_nested_servers_and_deadlocks_from_a_handed_off_handler(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    a, b = Book(), Book()
+    a.other = b
+    async with open_server(a) as a, open_server(b) as b:
+        await trio.testing.wait_all_tasks_blocked()
+        outer, inner = await a.self_call()
+        assert outer is inner  # inline, in a's task
+        nested = await a.ask_other()
+        assert nested is not outer
+        assert nested.name == outer.name == "trioserver: Book"
+        await a.child_calls_back()
+        assert isinstance(a.refused, DeadlockError)
+
+
+async def test_an_idle_task_retires_on_its_timer_and_a_busy_one_stays(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    retire = _runtime.RETIRE_AFTER
+    async with open_server(Book()) as b:
+        await trio.testing.wait_all_tasks_blocked()
+        (first,) = server_tasks("Book")
+        for _ in range(10):  # busy: a call every half retire period, for five periods
+            await b.mark("busy")
+            await trio.sleep(retire / 2)
+        assert server_tasks("Book") == [first]
+        await trio.sleep(2 * retire)  # idle: the task ends
+        assert server_tasks("Book") == []
+        assert await b.mark("again") is not first  # the next request starts another
+
+
+async def test_the_retire_timer_never_cuts_a_handler(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    retire = _runtime.RETIRE_AFTER
+    async with open_server(Book()) as b:
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        assert await b.sleep(10 * retire) == start + 10 * retire
+
+
+async def test_callers_racing_an_idle_server_are_served_one_at_a_time_in_order(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    arrivals: list[str] = []
+
+    async def caller(b: Book, i: int) -> None:
+        await trio.sleep(0.001 * (i % 3))
+        arrivals.append(f"m{i}")
+        await b.mark(f"m{i}")  # no checkpoint between arriving and calling
+        if i % 2:
+            await b.sleep(0.002)
+
+    async with open_server(Book()) as b, trio.open_nursery() as nursery:
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(30):
+            nursery.start_soon(caller, b, i)
+    assert [label for label, _, _ in b.seen] == arrivals
+    assert len(arrivals) == 30
+
+
+def test_the_handoff_is_on_for_the_trio_it_was_checked_with() -> None:
+    low, high = _handoff.TESTED_TRIO_VERSIONS
+    version = tuple(int(part) for part in trio.__version__.split(".")[:2])
+    assert (low <= version < high) == _handoff.SUPPORTED
+
+
+async def test_effective_deadline_matches_trios() -> None:
+    task = trio.lowlevel.current_task()
+    checks: list[tuple[float, float]] = []
+
+    def check() -> None:
+        checks.append((_handoff.effective_deadline(task), trio.current_effective_deadline()))
+
+    check()
+    with trio.move_on_after(5):  # noqa: ASYNC100 (reads deadlines only)
+        check()
+        with trio.move_on_after(10):  # noqa: ASYNC100 (reads deadlines only)
+            check()
+            with trio.CancelScope(shield=True):  # noqa: ASYNC100 (reads deadlines only)
+                check()
+                with trio.move_on_after(20):  # noqa: ASYNC100 (reads deadlines only)
+                    check()
+            with trio.CancelScope() as cancelled:  # noqa: ASYNC100 (reads deadlines only)
+                cancelled.cancel()
+                check()
+    with trio.CancelScope(deadline=trio.current_time() - 1):  # noqa: ASYNC100 (reads deadlines only)
+        check()
+    assert len(checks) == 7
+    assert all(ours == theirs for ours, theirs in checks), checks
