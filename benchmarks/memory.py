@@ -31,6 +31,7 @@ import trio
 import trio.testing
 
 from trioserver import open_server, serve
+from trioserver._runtime import RETIRE_AFTER
 
 from .contenders import Actor, Idle, Plain
 
@@ -66,6 +67,9 @@ async def _child(kind: str, n: int) -> None:
             raise ValueError(kind)
         await trio.testing.wait_all_tasks_blocked()
         seconds = time.perf_counter() - began
+        if kind.startswith("trioserver"):
+            await trio.sleep(2 * RETIRE_AFTER)  # idle server tasks end (their retire timer)
+            await trio.testing.wait_all_tasks_blocked()
         if kind != "task":
             # They really serve. Called from a task of the outer nursery: the body of N
             # nested open_server blocks sits under N cancel scopes, deeper than trio's

@@ -10,7 +10,8 @@ raise is raised there; and the idle task retires on its timer, never cutting a h
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Generator
+from collections.abc import AsyncIterator, Generator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -144,6 +145,16 @@ class Book:
         return trio.current_time()
 
 
+@asynccontextmanager
+async def open_idle(book: Book) -> AsyncIterator[Book]:
+    """Open a server, and leave its task parked idle: the next call may be handed off."""
+    async with open_server(book) as handle:
+        await handle.deadline()  # a server's task starts with its first request
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(server_tasks("Book")) >= 1
+        yield handle
+
+
 def server_tasks(name: str) -> list[trio.lowlevel.Task]:
     """The live tasks of servers of class `name`."""
     found: list[trio.lowlevel.Task] = []
@@ -164,8 +175,7 @@ async def test_a_call_to_an_idle_server_runs_as_its_task_in_no_step_of_its_own(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     counter = StepCounter("trioserver: ")
-    async with open_server(Book()) as book:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as book:
         (task,) = server_tasks("Book")
         trio.lowlevel.add_instrument(counter)
         try:
@@ -181,8 +191,7 @@ async def test_a_call_to_an_idle_server_runs_as_its_task_in_no_step_of_its_own(
 async def test_the_handler_sees_its_own_deadline_not_the_callers_scopes(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with open_server(Book()) as book:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as book:
         start = trio.current_time()
         assert await book.deadline() == start + 5.0  # the server's default budget
         with trio.move_on_after(2.0):
@@ -194,18 +203,23 @@ async def test_the_handler_sees_its_own_deadline_not_the_callers_scopes(
 async def test_a_handler_that_suspends_goes_on_in_the_servers_task(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with open_server(Book()) as b, trio.open_nursery() as nursery:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as b, trio.open_nursery() as nursery:
         got: list[tuple[str, str]] = []
 
         async def waiter() -> None:
             got.append(await b.wait_event())
 
+        counter = StepCounter("trioserver: ")
+        trio.lowlevel.add_instrument(counter)
         nursery.start_soon(waiter)
         await trio.testing.wait_all_tasks_blocked()
         assert got == []
+        if _handoff.ENABLED:
+            assert counter.steps == 0  # it began in the waiter's step, and waits in its stead
         b.event.set()
         await trio.testing.wait_all_tasks_blocked()
+        trio.lowlevel.remove_instrument(counter)
+        assert counter.steps >= 1  # the server's task went on with it
         assert got == [("trioserver: Book", "before")]
         assert await b.mark("after") is server_tasks("Book")[0]
         assert b.seen[-1][2] == "before"  # the handler's contextvar stayed the server's
@@ -214,8 +228,7 @@ async def test_a_handler_that_suspends_goes_on_in_the_servers_task(
 async def test_handlers_that_wait_on_locks_sleeps_and_child_tasks_finish(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with open_server(Book()) as b:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as b:
         start = trio.current_time()
         assert await b.locked() == "locked"
         assert await b.with_children() == 23
@@ -226,8 +239,7 @@ async def test_handlers_that_wait_on_locks_sleeps_and_child_tasks_finish(
 async def test_a_cut_handler_that_began_in_its_callers_step(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with open_server(Book()) as b:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as b:
         start = trio.current_time()
         with pytest.raises(CallTimeout, match=r"Book\.stuck did not finish within its budget"):
             await b.stuck()
@@ -242,8 +254,7 @@ async def test_a_cut_handler_that_began_in_its_callers_step(
 async def test_a_foreign_message_gets_trios_type_error_in_the_handler(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    async with open_server(Book()) as b:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as b:
         with pytest.raises(TypeError, match="unrecognized yield message"):
             await b.foreign()
         assert await b.deadline() > 0  # the server goes on
@@ -255,8 +266,7 @@ async def test_keyboard_interrupt_raised_at_once_stops_the_server_from_its_task(
     told: list[BaseException] = []
 
     async def scenario() -> None:
-        async with open_server(Book()) as b:
-            await trio.testing.wait_all_tasks_blocked()
+        async with open_idle(Book()) as b:
             try:
                 await b.interrupt()
             except ServerStopped as exc:
@@ -274,8 +284,7 @@ async def test_self_calls_nested_servers_and_deadlocks_from_a_handed_off_handler
 ) -> None:
     a, b = Book(), Book()
     a.other = b
-    async with open_server(a) as a, open_server(b) as b:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(a) as a, open_idle(b) as b:
         outer, inner = await a.self_call()
         assert outer is inner  # inline, in a's task
         nested = await a.ask_other()
@@ -289,8 +298,7 @@ async def test_an_idle_task_retires_on_its_timer_and_a_busy_one_stays(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     retire = _runtime.RETIRE_AFTER
-    async with open_server(Book()) as b:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as b:
         (first,) = server_tasks("Book")
         for _ in range(10):  # busy: a call every half retire period, for five periods
             await b.mark("busy")
@@ -305,8 +313,7 @@ async def test_the_retire_timer_never_cuts_a_handler(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     retire = _runtime.RETIRE_AFTER
-    async with open_server(Book()) as b:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as b:
         start = trio.current_time()
         assert await b.sleep(10 * retire) == start + 10 * retire
 
@@ -323,8 +330,7 @@ async def test_callers_racing_an_idle_server_are_served_one_at_a_time_in_order(
         if i % 2:
             await b.sleep(0.002)
 
-    async with open_server(Book()) as b, trio.open_nursery() as nursery:
-        await trio.testing.wait_all_tasks_blocked()
+    async with open_idle(Book()) as b, trio.open_nursery() as nursery:
         for i in range(30):
             nursery.start_soon(caller, b, i)
     assert [label for label, _, _ in b.seen] == arrivals

@@ -615,7 +615,8 @@ class Runtime:
             self.started = None
 
     async def _serve(self, scope: trio.CancelScope) -> bool:
-        """Run requests until `scope` is spent (False) or the server is stopping (True).
+        """Run requests until `scope` is spent (False), or the server is stopping or has had
+        no request yet (True: the task ends).
 
         With nothing to do, the task parks: a request queued wakes it; a caller may also lend
         it its step (`_run_here`) and hand it a handler that suspended there, to go on with.
@@ -628,7 +629,7 @@ class Runtime:
         while True:
             request = mailbox.take_nowait()
             if request is None:
-                if self.stopping:
+                if self.stopping or not self.numbered:  # (not one request yet: no need to wait)
                     return True
                 woken = await self._park(scope)
                 resume = self.resume
