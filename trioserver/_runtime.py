@@ -161,7 +161,7 @@ def _drive(coro: Coroutine[Any, Any, Any], value: Any, trap: Any) -> Generator[A
             except GeneratorExit:
                 coro.close()
                 raise
-            except BaseException as exc:  # pragma: no cover (trio sends outcomes, never throws)
+            except BaseException as exc:  # trio throws only for a message it does not know
                 try:
                     trap = coro.throw(exc)
                 except StopIteration as stop:
@@ -370,7 +370,7 @@ class Runtime:
         """
         caller: Any = request.task
         if not _handoff.passes_cancel_point(caller):
-            await checkpoint_if_cancelled()  # raises Cancelled
+            await checkpoint_if_cancelled()  # raises Cancelled (or a pending KeyboardInterrupt)
         server: Any = self.task
         method = request.method
         obj = self.obj
