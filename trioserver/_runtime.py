@@ -83,6 +83,8 @@ class _Expired(Exception):
 _SUSPENDED = object()  # sent to a caller whose handler suspended: time to start its timer
 _SPAWNING: Any = object()  # the server's task while it is being started
 _RAISE: Any = object()  # in `Runtime.resume`: the handler raised a BaseException to re-raise
+_HANDED_OVER: Any = object()  # from `Runtime._run_here`: the server's task goes on with it
+_SETTLED: Any = object()  # from `Runtime._run_here`: the reply is in `request.outcome`
 
 RETIRE_AFTER = 0.1
 """Seconds (on trio's clock) without a request after which an idle server's task ends: it
@@ -337,7 +339,16 @@ class Runtime:
         # An idle server runs the request in this step (instruments see every one queued).
         idle = self.parked and _HANDOFF and not self.instruments
         if idle and now < deadline and not method.thread:
-            return await self._run_here(request, record)
+            if not _handoff.passes_cancel_point(task):
+                await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
+            result = self._run_here(request, record)
+            if result is _HANDED_OVER:
+                return await self._wait_until_cut(request)
+            await _handoff.schedule_point()
+            if result is _SETTLED:
+                assert request.outcome is not None
+                return request.outcome.unwrap()
+            return result
         self.mailbox.put(request)
         self._wake()
         if self.instruments:
@@ -361,16 +372,15 @@ class Runtime:
         elif self.task is None:
             self.spawn()
 
-    async def _run_here(self, request: Request, record: MethodRecorder) -> Any:
+    def _run_here(self, request: Request, record: MethodRecorder) -> Any:
         """The server is idle: run `request` in its task, within this caller's step (`_handoff`).
 
-        If the handler returns or raises without suspending, that is the reply. If it suspends,
-        the server's task waits in its stead and goes on with it; this caller waits for the
-        reply as for a queued request, from then on.
+        If the handler returns without suspending, that is the reply: returned. If it raises,
+        the reply is settled in `request.outcome` (`_SETTLED`). If it suspends, the server's
+        task waits in its stead and goes on with it (`_HANDED_OVER`); the caller waits for
+        the reply as for a queued request, from then on.
         """
         caller: Any = request.task
-        if not _handoff.passes_cancel_point(caller):
-            await checkpoint_if_cancelled()  # raises Cancelled (or a pending KeyboardInterrupt)
         server: Any = self.task
         method = request.method
         obj = self.obj
@@ -420,10 +430,10 @@ class Runtime:
         if detector is not None:
             self._timed(time.perf_counter() - began, detector)
         if trap is not None:
-            return await self._hand_over(request, handler, trap)
+            return self._hand_over(request, handler, trap)
         if failure is not None and not isinstance(failure, Exception):
             # KeyboardInterrupt, SystemExit...: the server's task raises it, as if it ran there
-            return await self._hand_over(request, failure, _RAISE)
+            return self._hand_over(request, failure, _RAISE)
         server._abort_func = idle_abort  # parked idle again
         self.parked = True
         self.current = None
@@ -435,17 +445,14 @@ class Runtime:
             record.ended(ended - now, ended)
             self.handled += 1
             request.state = DONE
-            await _handoff.schedule_point()
             return result
         self._settle(request, Value(result) if failure is None else Error(failure))
-        await _handoff.schedule_point()
-        assert request.outcome is not None
-        return request.outcome.unwrap()
+        return _SETTLED
 
-    async def _hand_over(self, request: Request, handler: Any, trap: Any) -> Any:
+    def _hand_over(self, request: Request, handler: Any, trap: Any) -> Any:
         """The handler run in this caller's step suspended (yielded `trap`), or raised what
         only the server's task may raise (`handler` is then the error, `trap` is `_RAISE`):
-        the server's task goes on with it, and this caller waits for the reply."""
+        the server's task goes on with it."""
         server: Any = self.task
         self._disarm_retire(request.cut_at)
         if trap is _RAISE or not _handoff.apply_trap(server, trap):
@@ -453,7 +460,7 @@ class Runtime:
             reschedule(server)  # it raises the error, or yields the foreign message, itself
         else:
             self.resume = (handler, request, None)
-        return await self._wait_until_cut(request)
+        return _HANDED_OVER
 
     def _timed(self, seconds: float, detector: Any) -> None:
         """A handler ran in a caller's step for `seconds` while a `BlockDetector` watched."""
