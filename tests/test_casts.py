@@ -107,3 +107,30 @@ async def test_cast_to_a_stopped_server_raises_server_stopped(
         pass
     with pytest.raises(ServerStopped, match="stopped"):
         await a.note("x")
+
+
+async def test_a_cast_that_swallows_its_cut_leaves_no_cancellation_for_the_next_handler(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server
+    class Swallows:
+        def __init__(self) -> None:
+            self.swallowed = 0
+
+        @cast(timeout=1.0)
+        async def stubborn(self) -> None:
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                self.swallowed += 1  # returns normally: the cut is swallowed
+
+        @call(timeout=5.0)
+        async def nap(self) -> float:
+            await trio.sleep(2.0)
+            return trio.current_time()
+
+    async with open_server(Swallows()) as s:
+        start = trio.current_time()
+        await s.stubborn()
+        assert await s.nap() == start + 3.0  # not cancelled by the cast's spent scope
+        assert s.swallowed == 1

@@ -712,10 +712,7 @@ class Runtime:
                         return False
                     continue
             self.current = None
-            if private and scope._registered_deadline == self.retire_at:  # pyright: ignore[reportPrivateUsage]
-                scope._deadline = self.retire_at  # pyright: ignore[reportPrivateUsage]
-            else:
-                self._hide_deadline(scope)
+            spent = self._hide_deadline(scope)
             if request.state == RUNNING and request.waiting and not self.instruments:
                 # the common case, inlined
                 ended = now_fn()
@@ -726,8 +723,8 @@ class Runtime:
                 reschedule(request.task, Value(result))  # type: ignore[arg-type]
             else:
                 self._settle(request, Value(result))
-            if self.scope_cancelled:
-                return False  # the handler swallowed our cancellation: leave the spent scope
+            if spent or self.scope_cancelled:
+                return False  # the handler swallowed a cancellation: leave the spent scope
 
     def _park(self, scope: trio.CancelScope) -> Awaitable[Outcome[Any]]:
         """Wait, idle, for a request; set the retire timer unless it is set."""
@@ -751,12 +748,12 @@ class Runtime:
 
     def _hide_deadline(self, scope: trio.CancelScope) -> bool:
         """A handler ended: show the retire timer's deadline again (or none); True if the
-        scope was cancelled (by the cast deadline it armed)."""
+        scope is spent (a cast's deadline armed on it fired: trio then unregisters it)."""
         if _PRIVATE_DEADLINE and scope._registered_deadline == self.retire_at:  # pyright: ignore[reportPrivateUsage]
             scope._deadline = self.retire_at  # pyright: ignore[reportPrivateUsage]
-            return False  # only armed deadlines cancel: the retire timer is not set in handlers
-        scope.deadline = _INF
-        self.retire_at = _INF
+        else:
+            scope.deadline = _INF
+            self.retire_at = _INF
         return scope.cancel_called
 
     @types.coroutine
