@@ -603,11 +603,7 @@ class Runtime:
                 if scope.cancelled_caught and self.retire_number == self.numbered:
                     break  # no request since the timer was set: retire this task
         except BaseException as exc:
-            if _without_cancelled(exc) is None:
-                self.stop("its nursery was cancelled")
-            else:  # KeyboardInterrupt, SystemExit from a handler: the server dies
-                self.fatal = exc
-                self.stop(f"a handler raised {type(exc).__name__}")
+            self._stop_for(exc)
         finally:
             self._started()
         if self.stopping:
@@ -615,6 +611,14 @@ class Runtime:
         else:  # idle: retire this task, and keep its contextvars for the next one
             self.context = current_task().context
         self.task = None
+
+    def _stop_for(self, exc: BaseException) -> None:
+        """Stop because `exc` is leaving the server's task."""
+        if _without_cancelled(exc) is None:
+            self.stop("its nursery was cancelled")
+        else:  # KeyboardInterrupt, SystemExit from a handler: the server dies
+            self.fatal = exc
+            self.stop(f"a handler raised {type(exc).__name__}")
 
     def _started(self) -> None:
         if self.started is not None:
@@ -784,18 +788,9 @@ class Runtime:
             # a nursery in the handler: a child's error met our cancellation
             self._settle(request, Error(rest))
             return True
-        if request.state == RUNNING and request.task is not None:
-            # the server stops as this propagates: its caller is told so, like a queued one
-            request.state = STOPPED
-            why = (
-                "its nursery was cancelled"
-                if rest is None
-                else f"a handler raised {type(exc).__name__}"
-            )
-            message = (
-                f"{request.method.label}: {self.spec.name} stopped ({why}) while handling this call"
-            )
-            self._deliver(request, Error(ServerStopped(message)))
+        if request.state == RUNNING:  # the server stops as this propagates: stop() tells
+            self.current = request  # its caller so, as it tells a queued one
+            self._stop_for(exc)
         self._settle(request, None)
         raise exc  # the server stops; or KeyboardInterrupt, SystemExit: the server dies
 
