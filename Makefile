@@ -17,10 +17,10 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 # The whole test suite: what CI runs (.ci/run).
-# tests/ runs twice: with the hand-off of idle servers (the default) and without it.
+# tests/ runs twice: with private trio access (the default) and without it (TRIOSERVER_PRIVATE=0).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
-	TRIOSERVER_HANDOFF=0 $(BIN)/python -m pytest -q tests
+	TRIOSERVER_PRIVATE=0 $(BIN)/python -m pytest -q tests
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict trioserver tests/type_tests

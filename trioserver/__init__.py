@@ -3,13 +3,13 @@
 from ._blocking import BlockDetector as BlockDetector
 from ._errors import CallTimeout as CallTimeout
 from ._errors import DeadlockError as DeadlockError
+from ._errors import ForeignRunError as ForeignRunError
 from ._errors import InvalidServerDefinition as InvalidServerDefinition
+from ._errors import NotTrioError as NotTrioError
 from ._errors import ServerCrashed as ServerCrashed
 from ._errors import ServerOverloaded as ServerOverloaded
 from ._errors import ServerStopped as ServerStopped
 from ._errors import TrioServerError as TrioServerError
-from ._handler import call as call
-from ._handler import cast as cast
 from ._instrument import CallInfo as CallInfo
 from ._instrument import Instrument as Instrument
 from ._instrument import LoggingInstrument as LoggingInstrument
@@ -17,6 +17,8 @@ from ._instrument import add_instrument as add_instrument
 from ._instrument import remove_instrument as remove_instrument
 from ._lifecycle import open_server as open_server
 from ._lifecycle import serve as serve
+from ._marks import call as call
+from ._marks import cast as cast
 from ._server import server as server
 from ._statistics import MethodStatistics as MethodStatistics
 from ._statistics import ServerStatistics as ServerStatistics
@@ -34,9 +36,11 @@ __all__ = [
     "CallInfo",
     "CallTimeout",
     "DeadlockError",
+    "ForeignRunError",
     "Instrument",
     "InvalidServerDefinition",
     "LoggingInstrument",
+    "NotTrioError",
     "MethodStatistics",
     "ServerCrashed",
     "ServerOverloaded",

@@ -31,3 +31,11 @@ class DeadlockError(TrioServerError, RuntimeError):
 
 class InvalidServerDefinition(TrioServerError, TypeError):
     """Raised when a server class or one of its handlers is declared wrongly."""
+
+
+class ForeignRunError(TrioServerError, RuntimeError):
+    """Raised to a caller in another `trio.run` (another thread's) than its server's."""
+
+
+class NotTrioError(TrioServerError, RuntimeError):
+    """Raised when a handle is used outside trio (under asyncio, say): trioserver needs trio."""

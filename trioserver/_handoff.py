@@ -86,7 +86,7 @@ _INTERNALS = _find_internals()
 SUPPORTED = _INTERNALS is not None
 """Whether this trio's run loop is one the hand-off was checked against."""
 
-ENABLED = SUPPORTED and os.environ.get("TRIOSERVER_HANDOFF", "1") != "0"
+ENABLED = SUPPORTED and os.environ.get("TRIOSERVER_PRIVATE", "1") != "0"
 """Whether idle servers run requests in their callers' steps (else always via the mailbox)."""
 
 _found: tuple[Any, Any, Any] = _INTERNALS if _INTERNALS is not None else (None, None, None)

@@ -13,7 +13,7 @@ import trio
 from ._errors import TrioServerError
 from ._instrument import Instrument
 from ._runtime import Runtime
-from ._server import STATE, spec_of
+from ._spec import STATE, spec_of
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from trio.lowlevel import Abort, ParkingLot, Task
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
-    from ._server import Method
+    from ._spec import Method
 
 # A request's life: QUEUED -> RUNNING -> DONE; or QUEUED -> WITHDRAWN (its caller left or its
 # deadline passed) | DROPPED (the server stopped); or, while its handler runs, RUNNING ->

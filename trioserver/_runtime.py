@@ -69,7 +69,7 @@ from ._statistics import MethodRecorder, ServerStatistics
 from ._threads import WorkerThreads
 
 if TYPE_CHECKING:
-    from ._server import Method, ServerSpec
+    from ._spec import Method, ServerSpec
 
 logger = logging.getLogger("trioserver")
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from ._server import STATE, spec_of
+from ._spec import STATE, spec_of
 
 WINDOW = 2048
 """How many recent samples per method the percentiles are taken over."""

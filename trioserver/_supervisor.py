@@ -22,7 +22,7 @@ import trio
 from ._errors import InvalidServerDefinition, ServerCrashed
 from ._lifecycle import open_server
 from ._runtime import Runtime
-from ._server import SPEC, STATE, ServerSpec, spec_of
+from ._spec import SPEC, STATE, ServerSpec, spec_of
 
 P = ParamSpec("P")
 T = TypeVar("T")

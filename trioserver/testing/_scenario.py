@@ -16,7 +16,7 @@ import trio.testing
 from hypothesis import strategies as st
 
 from .._lifecycle import open_server
-from .._server import SPEC, ServerSpec
+from .._spec import SPEC, ServerSpec
 from ._history import History, Operation
 from ._linearizability import DEFAULT_BUDGET
 from ._model import Model, ServerModel

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._server import Method
+    from ._spec import Method
 
 _P = inspect.Parameter
 

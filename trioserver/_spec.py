@@ -1,0 +1,67 @@
+"""What `@server` learned about a class: its spec and methods (a leaf: the runtime reads it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import attrs
+
+from ._budget import Inherit
+from ._errors import InvalidServerDefinition
+from ._marks import Kind
+
+WhenFull = Literal["wait", "refuse"]
+
+RESERVED = "_trioserver"
+SPEC = "_trioserver_spec"
+STATE = "_trioserver_state"
+HOOKS = ("on_start", "on_stop")
+
+
+@attrs.frozen(eq=False)
+class Method:
+    """One handler of a server class, with its budget resolved."""
+
+    name: str
+    label: str  # "Theater.reserve": how errors and logs name it
+    kind: Kind
+    fn: Callable[..., Any]
+    is_async: bool
+    budget: float | None
+    admission: bool  # deadline-aware admission may refuse its requests
+    declared: float | Inherit | None  # the mark's own timeout: INHERIT follows the server
+    thread: bool  # a plain def run in a worker thread
+    crash: bool  # a cast whose error crashes the server
+    run: Callable[..., Any]  # what the server calls: `fn`, or `fn` in a worker thread
+
+
+@attrs.frozen(eq=False)
+class ServerSpec:
+    """What `@server` learned about a class: its handlers, hooks and default budget."""
+
+    cls: type
+    name: str
+    timeout: float | None
+    methods: dict[str, Method]
+    on_start: Callable[[Any], Any] | None
+    on_stop: Callable[[Any], Any] | None
+    mailbox_size: int | None
+    when_full: WhenFull
+    max_abandoned_threads: int
+
+    @property
+    def threaded(self) -> bool:
+        """Whether any handler runs in worker threads (``thread=True``)."""
+        return any(method.thread for method in self.methods.values())
+
+
+def spec_of(obj: object) -> ServerSpec:
+    """The spec of `obj`'s server class, or `InvalidServerDefinition` if it has none."""
+    spec = getattr(type(obj), SPEC, None)
+    if not isinstance(spec, ServerSpec):
+        cls = type(obj).__qualname__
+        raise InvalidServerDefinition(
+            f"{cls} is not a server: decorate the class {cls} with @server"
+        )
+    return spec
