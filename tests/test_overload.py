@@ -323,3 +323,30 @@ async def test_a_caller_woken_for_room_that_is_refused_passes_the_room_on(
         "c": "refused at 2",
         "d": "served at 4",
     }
+
+
+@server(mailbox_size=1, when_full="wait")
+class OneSlot:
+    @call
+    async def work(self) -> int:
+        return 1
+
+    @call
+    def plain(self) -> int:
+        return 2
+
+
+@pytest.mark.parametrize("method", ["work", "plain"])
+async def test_a_burst_on_a_bounded_mailbox_is_served_whole(
+    method: str, autojump_clock: trio.abc.Clock
+) -> None:
+    # A caller woken for room that found the server idle once ran its request without
+    # taking the room, so the next waiter was never woken (a lost wake-up).
+    slot = OneSlot()
+    async with open_server(slot):
+        with trio.move_on_after(5) as waited:
+            async with trio.open_nursery() as nursery:
+                for _ in range(10):
+                    nursery.start_soon(getattr(slot, method))
+        assert not waited.cancelled_caught
+        assert statistics(slot).handled == 10

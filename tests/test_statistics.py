@@ -12,7 +12,9 @@ from trioserver import (
     InvalidServerDefinition,
     ServerStatistics,
     call,
+    cast,
     open_server,
+    serve,
     server,
     statistics,
 )
@@ -92,3 +94,29 @@ def test_statistics_are_frozen() -> None:
 def test_statistics_of_a_non_server_is_refused() -> None:
     with pytest.raises(InvalidServerDefinition, match="not a server"):
         statistics(object())
+
+
+@server
+class Noting:
+    @cast
+    async def note(self) -> None:
+        await trio.sleep(1)
+
+
+def test_running_is_zero_once_a_stop_has_cut_a_running_cast() -> None:
+    # Whether the server's task or `serve`'s task sees the cancellation first depends on
+    # trio's scheduling: both orders must leave nothing running. 30 runs meet both.
+    async def main() -> int:
+        noting = Noting()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, noting)
+            await trio.sleep(0.5)
+            await noting.note()
+            await trio.sleep(0.5)  # the cast's handler is running
+            nursery.cancel_scope.cancel()
+        stats = statistics(noting)
+        assert stats.cancelled == 1
+        return stats.running
+
+    runs = [trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) for _ in range(30)]
+    assert runs == [0] * 30
