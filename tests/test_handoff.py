@@ -1,10 +1,11 @@
 """The hand-off: an idle server's task runs a request inside its caller's scheduler step.
 
 Every contract test runs with and without it (`make test` runs tests/ again with
-``TRIOSERVER_HANDOFF=0``). These tests cover what is particular to it: the handler really
-runs as the server's task, in no task step of its own; a handler that suspends part-way is
-driven on by the server's task, whatever it waits on; what only the server's task may
-raise is raised there; and the idle task retires on its timer, never cutting a handler.
+``TRIOSERVER_PRIVATE=0``, which turns off all private trio access, the hand-off with it).
+These tests cover what is particular to it: the handler really runs as the server's task,
+in no task step of its own; a handler that suspends part-way is driven on by the server's
+task, whatever it waits on; what only the server's task may raise is raised there; and the
+idle task retires on its timer, never cutting a handler.
 """
 
 from __future__ import annotations
@@ -22,15 +23,15 @@ from trioserver import (
     CallTimeout,
     DeadlockError,
     ServerStopped,
-    _handoff,
-    _runtime,
+    _loop,
+    _private,
     call,
     open_server,
     server,
 )
 
 needs_handoff = pytest.mark.skipif(
-    not _handoff.ENABLED, reason="hand-off disabled (TRIOSERVER_HANDOFF=0 or an untested trio)"
+    not _private.ENABLED, reason="hand-off disabled (TRIOSERVER_PRIVATE=0 or an untested trio)"
 )
 
 where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="unset")
@@ -214,7 +215,7 @@ async def test_a_handler_that_suspends_goes_on_in_the_servers_task(
         nursery.start_soon(waiter)
         await trio.testing.wait_all_tasks_blocked()
         assert got == []
-        if _handoff.ENABLED:
+        if _private.ENABLED:
             assert counter.steps == 0  # it began in the waiter's step, and waits in its stead
         b.event.set()
         await trio.testing.wait_all_tasks_blocked()
@@ -297,7 +298,7 @@ async def test_self_calls_nested_servers_and_deadlocks_from_a_handed_off_handler
 async def test_an_idle_task_retires_on_its_timer_and_a_busy_one_stays(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    retire = _runtime.RETIRE_AFTER
+    retire = _loop.RETIRE_AFTER
     async with open_idle(Book()) as b:
         (first,) = server_tasks("Book")
         for _ in range(10):  # busy: a call every half retire period, for five periods
@@ -312,7 +313,7 @@ async def test_an_idle_task_retires_on_its_timer_and_a_busy_one_stays(
 async def test_the_retire_timer_never_cuts_a_handler(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    retire = _runtime.RETIRE_AFTER
+    retire = _loop.RETIRE_AFTER
     async with open_idle(Book()) as b:
         start = trio.current_time()
         assert await b.sleep(10 * retire) == start + 10 * retire
@@ -338,9 +339,9 @@ async def test_callers_racing_an_idle_server_are_served_one_at_a_time_in_order(
 
 
 def test_the_handoff_is_on_for_the_trio_it_was_checked_with() -> None:
-    low, high = _handoff.TESTED_TRIO_VERSIONS
+    low, high = _private.TESTED_TRIO_VERSIONS
     version = tuple(int(part) for part in trio.__version__.split(".")[:2])
-    assert (low <= version < high) == _handoff.SUPPORTED
+    assert (low <= version < high) == _private.SUPPORTED
 
 
 async def test_effective_deadline_matches_trios() -> None:
@@ -348,7 +349,7 @@ async def test_effective_deadline_matches_trios() -> None:
     checks: list[tuple[float, float]] = []
 
     def check() -> None:
-        checks.append((_handoff.effective_deadline(task), trio.current_effective_deadline()))
+        checks.append((_private.effective_deadline(task), trio.current_effective_deadline()))
 
     check()
     with trio.move_on_after(5):  # noqa: ASYNC100 (reads deadlines only)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ._state import ServerState
     from ._statistics import MethodRecorder
 
 
@@ -31,7 +31,7 @@ def _probe(record: MethodRecorder, now: float) -> bool:
 
 
 def refusal_at_queue(
-    runtime: Runtime, record: MethodRecorder, deadline: float, now: float
+    runtime: ServerState, record: MethodRecorder, deadline: float, now: float
 ) -> str | None:
     """Why a call with `deadline` must be refused now, or None to queue it."""
     wait = runtime.mailbox.backlog

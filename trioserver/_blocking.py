@@ -17,7 +17,8 @@ from typing import Any
 
 import trio
 
-from ._runtime import Runtime, step_watch
+from . import _loop
+from ._state import ServerState, step_watch
 
 logger = logging.getLogger("trioserver")
 
@@ -58,13 +59,13 @@ class BlockDetector(trio.abc.Instrument):
             runtime.loop_blocked(held, self.threshold)
 
 
-def _server_of(task: trio.lowlevel.Task) -> Runtime | None:
-    """The server whose task `task` is, if any: its coroutine is `Runtime.run` (rarely asked)."""
+def _server_of(task: trio.lowlevel.Task) -> ServerState | None:
+    """The server whose task `task` is, if any: its coroutine is `_loop.run` (rarely asked)."""
     coro: Any = task.coro
-    if getattr(coro, "cr_code", None) is not Runtime.run.__code__:
+    if getattr(coro, "cr_code", None) is not _loop.run.__code__:
         return None
     frame = coro.cr_frame
     if frame is None:  # the server's task ended in this step
         return None
-    runtime: Runtime = frame.f_locals["self"]
-    return runtime
+    state: ServerState = frame.f_locals["state"]
+    return state

@@ -12,6 +12,7 @@ import trio
 
 from ._errors import TrioServerError
 from ._instrument import Instrument
+from ._loop import spawn, stop
 from ._runtime import Runtime
 from ._spec import STATE, spec_of
 
@@ -80,7 +81,7 @@ class _Serving(AbstractAsyncContextManager[T]):
         obj.__dict__[STATE] = runtime
         started = runtime.started
         assert started is not None
-        runtime.spawn()
+        spawn(runtime)
         try:
             await started.wait()
         except BaseException as exc:
@@ -102,7 +103,7 @@ class _Serving(AbstractAsyncContextManager[T]):
     async def _close(self, failure: BaseException | None) -> None:
         """Stop the server, wait for its task, then raise what must come out (unwrapped)."""
         runtime = self._runtime
-        runtime.stop("it was stopped")
+        stop(runtime, "it was stopped")
         await self._nursery.__aexit__(None, None, None)
         if runtime.stop_error is not None and (runtime.fatal or runtime.start_error or failure):
             logger.error("%s.on_stop raised", runtime.spec.name, exc_info=runtime.stop_error)

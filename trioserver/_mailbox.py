@@ -3,81 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Any
 
-from outcome import Outcome
-from trio import CancelScope
-from trio.lowlevel import Abort, ParkingLot, Task
+from trio.lowlevel import ParkingLot
 
-if TYPE_CHECKING:
-    from ._runtime import Runtime
-    from ._spec import Method
-
-# A request's life: QUEUED -> RUNNING -> DONE; or QUEUED -> WITHDRAWN (its caller left or its
-# deadline passed) | DROPPED (the server stopped); or, while its handler runs, RUNNING ->
-# TIMED_OUT (its caller's timer fired) | ABANDONED (its caller left) | STOPPED -> DONE.
-QUEUED = 0
-RUNNING = 1
-DONE = 2
-WITHDRAWN = 3
-DROPPED = 4
-TIMED_OUT = 5
-ABANDONED = 6
-STOPPED = 7
-
-
-class Request:
-    """One call or cast on its way to the server: what to run, for whom, until when."""
-
-    __slots__ = (
-        "args",
-        "cost",
-        "cut_at",
-        "deadline",
-        "kwargs",
-        "method",
-        "number",
-        "outcome",
-        "queued_at",
-        "server",
-        "started_at",
-        "state",
-        "task",
-        "timer",
-        "waiting",
-    )
-
-    def __init__(
-        self,
-        method: Method,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-        task: Task | None,
-        deadline: float,
-        server: Runtime,
-        queued_at: float,
-        cost: float,
-        number: int,
-    ) -> None:
-        self.method = method
-        self.args = args
-        self.kwargs = kwargs
-        self.task = task  # the waiting caller; None for a cast
-        self.deadline = deadline  # the caller's effective deadline, read once at the call
-        self.state = QUEUED
-        self.server = server
-        self.cut_at = deadline  # the handler's deadline, set when it starts
-        self.waiting = True  # the caller is parked, waiting for `reschedule`
-        self.outcome: Outcome[Any] | None = None  # a reply that came while it was not parked
-        self.timer: CancelScope | None = None  # the caller's own timer, once the handler suspended
-        self.queued_at = queued_at
-        self.started_at = queued_at
-        self.cost = cost  # its method's expected service time when it was queued
-        self.number = number
-
-    def abort(self, _: Any) -> Abort:
-        """trio calls this when the waiting caller is cancelled."""
-        return self.server.caller_left(self)
+from ._request import QUEUED, WITHDRAWN, Request
 
 
 class Mailbox:

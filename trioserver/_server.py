@@ -11,6 +11,7 @@ from ._errors import InvalidServerDefinition
 from ._handle_methods import handle_method
 from ._marks import BARE, Handler, name_of
 from ._spec import RESERVED, SPEC, STATE, Method, ServerSpec, WhenFull
+from ._stopped import NotRunning
 
 T = TypeVar("T")
 
@@ -175,8 +176,6 @@ def _make_server(
         when_full="refuse" if when_full == "refuse" else "wait",
         max_abandoned_threads=max_abandoned_threads,
     )
-    from ._runtime import NotRunning  # the runtime needs the spec types defined here
-
     for attr, method in methods.items():
         setattr(cls, attr, handle_method(method))
     setattr(cls, SPEC, spec)

@@ -21,6 +21,7 @@ import trio
 
 from ._errors import InvalidServerDefinition, ServerCrashed
 from ._lifecycle import open_server
+from ._loop import crash
 from ._runtime import Runtime
 from ._spec import SPEC, STATE, ServerSpec, spec_of
 
@@ -285,7 +286,7 @@ class Supervisor:
                 )
                 logger.error("watchdog: %s", why)
                 error = ServerCrashed(why)
-                state.crash(error, why)
+                crash(state, error, why)
                 self._crash_send.send_nowait((child, child.generation, error))
 
 

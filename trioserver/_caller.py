@@ -1,0 +1,202 @@
+"""The caller's side: send a request, wait for room, wait for the reply, leave.
+
+``await handle.method(...)`` comes here (`call`, `cast`). An idle server runs the request
+in this caller's step (`_handoff`); otherwise it is queued in the mailbox and the server's
+task is woken (`_loop.wake`), and the caller waits, parked, until its reply is delivered
+(`_reply`). When the handler suspends, the caller is woken once to start its own timer at
+the handler's deadline: it hears `CallTimeout` right then, even while a shielded cleanup
+keeps the server busy. A caller cancelled while it waits leaves (`ServerState.caller_left`):
+a queued request is withdrawn, a running handler is cut.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import trio
+from trio.lowlevel import (
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+    current_root_task,
+    current_task,
+    wait_task_rescheduled,
+)
+
+from . import _private
+from ._admission import refusal_at_queue
+from ._errors import (
+    CallTimeout,
+    DeadlockError,
+    ForeignRunError,
+    NotTrioError,
+    ServerOverloaded,
+    ServerStopped,
+)
+from ._handoff import HANDED_OVER, run_here
+from ._inline import run_inline
+from ._instrument import CallInfo
+from ._loop import SUSPENDED, wake
+from ._reply import Expired, cut_message
+from ._request import Request
+from ._spec import Method
+from ._state import ServerState
+
+_INF = math.inf
+
+
+def _running_task(state: ServerState, method: Method) -> Task:
+    """The calling task, if it is in the server's own trio run."""
+    try:
+        task = current_task()
+        root = current_root_task()
+    except RuntimeError:
+        raise NotTrioError(
+            f"{method.label} was called outside trio (asyncio?): trioserver needs trio "
+            f"(trio.run, or anyio's trio backend)"
+        ) from None
+    if root is not state.root:
+        raise ForeignRunError(
+            f"{method.label} was called from another trio run (another thread's trio.run) "
+            f"than its server's: call it from the run that serves {state.spec.name}, or "
+            f"from a thread with trio.from_thread.run"
+        )
+    return task
+
+
+async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
+    task = _running_task(state, method)
+    if state.stopping:
+        raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")
+    if task is state.task:
+        return await run_inline(state.obj, method, args, kwargs)
+    if state.current is not None and _started_by(task, state.task):
+        raise DeadlockError(
+            f"{method.label} was called from a task started by the running handler "
+            f"{state.current.method.label}: it would wait for the handler, which waits "
+            f"for the task. Call it from the handler itself (runs inline) or cast it."
+        )
+    deadline = _private.effective_deadline(task)
+    mailbox = state.mailbox
+    waited = mailbox.capacity is not None and mailbox.full()
+    if waited:
+        await _wait_for_room(state, method)
+    now = state.now()
+    record = state.records[method.name]
+    if method.admission and deadline != _INF:
+        refusal = refusal_at_queue(state, record, deadline, now)
+        if refusal is not None:
+            if waited:
+                mailbox.pass_room()
+            await checkpoint()
+            raise _refuse(state, method, now, refusal)
+    state.numbered += 1
+    request = Request(
+        method, args, kwargs, task, deadline, state, now, record.expected, state.numbered
+    )
+    # An idle server runs the request in this step (instruments see every one queued).
+    idle = state.parked and _private.ENABLED and not state.instruments
+    if idle and now < deadline and not method.thread:
+        if waited:
+            mailbox.pass_room()  # the room this caller waited for stays free: pass it on
+        if not _private.passes_cancel_point(task):
+            await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
+        if run_here(state, request, record) is HANDED_OVER:
+            return await _wait_until_cut(state, request)
+        await _private.schedule_point()
+        assert request.outcome is not None
+        return request.outcome.unwrap()
+    mailbox.put(request)
+    wake(state)
+    if state.instruments:
+        state.emit("call_queued", request)
+    try:
+        result = await wait_task_rescheduled(request.abort)
+    except Expired:
+        await checkpoint()  # the caller's own cancellation comes first
+        raise CallTimeout(
+            f"{method.label} never started: its caller's deadline passed while it was queued"
+        ) from None
+    if result is SUSPENDED:
+        return await _wait_until_cut(state, request)
+    return result
+
+
+def _started_by(task: Task, ancestor: Task | None) -> bool:
+    """Whether `task` descends from `ancestor` (was started, maybe indirectly, in its nurseries)."""
+    nursery = task.parent_nursery
+    while nursery is not None:
+        parent = nursery.parent_task
+        if parent is ancestor:
+            return True
+        nursery = parent.parent_nursery
+    return False
+
+
+async def _wait_until_cut(state: ServerState, request: Request) -> Any:
+    """The handler suspended: wait for its reply, but not past its deadline."""
+    if request.outcome is not None:  # it replied before we got here
+        return request.outcome.unwrap()
+    request.waiting = True
+    if request.cut_at == _INF:
+        return await wait_task_rescheduled(request.abort)
+    with trio.CancelScope(deadline=request.cut_at) as request.timer:
+        return await wait_task_rescheduled(request.abort)
+    raise CallTimeout(cut_message(request))
+
+
+async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
+    task = _running_task(state, method)
+    await checkpoint_if_cancelled()
+    if state.stopping:
+        raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")
+    # The server's own task never waits for room in its own mailbox: it would wait on itself.
+    if state.mailbox.full() and task is not state.task:
+        await _wait_for_room(state, method)
+    state.numbered += 1
+    request = Request(method, args, kwargs, None, _INF, state, state.now(), 0.0, state.numbered)
+    request.waiting = False
+    state.mailbox.put(request)
+    wake(state)
+    if state.instruments:
+        state.emit("call_queued", request)
+    await cancel_shielded_checkpoint()
+
+
+async def _wait_for_room(state: ServerState, method: Method) -> None:
+    """The mailbox is full: wait for room in turn, or refuse, as the server says.
+
+    A caller given the room either fills it (queues its request) or passes it on
+    (`Mailbox.pass_room`): refused, or run at once by an idle server.
+    """
+    mailbox = state.mailbox
+    if state.spec.when_full == "refuse":
+        await checkpoint()
+        reason = f"the mailbox is full ({mailbox.capacity} requests)"
+        raise _refuse(state, method, state.now(), reason)
+    assert mailbox.capacity is not None
+    assert mailbox.room is not None
+    await mailbox.room.park()  # FIFO among the waiting callers
+    while True:
+        if state.stopping:
+            raise ServerStopped(
+                f"{method.label}: {state.spec.name} stopped while this call waited for room"
+            )
+        if mailbox.queued < mailbox.capacity:
+            return
+        await mailbox.room.park()  # (woken, then beaten to the room: wait again)
+
+
+def _refuse(state: ServerState, method: Method, now: float, reason: str) -> ServerOverloaded:
+    """Count and report a request refused before it was queued (after a checkpoint)."""
+    state.shed += 1
+    if state.instruments:
+        state.numbered += 1
+        info = CallInfo(
+            state.spec.name, method.label, method.kind, state.numbered, now,
+            ended_at=now, outcome="shed", reason=reason,
+        )  # fmt: skip
+        state.notify("call_shed", info)
+    return ServerOverloaded(f"{method.label} refused: {reason}")

@@ -1,0 +1,328 @@
+"""The server's task: start, serve requests one at a time, park when idle, retire, stop.
+
+An idle server keeps no task (tasks cost memory, and servers may be many): its task parks
+with a retire timer on its scope, and ends when the timer finds that no request came since
+it was set; the next request starts another in the server's nursery (`wake`). The task's
+contextvars pass to the next, so handlers see what `on_start` and earlier handlers set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import types
+from collections.abc import Awaitable, Coroutine, Generator
+from typing import Any
+
+import trio
+from outcome import Error, Outcome, Value
+from trio.lowlevel import Abort, current_task, reschedule
+
+from . import _private
+from ._admission import refusal_at_start
+from ._errors import ServerCrashed, ServerStopped, TrioServerError
+from ._handoff import RAISE, disarm_retire, drive, go_on
+from ._reply import deliver, expire, finish, seconds, shed_at_start, start
+from ._request import DROPPED, RUNNING, STOPPED, Request
+from ._state import ServerState
+from ._stopped import NotRunning
+
+logger = logging.getLogger("trioserver")
+
+_INF = math.inf
+_SPAWNING: Any = object()  # the server's task while it is being started
+SUSPENDED = object()  # sent to a caller whose handler suspended: time to start its timer
+
+RETIRE_AFTER = 0.1
+"""Seconds (on trio's clock) without a request after which an idle server's task ends: it
+ends between one and two of these after the server's last request."""
+
+
+def wake(state: ServerState) -> None:
+    """A request was queued: wake the server's parked task, or start one if it has none."""
+    if state.parked:
+        state.parked = False
+        reschedule(state.task)  # type: ignore[arg-type]
+    elif state.task is None:
+        spawn(state)
+
+
+def spawn(state: ServerState) -> None:
+    """Start a task for the server, in its nursery and with its contextvars: the first one
+    (which runs `on_start`), another when a request comes after it went idle, or the last
+    one, to run `on_stop`."""
+    state.task = _SPAWNING
+    begin: Any = state.nursery.start_soon
+    state.context.run(begin, run, state, name=f"trioserver: {state.spec.name}")
+
+
+async def run(state: ServerState) -> None:
+    """A task of the server: it serves until stopped, or until it has been idle a while."""
+    state.task = current_task()
+    try:
+        if state.started is not None:
+            if state.spec.on_start is not None:
+                try:
+                    await state.spec.on_start(state.obj)
+                except BaseException as exc:
+                    state.start_error = exc
+                    stop(state, "it failed to start")
+                    return  # on_stop does not run
+            _started(state)
+        while not state.stopping:
+            with trio.CancelScope() as scope:
+                state.scope = scope
+                state.scope_cancelled = False
+                state.retire_at = _INF
+                if await _serve(state, scope):
+                    break
+            # Only the retire timer cancels the scope from outside a handler.
+            if scope.cancelled_caught and state.retire_number == state.numbered:
+                break  # no request since the timer was set: retire this task
+    except BaseException as exc:
+        _stop_for(state, exc)
+    finally:
+        _started(state)
+    if state.stopping:
+        await _on_stop(state)
+    else:  # idle: retire this task, and keep its contextvars for the next one
+        state.context = current_task().context
+    state.task = None
+
+
+def _started(state: ServerState) -> None:
+    if state.started is not None:
+        state.started.set()  # the opener, waiting for on_start, holds the event
+        state.started = None
+
+
+async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
+    """Run requests until `scope` is spent (False), or the server is stopping or has had no
+    request yet (True: the task ends).
+
+    With nothing to do, the task parks: a request queued wakes it; a caller may also lend it
+    its step (`_handoff.run_here`) and hand it a handler that suspended there, to go on with.
+    """
+    mailbox = state.mailbox
+    obj = state.obj
+    now_fn = state.now
+    records = state.records
+    while True:
+        request = mailbox.take_nowait()
+        if request is None:
+            if state.stopping or not state.numbered:  # (not one request yet: no need to wait)
+                return True
+            woken = await _park(state, scope)
+            resume = state.resume
+            if resume is None:
+                woken.unwrap()  # Cancelled: the retire timer fired, or the server stops
+                if scope.cancel_called:
+                    return False  # the retire timer fired as we were woken: a fresh scope
+                continue
+            state.resume = None
+            handler, request, pending = resume
+            try:
+                if pending is RAISE:
+                    raise handler
+                result = await go_on(handler, woken, pending)
+            except BaseException as exc:
+                if _raised(state, request, exc, scope):
+                    return False
+                continue
+        else:
+            now = now_fn()
+            if request.deadline <= now:
+                expire(state, request)
+                continue
+            method = request.method
+            record = records[method.name]
+            refusal = _refusal(state, request, now)
+            if refusal is not None:
+                shed_at_start(state, request, refusal)
+                continue
+            start(state, request, record, now)
+            try:
+                if request.kwargs is None:
+                    result = method.run(obj, *request.args)
+                else:
+                    result = method.run(obj, *request.args, **request.kwargs)
+                if method.is_async:
+                    try:
+                        trap = result.send(None)
+                    except StopIteration as stop:
+                        result = stop.value
+                    else:
+                        result = await _suspended(state, result, trap, request, scope)
+            except BaseException as exc:
+                if _raised(state, request, exc, scope):
+                    return False
+                continue
+        spent = _hide_deadline(state, scope)
+        finish(state, request, Value(result))
+        if spent or state.scope_cancelled:
+            return False  # the handler swallowed a cancellation: leave the spent scope
+
+
+def _refusal(state: ServerState, request: Request, now: float) -> str | None:
+    """Why `request` may not start now (admission, or too many abandoned threads), or None."""
+    method = request.method
+    threads = state.threads
+    if (
+        threads is not None
+        and method.thread
+        and threads.abandoned >= state.spec.max_abandoned_threads
+    ):
+        return f"{threads.abandoned} of its worker threads still run, abandoned"
+    if method.admission and request.deadline != _INF:
+        return refusal_at_start(state.records[method.name], request.deadline, now)
+    return None
+
+
+def _park(state: ServerState, scope: trio.CancelScope) -> Awaitable[Outcome[Any]]:
+    """Wait, idle, for a request; set the retire timer unless it is set."""
+    if state.retire_at == _INF:
+        state.retire_at = state.now() + RETIRE_AFTER
+        state.retire_number = state.numbered
+        scope.deadline = state.retire_at
+    state.parked = True
+    return _private.park(lambda _: _idle_abort(state))
+
+
+def _idle_abort(state: ServerState) -> Abort:
+    state.parked = False
+    return Abort.SUCCEEDED
+
+
+def _hide_deadline(state: ServerState, scope: trio.CancelScope) -> bool:
+    """A handler ended: show the retire timer's deadline again (or none); True if the scope
+    is spent (a cast's deadline armed on it fired: trio then unregisters it)."""
+    if _private.ENABLED and _private.armed_deadline(scope) == state.retire_at:
+        _private.show_deadline(scope, state.retire_at)
+    else:
+        scope.deadline = _INF
+        state.retire_at = _INF
+    return scope.cancel_called
+
+
+@types.coroutine
+def _suspended(
+    state: ServerState,
+    coro: Coroutine[Any, Any, Any],
+    trap: Any,
+    request: Request,
+    scope: trio.CancelScope,
+) -> Generator[Any, Any, Any]:
+    """Drive a handler that suspended, after arming its deadline."""
+    disarm_retire(state, request.cut_at)
+    if request.task is None:  # a cast: its scope keeps the deadline
+        scope.deadline = request.cut_at
+    elif request.state == RUNNING:  # a call: its caller keeps the deadline
+        deliver(request, Value(SUSPENDED))
+    return (yield from drive(coro, None, trap))
+
+
+def _without_cancelled(exc: BaseException) -> BaseException | None:
+    """`exc` less its `trio.Cancelled` parts; None if it holds nothing else."""
+    if isinstance(exc, trio.Cancelled):
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        group: BaseExceptionGroup[BaseException] = exc  # pyright: ignore[reportUnknownVariableType]
+        return group.split(trio.Cancelled)[1]
+    return exc
+
+
+def _raised(state: ServerState, request: Request, exc: BaseException, scope: Any) -> bool:
+    """End a request whose handler raised; True if `scope` is spent. May re-raise."""
+    spent = state.scope_cancelled or _hide_deadline(state, scope)
+    outcome: Outcome[Any] | None
+    rest = None if isinstance(exc, Exception) else _without_cancelled(exc)
+    if isinstance(exc, Exception):
+        outcome = Error(exc)
+    elif spent and not state.stopping and rest is None:
+        outcome = None  # cut by its deadline, or its caller left
+        spent = True
+    elif spent and not state.stopping and isinstance(rest, Exception):
+        outcome = Error(rest)  # a nursery in the handler: a child's error met our cut
+        spent = True
+    else:
+        # The server stops as this propagates (or dies of a KeyboardInterrupt, SystemExit):
+        # the request is still current, so `stop` tells its caller, as it tells queued ones.
+        _stop_for(state, exc)
+        finish(state, request, None)
+        raise exc
+    error = finish(state, request, outcome)
+    if error is not None:
+        crash(state, error, f"cast {request.method.label} raised")
+    return spent
+
+
+def _stop_for(state: ServerState, exc: BaseException) -> None:
+    """Stop because `exc` is leaving the server's task."""
+    if _without_cancelled(exc) is None:
+        stop(state, "its nursery was cancelled")
+    else:  # KeyboardInterrupt, SystemExit from a handler: the server dies
+        state.fatal = exc
+        stop(state, f"a handler raised {type(exc).__name__}")
+
+
+def crash(state: ServerState, error: BaseException, why: str) -> None:
+    """Stop because `error` crashed the server: callers get `ServerCrashed`; it propagates."""
+    if state.stopping:
+        return
+    logger.error("%s crashed: %s", state.spec.name, why, exc_info=error)
+    state.fatal = error
+    stop(state, f"it crashed: {why}", ServerCrashed)
+
+
+def stop(state: ServerState, why: str, error: type[TrioServerError] = ServerStopped) -> None:
+    """Stop at once: tell the running and queued callers, drop queued casts, cancel the task."""
+    if state.stopping:
+        return
+    state.stopping = True
+    name = state.spec.name
+    state.obj.__dict__["_trioserver_state"] = NotRunning(state.spec, why, state, error)
+    current = state.current
+    if current is not None and current.state == RUNNING:
+        current.state = STOPPED
+        if current.task is not None:
+            message = f"{current.method.label}: {name} stopped ({why}) while handling this call"
+            deliver(current, Error(error(message)))
+    for request in state.mailbox.drain():
+        request.state = DROPPED
+        state.dropped += 1
+        if state.instruments:
+            state.emit("call_withdrawn", request, "dropped", f"{name} stopped ({why})")
+        if request.task is not None:
+            message = f"{request.method.label}: {name} stopped ({why}) before this call started"
+            deliver(request, Error(error(message)))
+        else:
+            logger.warning(
+                "cast %s dropped: %s stopped (%s) before it started",
+                request.method.label,
+                name,
+                why,
+            )
+    # The server's nursery holds only the server's task once the opener's block has ended
+    # (or when the server died or crashed, and the block must end too).
+    state.nursery.cancel_scope.cancel(reason=f"{name} stopped")
+    if state.task is None and state.started is None and state.start_error is None:
+        spawn(state)  # an idle server has no task: start one to run on_stop
+
+
+async def _on_stop(state: ServerState) -> None:
+    hook = state.spec.on_stop
+    if hook is None or state.start_error is not None:
+        return
+    with trio.CancelScope(shield=True) as scope:
+        if state.spec.timeout is not None:
+            scope.deadline = trio.current_time() + state.spec.timeout
+        try:
+            await hook(state.obj)
+        except Exception as exc:
+            state.stop_error = exc
+    if scope.cancelled_caught:
+        logger.warning(
+            "%s.on_stop did not finish within %s and was cancelled",
+            state.spec.name,
+            seconds(state.spec.timeout),
+        )

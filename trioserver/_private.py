@@ -1,0 +1,293 @@
+"""Every use of trio's private internals, each beside its public fallback, behind one switch.
+
+trioserver's guarantees hold on public trio alone. A few private run-loop details make the
+path users take faster: a handler's deadline shown without arming a timer, an idle server's
+task lent its caller's scheduler step (the hand-off, `_handoff`), a cancel point counted
+without a coroutine layer, and the caller's effective deadline read in a loop. They are used
+only with trio versions whose run loop was read and tested (`TESTED_TRIO_VERSIONS`), when
+every name is found at import, and unless the environment variable ``TRIOSERVER_PRIVATE=0``
+turns all of them off; then each function here does what its public fallback does.
+
+Nothing outside this module touches a private trio name (the testing module's scheduler
+hook aside, which guards its own).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import types
+import warnings
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Protocol, cast
+
+import trio
+from outcome import Outcome, acapture
+from trio.lowlevel import (
+    Abort,
+    Task,
+    cancel_shielded_checkpoint,
+    enable_ki_protection,
+    reschedule,
+    wait_task_rescheduled,
+)
+
+#: trio versions whose run loop was read and tested with the private path: [low, high).
+TESTED_TRIO_VERSIONS = ((0, 31), (0, 36))
+
+AbortFn = Callable[[Any], Abort]
+_INF = math.inf
+
+
+class _Scope(Protocol):
+    """The private fields of `trio.CancelScope` used here."""
+
+    _deadline: float
+    _registered_deadline: float
+    _shield: bool
+
+
+class _Status(Protocol):
+    """The private fields of trio's `CancelStatus` (a task's place in its cancel scopes)."""
+
+    _scope: _Scope
+    _parent: _Status | None
+    effectively_cancelled: bool
+
+
+class _Runner(Protocol):
+    ki_pending: bool
+
+
+class _Task(Protocol):
+    """The private fields of `trio.lowlevel.Task` used here."""
+
+    _abort_func: AbortFn | None
+    _cancel_status: _Status
+    _cancel_points: int
+    _schedule_points: int
+    _runner: _Runner
+
+    def _attempt_delivery_of_any_pending_cancel(self) -> None: ...
+
+
+class _RunContext(Protocol):
+    task: Task
+
+
+class _Wait(Protocol):
+    abort_func: AbortFn
+
+
+def _trio_version() -> tuple[int, int]:
+    major, minor = trio.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _find() -> tuple[_RunContext, type[_Wait], object] | None:
+    """trio's run context and its two trap messages, if this trio has them as read."""
+    low, high = TESTED_TRIO_VERSIONS
+    if not low <= _trio_version() < high:
+        return None
+    try:
+        from trio._core._run import (  # pyright: ignore[reportPrivateUsage]
+            GLOBAL_RUN_CONTEXT,
+            CancelStatus,
+        )
+        from trio._core._traps import (  # pyright: ignore[reportPrivateUsage]
+            CancelShieldedCheckpoint,
+            WaitTaskRescheduled,
+        )
+    except ImportError:  # pragma: no cover - the tested versions all have them
+        return None
+    task_fields = (
+        "_abort_func",
+        "_cancel_status",
+        "_cancel_points",
+        "_schedule_points",
+        "_attempt_delivery_of_any_pending_cancel",
+    )
+    if not (
+        all(hasattr(Task, name) for name in task_fields)
+        and all(hasattr(trio.CancelScope, name) for name in ("_deadline", "_shield"))
+        and all(hasattr(CancelStatus, name) for name in ("_scope", "_parent"))
+        and _deadline_is_apart_from_its_timer()
+    ):  # pragma: no cover - the tested versions all have them
+        return None
+    context = cast("_RunContext", GLOBAL_RUN_CONTEXT)
+    return context, cast("type[_Wait]", WaitTaskRescheduled), CancelShieldedCheckpoint
+
+
+def _deadline_is_apart_from_its_timer() -> bool:
+    """Whether a scope's shown deadline (``_deadline``) is kept apart from the one armed."""
+    scope = trio.CancelScope()
+    private = cast("_Scope", scope)
+    private._deadline = 12.5  # pyright: ignore[reportPrivateUsage]
+    return scope.deadline == 12.5 and private._registered_deadline == _INF  # pyright: ignore[reportPrivateUsage]
+
+
+_FOUND = _find()
+SUPPORTED = _FOUND is not None
+"""Whether this trio is one whose private internals were read and tested."""
+
+ENABLED = SUPPORTED and os.environ.get("TRIOSERVER_PRIVATE", "1") != "0"
+"""Whether the private path is on (else every function here takes its public fallback)."""
+
+if not SUPPORTED:
+    warnings.warn(
+        f"trioserver: trio {trio.__version__} is outside the versions whose internals "
+        f"trioserver was tested with {TESTED_TRIO_VERSIONS}; it runs on public trio only: "
+        f"same guarantees, calls to an idle server about 2x slower",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+
+_RUN_CONTEXT, _WAIT, _SHIELDED = (
+    _FOUND if ENABLED and _FOUND is not None else (cast("Any", None), cast("Any", None), None)
+)
+
+
+# -- deadlines -------------------------------------------------------------------------
+
+
+def show_deadline(scope: trio.CancelScope, deadline: float) -> None:
+    """Make `deadline` what `trio.current_effective_deadline` reports inside `scope`, without
+    arming trio's timer for it (a handler that never suspends cannot be cut: no timer needed).
+
+    Public fallback: the deadline is set, and armed.
+    """
+    if ENABLED:
+        cast("_Scope", scope)._deadline = deadline  # pyright: ignore[reportPrivateUsage]
+    else:
+        scope.deadline = deadline
+
+
+def armed_deadline(scope: trio.CancelScope) -> float:
+    """The deadline trio's timer holds for `scope` (inf if none).
+
+    Public fallback: the shown deadline, which is the armed one there.
+    """
+    if ENABLED:
+        return cast("_Scope", scope)._registered_deadline  # pyright: ignore[reportPrivateUsage]
+    return scope.deadline
+
+
+def effective_deadline(task: Task) -> float:
+    """`trio.current_effective_deadline` for the running `task`, walking its cancel scopes in
+    a loop (trio's recurses once per scope: slower, and deep nesting overflows the stack).
+
+    Public fallback: `trio.current_effective_deadline`.
+    """
+    if not ENABLED:
+        return trio.current_effective_deadline()
+    status = cast("_Task", task)._cancel_status  # pyright: ignore[reportPrivateUsage]
+    if status.effectively_cancelled:
+        return -_INF
+    deadline = _INF
+    while True:
+        scope = status._scope  # pyright: ignore[reportPrivateUsage]
+        if scope._deadline < deadline:  # pyright: ignore[reportPrivateUsage]
+            deadline = scope._deadline  # pyright: ignore[reportPrivateUsage]
+        parent = status._parent  # pyright: ignore[reportPrivateUsage]
+        if parent is None or scope._shield:  # pyright: ignore[reportPrivateUsage]
+            return deadline
+        status = parent
+
+
+# -- checkpoints and parking -------------------------------------------------------------
+
+
+@types.coroutine
+def _yield_shielded() -> Generator[Any, Any, None]:
+    yield _SHIELDED
+
+
+schedule_point: Callable[[], Awaitable[None]] = (
+    _yield_shielded if ENABLED else cancel_shielded_checkpoint
+)
+"""`trio.lowlevel.cancel_shielded_checkpoint` (private: without its two coroutine layers)."""
+
+
+def passes_cancel_point(task: Task) -> bool:
+    """The cancel point of `trio.lowlevel.checkpoint_if_cancelled` for the running `task`:
+    True (and counted) if nothing is to be raised; False if the caller must await that.
+
+    Public fallback: always False (the caller awaits `checkpoint_if_cancelled`).
+    """
+    if not ENABLED:
+        return False
+    private = cast("_Task", task)
+    if private._cancel_status.effectively_cancelled or private._runner.ki_pending:  # pyright: ignore[reportPrivateUsage]
+        return False
+    private._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
+    return True
+
+
+@types.coroutine
+def _park_private(abort: AbortFn) -> Generator[Any, Any, Outcome[Any]]:
+    outcome: Outcome[Any] = yield _WAIT(abort)  # type: ignore[call-arg]
+    return outcome
+
+
+async def _park_public(abort: AbortFn) -> Outcome[Any]:
+    outcome: Outcome[Any] = await acapture(wait_task_rescheduled, abort)
+    return outcome
+
+
+park: Callable[[AbortFn], Awaitable[Outcome[Any]]] = _park_private if ENABLED else _park_public
+"""`trio.lowlevel.wait_task_rescheduled`, returning what the waker sent, not unwrapped.
+
+A server's task parked here (private path) can be handed a suspended handler (`lend_step`,
+`apply_trap`): what its next waker sends belongs to the handler, and is passed on as it is.
+"""
+
+
+# -- the hand-off: an idle server's task runs in its caller's step (private only) -------------
+
+
+@enable_ki_protection
+def lend_step(server: Task) -> AbortFn | None:
+    """From now on trio's current task is `server` (parked idle), as trio has it for a running
+    task; returns the abort function it was parked with, for `give_back`."""
+    private = cast("_Task", server)
+    idle_abort = private._abort_func  # pyright: ignore[reportPrivateUsage]
+    private._abort_func = None  # pyright: ignore[reportPrivateUsage]
+    _RUN_CONTEXT.task = server
+    return idle_abort
+
+
+@enable_ki_protection
+def take_back(caller: Task) -> None:
+    """trio's current task is `caller` again (after `lend_step`), whatever happened between."""
+    _RUN_CONTEXT.task = caller
+
+
+def park_again(server: Task, idle_abort: AbortFn | None) -> None:
+    """The handler run in the lent step ended without suspending: `server` is parked idle
+    again, and gets any cancellation the handler left pending for it."""
+    private = cast("_Task", server)
+    private._abort_func = idle_abort  # pyright: ignore[reportPrivateUsage]
+    if private._cancel_status.effectively_cancelled:  # pyright: ignore[reportPrivateUsage]
+        private._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
+
+
+def apply_trap(server: Task, trap: object) -> bool:
+    """Make `server`, parked in `park`, wait as a handler that yielded `trap` in its stead would:
+    what trio's run loop does with a trap a task yields.
+
+    False for a message other than trio's two waits (a foreign library's): `server` must be
+    woken and yield it itself, so that trio answers it as it would.
+    """
+    private = cast("_Task", server)
+    if trap is _SHIELDED:
+        private._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
+        reschedule(server)
+        return True
+    if type(trap) is _WAIT:
+        private._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
+        private._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
+        wait: _Wait = trap  # pyright: ignore[reportAssignmentType]
+        private._abort_func = wait.abort_func  # pyright: ignore[reportPrivateUsage]
+        private._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
+        return True
+    return False

@@ -1,0 +1,151 @@
+"""A request's start and its end: the one place that counts, times and answers requests.
+
+Every path a request takes (run in its caller's step, or by the server's task; returned,
+raised, cut or stopped) starts it with `start` and ends it with `finish`; requests that never
+start end in `expire`, `shed_at_start`, a withdrawal (`_caller`) or a drop (`_loop.stop`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from outcome import Error, Outcome, Value
+from trio.lowlevel import reschedule
+
+from . import _private
+from ._errors import CallTimeout, ServerOverloaded
+from ._request import DONE, RUNNING, TIMED_OUT, WITHDRAWN, Request
+from ._state import ServerState
+from ._statistics import MethodRecorder
+
+logger = logging.getLogger("trioserver")
+
+_INF = math.inf
+
+
+class Expired(Exception):
+    """Sent to a caller whose deadline passed while its request was queued."""
+
+
+def seconds(budget: float | None) -> str:
+    return "no budget" if budget is None else f"its budget of {budget:g} s"
+
+
+def start(state: ServerState, request: Request, record: MethodRecorder, now: float) -> None:
+    """`request`'s handler starts now: its deadline is ``min(now + budget, caller's deadline)``,
+    shown on the server's scope (armed by trio's timer only if the handler suspends)."""
+    budget = request.method.budget
+    cut_at = request.deadline
+    if budget is not None and now + budget < cut_at:
+        cut_at = now + budget
+    request.cut_at = cut_at
+    request.state = RUNNING
+    request.started_at = now
+    record.queue_wait.add(now - request.queued_at)
+    state.current = state.last_started = request
+    _private.show_deadline(state.scope, cut_at)
+    if not _private.ENABLED:
+        state.retire_at = _INF  # the public path armed the deadline in the retire timer's place
+    if state.instruments:
+        state.emit("call_started", request)
+
+
+def finish(
+    state: ServerState, request: Request, outcome: Outcome[Any] | None
+) -> BaseException | None:
+    """`request`'s handler ended with `outcome` (None: cut by its scope): count it once, time
+    it, and answer its caller if it still waits. A cast's error is logged; returned instead
+    if the cast is marked to crash its server (the loop stops it)."""
+    if state.current is request:
+        state.current = None
+    now = state.now()
+    status = request.state
+    request.state = DONE
+    record = state.records[request.method.name]
+    crash: BaseException | None = None
+    if status == RUNNING and isinstance(outcome, Value):
+        record.ended(now - request.started_at, now)
+        state.handled += 1
+        ending = "handled"
+        if request.task is not None:
+            deliver(request, outcome)
+    elif status == RUNNING:
+        record.ended(now - request.started_at, now, outcome is None)
+        if outcome is None:
+            state.timed_out += 1
+            ending = "timed_out"
+            outcome = Error(CallTimeout(cut_message(request)))
+        else:
+            state.failed += 1
+            ending = "failed"
+        if request.task is not None:
+            deliver(request, outcome)
+        elif request.method.crash:
+            crash = _error_of(outcome)
+        else:
+            _log_cast_failure(state, request, _error_of(outcome))
+    else:
+        record.ended(now - request.started_at, now, True)
+        if status == TIMED_OUT:  # its caller's timer fired, and told it
+            state.timed_out += 1
+            ending = "timed_out"
+        else:  # ABANDONED (its caller left) or STOPPED (stop told its caller)
+            state.cancelled += 1
+            ending = "cancelled"
+    if state.instruments:
+        state.emit("call_finished", request, ending)
+    return crash
+
+
+def _error_of(outcome: Outcome[Any]) -> BaseException:
+    assert isinstance(outcome, Error)
+    error: BaseException = outcome.error
+    return error
+
+
+def _log_cast_failure(state: ServerState, request: Request, error: BaseException) -> None:
+    logger.warning(
+        "cast %s failed: %r; %s goes on",
+        request.method.label,
+        error,
+        state.spec.name,
+        exc_info=None if isinstance(error, CallTimeout) else error,
+    )
+
+
+def deliver(request: Request, outcome: Outcome[Any]) -> None:
+    """Wake the caller with `outcome`, or leave it for when the caller parks again."""
+    if request.waiting:
+        request.waiting = False
+        reschedule(request.task, outcome)  # type: ignore[arg-type]
+    else:
+        request.outcome = outcome
+
+
+def cut_message(request: Request) -> str:
+    method = request.method
+    if request.cut_at == request.deadline:
+        why = "before its caller's deadline"
+    else:
+        why = f"within {seconds(method.budget)}"
+    return f"{method.label} did not finish {why}"
+
+
+def expire(state: ServerState, request: Request) -> None:
+    """`request` reached the front after its caller's deadline: it never starts."""
+    request.state = WITHDRAWN
+    state.withdrawn += 1
+    if state.instruments:
+        state.emit("call_withdrawn", request, "withdrawn", "its caller's deadline passed")
+    deliver(request, Error(Expired()))
+
+
+def shed_at_start(state: ServerState, request: Request, reason: str) -> None:
+    """Admission refuses `request` as it would start."""
+    request.state = WITHDRAWN
+    state.shed += 1
+    if state.instruments:
+        state.emit("call_shed", request, "shed", reason)
+    deliver(request, Error(ServerOverloaded(f"{request.method.label} refused: {reason}")))

@@ -1,0 +1,227 @@
+"""One run of a server, as data: its mailbox, its task, the request it runs, its counters.
+
+The modules of the call path act on it: `_caller` (the caller's side), `_handoff` (a request
+run in its caller's step), `_loop` (the server's task), `_reply` (a request's start and end,
+and what they count). This module holds the state, its snapshot and its event reports.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import trio
+from trio.lowlevel import Abort, Task
+
+from ._instrument import CallInfo, Hook, Instrument, Instruments, run_instruments
+from ._mailbox import Mailbox
+from ._request import ABANDONED, QUEUED, RUNNING, TIMED_OUT, Request
+from ._statistics import MethodRecorder, ServerStatistics
+from ._threads import WorkerThreads
+
+if TYPE_CHECKING:
+    from ._spec import ServerSpec
+
+logger = logging.getLogger("trioserver")
+
+_INF = math.inf
+
+
+class Records(dict[str, MethodRecorder]):
+    """Per-method recorders, made on a method's first request (idle servers are many)."""
+
+    def __missing__(self, name: str) -> MethodRecorder:
+        record = self[name] = MethodRecorder()
+        return record
+
+
+class ServerState:
+    """One run of a server object, from `open_server` to its stop."""
+
+    __slots__ = (
+        "cancelled",
+        "context",
+        "current",
+        "dropped",
+        "failed",
+        "fatal",
+        "handled",
+        "instruments",
+        "last_started",
+        "longest_block",
+        "loop_blocks",
+        "mailbox",
+        "now",
+        "numbered",
+        "nursery",
+        "obj",
+        "parked",
+        "records",
+        "resume",
+        "retire_at",
+        "retire_number",
+        "root",
+        "scope",
+        "scope_cancelled",
+        "shed",
+        "spec",
+        "start_error",
+        "started",
+        "stop_error",
+        "stopping",
+        "task",
+        "threads",
+        "timed_out",
+        "withdrawn",
+    )
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        obj: object,
+        nursery: trio.Nursery,
+        instruments: tuple[Instrument, ...] = (),
+    ) -> None:
+        self.spec = spec
+        self.obj = obj
+        self.nursery = nursery
+        self.root = trio.lowlevel.current_root_task()  # which trio run it belongs to
+        self.mailbox = Mailbox(spec.mailbox_size)
+        self.now = trio.lowlevel.current_clock().current_time
+        self.task: Task | None = None  # the server's task now; None while it is idle
+        self.context = contextvars.copy_context()  # the server's contextvars
+        self.current: Request | None = None  # the request whose handler is running
+        self.parked = False  # the server's task is parked idle: a caller may lend it its step
+        # a handler that began in its caller's step and suspended (or raised a BaseException),
+        # for the server's task to go on with: (coroutine, request, what to yield or raise)
+        self.resume: tuple[Any, Request, Any] | None = None
+        self.retire_at = _INF  # when the retire timer on `scope` fires (inf: not set)
+        self.retire_number = 0  # `numbered` when it was set: no request since means idle
+        self.last_started: Request | None = None
+        self.scope: trio.CancelScope  # the running handler's; replaced once cancelled
+        self.scope_cancelled = False  # we cancelled `scope` (a caller left, or its timer fired)
+        self.stopping = False
+        self.started: trio.Event | None = trio.Event()  # set, then dropped, once on_start ends
+        self.start_error: BaseException | None = None
+        self.fatal: BaseException | None = None
+        self.stop_error: BaseException | None = None
+        self.records = Records()
+        self.threads = WorkerThreads() if spec.threaded else None
+        self.loop_blocks = 0
+        self.longest_block = 0.0
+        self.numbered = 0
+        self.withdrawn = 0
+        self.shed = 0
+        self.dropped = 0
+        self.handled = 0
+        self.failed = 0
+        self.timed_out = 0
+        self.cancelled = 0
+        shared = run_instruments()
+        self.instruments: list[Instrument] | Instruments = (
+            Instruments(list(instruments), shared) if instruments else shared
+        )
+
+    def statistics(self) -> ServerStatistics:
+        return ServerStatistics(
+            queued=self.mailbox.queued,
+            running=0 if self.current is None else 1,
+            peak_queued=self.mailbox.peak_queued,
+            withdrawn=self.withdrawn,
+            shed=self.shed,
+            dropped=self.dropped,
+            handled=self.handled,
+            failed=self.failed,
+            timed_out=self.timed_out,
+            cancelled=self.cancelled,
+            loop_blocks=self.loop_blocks,
+            longest_block=self.longest_block,
+            abandoned_threads=0 if self.threads is None else self.threads.abandoned,
+            threads_abandoned=0 if self.threads is None else self.threads.abandoned_total,
+            methods={
+                name: record.snapshot()
+                for name, record in self.records.items()
+                if record.queue_wait.count or record.service.count
+            },
+        )
+
+    def caller_left(self, request: Request) -> Abort:
+        """trio is cancelling a waiting caller (`Request.abort`): withdraw its request if it
+        is queued, or cut its running handler."""
+        request.waiting = False
+        if request.state == QUEUED:
+            self.mailbox.withdraw(request)
+            self.withdrawn += 1
+            if self.instruments:
+                self.emit("call_withdrawn", request, "withdrawn", "its caller left")
+            return Abort.SUCCEEDED
+        assert request.state == RUNNING, request.state
+        timer = request.timer
+        if timer is not None and timer.cancel_called:
+            request.state = TIMED_OUT
+            reason = f"{request.method.label} reached its deadline"
+        else:
+            request.state = ABANDONED
+            reason = f"the caller of {request.method.label} left"
+        self.scope_cancelled = True
+        self.scope.cancel(reason=reason)
+        return Abort.SUCCEEDED
+
+    # -- reports ------------------------------------------------------------------------
+
+    def emit(
+        self, hook: Hook, request: Request, outcome: str | None = None, reason: str | None = None
+    ) -> None:
+        """Tell the instruments what happened to `request` (only called when there are some)."""
+        started = hook in ("call_started", "call_finished")
+        info = CallInfo(
+            server=self.spec.name,
+            method=request.method.label,
+            kind=request.method.kind,
+            number=request.number,
+            queued_at=request.queued_at,
+            started_at=request.started_at if started else None,
+            ended_at=None if hook in ("call_queued", "call_started") else self.now(),
+            outcome=outcome,
+            reason=reason,
+        )
+        self.notify(hook, info)
+
+    def notify(self, hook: Hook, info: CallInfo) -> None:
+        for instrument in list(self.instruments):
+            try:
+                getattr(instrument, hook)(info)
+            except Exception:
+                logger.exception("instrument %r raised in %s; removed", instrument, hook)
+                shared = run_instruments()
+                if instrument in shared:
+                    shared.remove(instrument)
+                if isinstance(self.instruments, Instruments):
+                    self.instruments.remove(instrument)
+
+    def loop_blocked(self, seconds: float, threshold: float) -> None:
+        """A step of the server's task held the event loop for `seconds` (`BlockDetector`)."""
+        self.loop_blocks += 1
+        self.longest_block = max(self.longest_block, seconds)
+        request = self.current or self.last_started
+        doing = "on_start or on_stop" if request is None else request.method.label
+        logger.warning(
+            "%s held the event loop for %.3f s (threshold %.3f s) in %s: blocking code in a "
+            "handler freezes every task; use @call(thread=True) for it",
+            self.spec.name,
+            seconds,
+            threshold,
+            doing,
+        )
+
+
+class StepWatch:
+    """Who times the current scheduler step: a `BlockDetector` sets itself here around each
+    step, so that a handler run in its caller's step is timed too (rarely set)."""
+
+    detector: Any = None
+
+
+step_watch = StepWatch()
