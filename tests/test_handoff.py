@@ -367,3 +367,22 @@ async def test_effective_deadline_matches_trios() -> None:
         check()
     assert len(checks) == 7
     assert all(ours == theirs for ours, theirs in checks), checks
+
+
+@needs_handoff
+async def test_a_handed_off_handler_is_not_protected_from_keyboard_interrupt() -> None:
+    # While the caller lends its step, trio's current task is the server's; the swap itself is
+    # protected from KeyboardInterrupt, the handler (user code) never is.
+    seen: list[bool] = []
+
+    @server
+    class Probe:
+        @call
+        def look(self) -> None:
+            seen.append(trio.lowlevel.currently_ki_protected())
+
+    async with open_server(Probe()) as probe:
+        await probe.look()  # the first call starts the server's task
+        await trio.testing.wait_all_tasks_blocked()
+        await probe.look()  # handed off: the server's task is parked idle
+    assert seen == [False, False]
