@@ -98,7 +98,7 @@ def _find() -> tuple[_RunContext, type[_Wait], object] | None:
             CancelShieldedCheckpoint,
             WaitTaskRescheduled,
         )
-    except ImportError:  # pragma: no cover - the tested versions all have them
+    except ImportError:
         return None
     task_fields = (
         "_abort_func",
@@ -112,7 +112,7 @@ def _find() -> tuple[_RunContext, type[_Wait], object] | None:
         and all(hasattr(trio.CancelScope, name) for name in ("_deadline", "_shield"))
         and all(hasattr(CancelStatus, name) for name in ("_scope", "_parent"))
         and _deadline_is_apart_from_its_timer()
-    ):  # pragma: no cover - the tested versions all have them
+    ):
         return None
     context = cast("_RunContext", GLOBAL_RUN_CONTEXT)
     return context, cast("type[_Wait]", WaitTaskRescheduled), CancelShieldedCheckpoint
