@@ -26,11 +26,11 @@ from __future__ import annotations
 import math
 import time
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
 from outcome import Error, Value
-from trio.lowlevel import disable_ki_protection, reschedule
+from trio.lowlevel import Task, disable_ki_protection, enable_ki_protection, reschedule
 
 from . import _private
 from ._reply import finish, start
@@ -45,21 +45,20 @@ SETTLED: Any = object()  # from `run_here`: the reply is in `request.outcome`
 _INF = math.inf
 
 
-@disable_ki_protection  # user code runs below: a KeyboardInterrupt may come at once, as anywhere
+@enable_ki_protection  # trio's state and ours change here; the handler runs in `_step`
 def run_here(state: ServerState, request: Request, record: MethodRecorder) -> Any:
     """Run `request` in the idle server's task, within this caller's step.
 
-    If the handler returns without suspending, that is the reply: returned. If it raises,
-    the reply is settled in `request.outcome` (`SETTLED`). If it suspends, the server's task
-    waits in its stead and goes on with it (`HANDED_OVER`); the caller waits for the reply
-    as for a queued request, from then on.
+    If the handler returns or raises without suspending, the reply is left in
+    `request.outcome` (`SETTLED`). If it suspends, the server's task waits in its stead and
+    goes on with it (`HANDED_OVER`); the caller waits for the reply as for a queued request,
+    from then on.
     """
     caller = request.task
     server = state.task
     assert caller is not None
     assert server is not None
     method = request.method
-    obj = state.obj
     state.parked = False
     request.waiting = False  # the reply is left in `request.outcome` until the caller parks
     start(state, request, record, request.queued_at)
@@ -69,28 +68,28 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
     handler: Any = None
     failure: BaseException | None = None
     trap: Any = None  # what the handler yielded, if it suspended
-    idle_abort: Any = None
+    # From here to `take_back`, trio's current task is the server's: its step is ours.
+    idle_abort = _private.lend_step(server)
     try:
-        # From here to `finally`, trio's current task is the server's: its step is ours.
-        idle_abort = _private.lend_step(server)
+        kwargs = request.kwargs
         if not method.is_async:
-            if request.kwargs is None:
-                result = server.context.run(method.run, obj, *request.args)
+            if kwargs is None:
+                result = _step(server, method.run, state.obj, *request.args)
             else:
-                result = server.context.run(method.run, obj, *request.args, **request.kwargs)
+                result = _step(server, method.run, state.obj, *request.args, **kwargs)
         else:
-            if request.kwargs is None:
-                handler = method.run(obj, *request.args)
+            # (an `async def` runs nothing when called: the handler starts in `_step`)
+            if kwargs is None:
+                handler = method.run(state.obj, *request.args)
             else:
-                handler = method.run(obj, *request.args, **request.kwargs)
+                handler = method.run(state.obj, *request.args, **kwargs)
             try:
-                trap = server.context.run(handler.send, None)
+                trap = _step(server, handler.send, None)
             except StopIteration as stop:
                 result = stop.value
     except BaseException as exc:
         failure = exc
-    finally:
-        _private.take_back(caller)
+    _private.take_back(caller)
     if detector is not None and time.perf_counter() - began >= detector.threshold:
         state.loop_blocked(time.perf_counter() - began, detector.threshold)
     if trap is not None:
@@ -103,6 +102,12 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
     _private.show_deadline(state.scope, _private.armed_deadline(state.scope))
     finish(state, request, Value(result) if failure is None else Error(failure))
     return SETTLED
+
+
+@disable_ki_protection  # user code: a KeyboardInterrupt may come at once, as anywhere
+def _step(server: Task, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Run a plain handler, or resume a handler's coroutine, in the server's contextvars."""
+    return server.context.run(fn, *args, **kwargs)
 
 
 def _hand_over(state: ServerState, request: Request, handler: Any, trap: Any) -> Any:

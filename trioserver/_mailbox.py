@@ -13,7 +13,7 @@ class Mailbox:
     """A FIFO of requests; withdrawal is O(1) (the entry is skipped when it reaches the front).
 
     The server's task takes requests from it while it runs; a request put while the server
-    has no task starts one (`Runtime.spawn`).
+    has no task starts one (`_loop.wake`).
 
     It keeps `backlog`, the expected seconds of work waiting in it (for admission), and, when
     bounded, a parking lot where callers wait for room.

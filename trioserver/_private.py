@@ -248,7 +248,7 @@ A server's task parked here (private path) can be handed a suspended handler (`l
 @enable_ki_protection
 def lend_step(server: Task) -> AbortFn | None:
     """From now on trio's current task is `server` (parked idle), as trio has it for a running
-    task; returns the abort function it was parked with, for `give_back`."""
+    task; returns the abort function it was parked with, for `park_again`."""
     private = cast("_Task", server)
     idle_abort = private._abort_func  # pyright: ignore[reportPrivateUsage]
     private._abort_func = None  # pyright: ignore[reportPrivateUsage]
