@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 import trio
+from outcome import Value
 from trio.lowlevel import (
     Task,
     cancel_shielded_checkpoint,
@@ -106,8 +107,11 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         if run_here(state, request, record) is HANDED_OVER:
             return await _wait_until_cut(state, request)
         await _private.schedule_point()
-        assert request.outcome is not None
-        return request.outcome.unwrap()
+        reply = request.outcome
+        if type(reply) is Value:
+            return reply.value
+        assert reply is not None
+        return reply.unwrap()
     mailbox.put(request)
     wake(state)
     if state.instruments:

@@ -19,7 +19,7 @@ import os
 import types
 import warnings
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 from outcome import Outcome, acapture
@@ -35,48 +35,12 @@ from trio.lowlevel import (
 #: trio versions whose run loop was read and tested with the private path: [low, high).
 TESTED_TRIO_VERSIONS = ((0, 31), (0, 36))
 
+if TYPE_CHECKING:
+    from trio._core._run_context import RunContext  # pyright: ignore[reportPrivateUsage]
+    from trio._core._traps import WaitTaskRescheduled  # pyright: ignore[reportPrivateUsage]
+
 AbortFn = Callable[[Any], Abort]
 _INF = math.inf
-
-
-class _Scope(Protocol):
-    """The private fields of `trio.CancelScope` used here."""
-
-    _deadline: float
-    _registered_deadline: float
-    _shield: bool
-
-
-class _Status(Protocol):
-    """The private fields of trio's `CancelStatus` (a task's place in its cancel scopes)."""
-
-    _scope: _Scope
-    _parent: _Status | None
-    effectively_cancelled: bool
-
-
-class _Runner(Protocol):
-    ki_pending: bool
-
-
-class _Task(Protocol):
-    """The private fields of `trio.lowlevel.Task` used here."""
-
-    _abort_func: AbortFn | None
-    _cancel_status: _Status
-    _cancel_points: int
-    _schedule_points: int
-    _runner: _Runner
-
-    def _attempt_delivery_of_any_pending_cancel(self) -> None: ...
-
-
-class _RunContext(Protocol):
-    task: Task
-
-
-class _Wait(Protocol):
-    abort_func: AbortFn
 
 
 def _trio_version() -> tuple[int, int]:
@@ -84,7 +48,7 @@ def _trio_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _find() -> tuple[_RunContext, type[_Wait], object] | None:
+def _find() -> tuple[RunContext, type[WaitTaskRescheduled], object] | None:
     """trio's run context and its two trap messages, if this trio has them as read."""
     low, high = TESTED_TRIO_VERSIONS
     if not low <= _trio_version() < high:
@@ -114,16 +78,14 @@ def _find() -> tuple[_RunContext, type[_Wait], object] | None:
         and _deadline_is_apart_from_its_timer()
     ):
         return None
-    context = cast("_RunContext", GLOBAL_RUN_CONTEXT)
-    return context, cast("type[_Wait]", WaitTaskRescheduled), CancelShieldedCheckpoint
+    return GLOBAL_RUN_CONTEXT, WaitTaskRescheduled, CancelShieldedCheckpoint
 
 
 def _deadline_is_apart_from_its_timer() -> bool:
     """Whether a scope's shown deadline (``_deadline``) is kept apart from the one armed."""
     scope = trio.CancelScope()
-    private = cast("_Scope", scope)
-    private._deadline = 12.5  # pyright: ignore[reportPrivateUsage]
-    return scope.deadline == 12.5 and private._registered_deadline == _INF  # pyright: ignore[reportPrivateUsage]
+    scope._deadline = 12.5  # pyright: ignore[reportPrivateUsage]
+    return scope.deadline == 12.5 and scope._registered_deadline == _INF  # pyright: ignore[reportPrivateUsage]
 
 
 _FOUND = _find()
@@ -142,9 +104,11 @@ if not SUPPORTED:
         stacklevel=2,
     )
 
-_RUN_CONTEXT, _WAIT, _SHIELDED = (
-    _FOUND if ENABLED and _FOUND is not None else (cast("Any", None), cast("Any", None), None)
-)
+_run_context: RunContext = cast("Any", None)
+_wait_trap: type[WaitTaskRescheduled] = cast("Any", None)
+_shielded_trap: object = None
+if ENABLED and _FOUND is not None:
+    _run_context, _wait_trap, _shielded_trap = _FOUND
 
 
 # -- deadlines -------------------------------------------------------------------------
@@ -157,7 +121,7 @@ def show_deadline(scope: trio.CancelScope, deadline: float) -> None:
     Public fallback: the deadline is set, and armed.
     """
     if ENABLED:
-        cast("_Scope", scope)._deadline = deadline  # pyright: ignore[reportPrivateUsage]
+        scope._deadline = deadline  # pyright: ignore[reportPrivateUsage]
     else:
         scope.deadline = deadline
 
@@ -168,7 +132,7 @@ def armed_deadline(scope: trio.CancelScope) -> float:
     Public fallback: the shown deadline, which is the armed one there.
     """
     if ENABLED:
-        return cast("_Scope", scope)._registered_deadline  # pyright: ignore[reportPrivateUsage]
+        return scope._registered_deadline  # pyright: ignore[reportPrivateUsage]
     return scope.deadline
 
 
@@ -180,7 +144,8 @@ def effective_deadline(task: Task) -> float:
     """
     if not ENABLED:
         return trio.current_effective_deadline()
-    status = cast("_Task", task)._cancel_status  # pyright: ignore[reportPrivateUsage]
+    status = task._cancel_status  # pyright: ignore[reportPrivateUsage]
+    assert status is not None
     if status.effectively_cancelled:
         return -_INF
     deadline = _INF
@@ -199,7 +164,7 @@ def effective_deadline(task: Task) -> float:
 
 @types.coroutine
 def _yield_shielded() -> Generator[Any, Any, None]:
-    yield _SHIELDED
+    yield _shielded_trap
 
 
 schedule_point: Callable[[], Awaitable[None]] = (
@@ -216,16 +181,16 @@ def passes_cancel_point(task: Task) -> bool:
     """
     if not ENABLED:
         return False
-    private = cast("_Task", task)
-    if private._cancel_status.effectively_cancelled or private._runner.ki_pending:  # pyright: ignore[reportPrivateUsage]
+    status = task._cancel_status  # pyright: ignore[reportPrivateUsage]
+    if status.effectively_cancelled or task._runner.ki_pending:  # pyright: ignore[reportPrivateUsage]
         return False
-    private._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
+    task._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
     return True
 
 
 @types.coroutine
 def _park_private(abort: AbortFn) -> Generator[Any, Any, Outcome[Any]]:
-    outcome: Outcome[Any] = yield _WAIT(abort)  # type: ignore[call-arg]
+    outcome: Outcome[Any] = yield _wait_trap(abort)
     return outcome
 
 
@@ -249,26 +214,24 @@ A server's task parked here (private path) can be handed a suspended handler (`l
 def lend_step(server: Task) -> AbortFn | None:
     """From now on trio's current task is `server` (parked idle), as trio has it for a running
     task; returns the abort function it was parked with, for `park_again`."""
-    private = cast("_Task", server)
-    idle_abort = private._abort_func  # pyright: ignore[reportPrivateUsage]
-    private._abort_func = None  # pyright: ignore[reportPrivateUsage]
-    _RUN_CONTEXT.task = server
+    idle_abort = server._abort_func  # pyright: ignore[reportPrivateUsage]
+    server._abort_func = None  # pyright: ignore[reportPrivateUsage]
+    _run_context.task = server
     return idle_abort
 
 
 @enable_ki_protection
 def take_back(caller: Task) -> None:
     """trio's current task is `caller` again (after `lend_step`), whatever happened between."""
-    _RUN_CONTEXT.task = caller
+    _run_context.task = caller
 
 
 def park_again(server: Task, idle_abort: AbortFn | None) -> None:
     """The handler run in the lent step ended without suspending: `server` is parked idle
     again, and gets any cancellation the handler left pending for it."""
-    private = cast("_Task", server)
-    private._abort_func = idle_abort  # pyright: ignore[reportPrivateUsage]
-    if private._cancel_status.effectively_cancelled:  # pyright: ignore[reportPrivateUsage]
-        private._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
+    server._abort_func = idle_abort  # pyright: ignore[reportPrivateUsage]
+    if server._cancel_status.effectively_cancelled:  # pyright: ignore[reportPrivateUsage]
+        server._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
 
 
 def apply_trap(server: Task, trap: object) -> bool:
@@ -278,16 +241,14 @@ def apply_trap(server: Task, trap: object) -> bool:
     False for a message other than trio's two waits (a foreign library's): `server` must be
     woken and yield it itself, so that trio answers it as it would.
     """
-    private = cast("_Task", server)
-    if trap is _SHIELDED:
-        private._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
+    if trap is _shielded_trap:
+        server._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
         reschedule(server)
         return True
-    if type(trap) is _WAIT:
-        private._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
-        private._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
-        wait: _Wait = trap  # pyright: ignore[reportAssignmentType]
-        private._abort_func = wait.abort_func  # pyright: ignore[reportPrivateUsage]
-        private._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
+    if isinstance(trap, _wait_trap):
+        server._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
+        server._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
+        server._abort_func = trap.abort_func  # pyright: ignore[reportPrivateUsage]
+        server._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
         return True
     return False
