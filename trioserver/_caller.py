@@ -109,7 +109,8 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         await _private.schedule_point()
         reply = request.outcome
         if type(reply) is Value:
-            return reply.value
+            value: Any = reply.value  # pyright: ignore[reportUnknownMemberType]
+            return value
         assert reply is not None
         return reply.unwrap()
     mailbox.put(request)
