@@ -108,9 +108,8 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             return await _wait_until_cut(state, request)
         await _private.schedule_point()
         reply = request.outcome
-        if type(reply) is Value:
-            value: Any = reply.value  # pyright: ignore[reportUnknownMemberType]
-            return value
+        if isinstance(reply, Value):
+            return reply.value
         assert reply is not None
         return reply.unwrap()
     mailbox.put(request)
