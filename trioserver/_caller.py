@@ -12,6 +12,7 @@ a queued request is withdrawn, a running handler is cut.
 from __future__ import annotations
 
 import math
+from threading import get_ident
 from typing import Any
 
 import trio
@@ -21,7 +22,6 @@ from trio.lowlevel import (
     cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,
-    current_root_task,
     current_task,
     wait_task_rescheduled,
 )
@@ -35,6 +35,7 @@ from ._errors import (
     NotTrioError,
     ServerOverloaded,
     ServerStopped,
+    TrioServerError,
 )
 from ._handoff import HANDED_OVER, run_here
 from ._inline import run_inline
@@ -48,27 +49,26 @@ from ._state import ServerState
 _INF = math.inf
 
 
-def _running_task(state: ServerState, method: Method) -> Task:
-    """The calling task, if it is in the server's own trio run."""
+def _outside(state: ServerState, method: Method) -> TrioServerError:
+    """The error for a call made outside the server's trio run (checked in the caller)."""
     try:
-        task = current_task()
-        root = current_root_task()
+        current_task()
     except RuntimeError:
-        raise NotTrioError(
+        return NotTrioError(
             f"{method.label} was called outside trio (asyncio?): trioserver needs trio "
             f"(trio.run, or anyio's trio backend)"
-        ) from None
-    if root is not state.root:
-        raise ForeignRunError(
-            f"{method.label} was called from another trio run (another thread's trio.run) "
-            f"than its server's: call it from the run that serves {state.spec.name}, or "
-            f"from a thread with trio.from_thread.run"
         )
-    return task
+    return ForeignRunError(
+        f"{method.label} was called from another trio run (another thread's trio.run) "
+        f"than its server's: call it from the run that serves {state.spec.name}, or "
+        f"from a thread with trio.from_thread.run"
+    )
 
 
 async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
-    task = _running_task(state, method)
+    if get_ident() != state.thread:  # (a trio run has one thread: another is another run)
+        raise _outside(state, method)
+    task = current_task()
     if state.stopping:
         raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")
     if task is state.task:
@@ -152,7 +152,9 @@ async def _wait_until_cut(state: ServerState, request: Request) -> Any:
 
 
 async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
-    task = _running_task(state, method)
+    if get_ident() != state.thread:
+        raise _outside(state, method)
+    task = current_task()
     await checkpoint_if_cancelled()
     if state.stopping:
         raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")

@@ -97,9 +97,8 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
     if failure is not None and not isinstance(failure, Exception):
         # KeyboardInterrupt, SystemExit...: the server's task raises it, as if it ran there
         return _hand_over(state, request, failure, RAISE)
-    _private.park_again(server, idle_abort)
+    _private.park_again(server, idle_abort, state.scope)
     state.parked = True
-    _private.show_deadline(state.scope, _private.armed_deadline(state.scope))
     finish(state, request, Value(result) if failure is None else Error(failure))
     return SETTLED
 

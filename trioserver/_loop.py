@@ -136,10 +136,11 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
                 continue
             method = request.method
             record = records[method.name]
-            refusal = _refusal(state, request, now)
-            if refusal is not None:
-                shed_at_start(state, request, refusal)
-                continue
+            if state.threads is not None or (method.admission and request.deadline != _INF):
+                refusal = _refusal(state, request, now)
+                if refusal is not None:
+                    shed_at_start(state, request, refusal)
+                    continue
             start(state, request, record, now)
             try:
                 if request.kwargs is None:
@@ -196,9 +197,7 @@ def _idle_abort(state: ServerState) -> Abort:
 def _hide_deadline(state: ServerState, scope: trio.CancelScope) -> bool:
     """A handler ended: show the retire timer's deadline again (or none); True if the scope
     is spent (a cast's deadline armed on it fired: trio then unregisters it)."""
-    if _private.ENABLED and _private.armed_deadline(scope) == state.retire_at:
-        _private.show_deadline(scope, state.retire_at)
-    else:
+    if not _private.show_armed(scope, state.retire_at):
         scope.deadline = _INF
         state.retire_at = _INF
     return scope.cancel_called

@@ -114,26 +114,34 @@ if ENABLED and _FOUND is not None:
 # -- deadlines -------------------------------------------------------------------------
 
 
-def show_deadline(scope: trio.CancelScope, deadline: float) -> None:
-    """Make `deadline` what `trio.current_effective_deadline` reports inside `scope`, without
-    arming trio's timer for it (a handler that never suspends cannot be cut: no timer needed).
+def _show_deadline_private(scope: trio.CancelScope, deadline: float) -> None:
+    scope._deadline = deadline  # pyright: ignore[reportPrivateUsage]
 
-    Public fallback: the deadline is set, and armed.
+
+def _show_deadline_public(scope: trio.CancelScope, deadline: float) -> None:
+    scope.deadline = deadline
+
+
+show_deadline: Callable[[trio.CancelScope, float], None] = (
+    _show_deadline_private if ENABLED else _show_deadline_public
+)
+"""Make a deadline what `trio.current_effective_deadline` reports inside a scope, without
+arming trio's timer for it (a handler that never suspends cannot be cut: no timer needed).
+
+Public fallback: the deadline is set, and armed.
+"""
+
+
+def show_armed(scope: trio.CancelScope, deadline: float) -> bool:
+    """If trio's timer holds `deadline` for `scope`, show it again (a handler's deadline was
+    shown in its place) and return True; else False, and the caller resets the scope.
+
+    Public fallback: always False.
     """
-    if ENABLED:
+    if ENABLED and scope._registered_deadline == deadline:  # pyright: ignore[reportPrivateUsage]
         scope._deadline = deadline  # pyright: ignore[reportPrivateUsage]
-    else:
-        scope.deadline = deadline
-
-
-def armed_deadline(scope: trio.CancelScope) -> float:
-    """The deadline trio's timer holds for `scope` (inf if none).
-
-    Public fallback: the shown deadline, which is the armed one there.
-    """
-    if ENABLED:
-        return scope._registered_deadline  # pyright: ignore[reportPrivateUsage]
-    return scope.deadline
+        return True
+    return False
 
 
 def effective_deadline(task: Task) -> float:
@@ -226,9 +234,11 @@ def take_back(caller: Task) -> None:
     _run_context.task = caller
 
 
-def park_again(server: Task, idle_abort: AbortFn | None) -> None:
+def park_again(server: Task, idle_abort: AbortFn | None, scope: trio.CancelScope) -> None:
     """The handler run in the lent step ended without suspending: `server` is parked idle
-    again, and gets any cancellation the handler left pending for it."""
+    again, `scope` shows the deadline its timer holds (the retire timer's), and `server` gets
+    any cancellation the handler left pending for it."""
+    scope._deadline = scope._registered_deadline  # pyright: ignore[reportPrivateUsage]
     server._abort_func = idle_abort  # pyright: ignore[reportPrivateUsage]
     if server._cancel_status.effectively_cancelled:  # pyright: ignore[reportPrivateUsage]
         server._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import threading
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -62,7 +63,6 @@ class ServerState:
         "resume",
         "retire_at",
         "retire_number",
-        "root",
         "scope",
         "scope_cancelled",
         "shed",
@@ -72,6 +72,7 @@ class ServerState:
         "stop_error",
         "stopping",
         "task",
+        "thread",
         "threads",
         "timed_out",
         "withdrawn",
@@ -87,7 +88,7 @@ class ServerState:
         self.spec = spec
         self.obj = obj
         self.nursery = nursery
-        self.root = trio.lowlevel.current_root_task()  # which trio run it belongs to
+        self.thread = threading.get_ident()  # its trio run's thread: another run is elsewhere
         self.mailbox = Mailbox(spec.mailbox_size)
         self.now = trio.lowlevel.current_clock().current_time
         self.task: Task | None = None  # the server's task now; None while it is idle
