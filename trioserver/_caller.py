@@ -16,7 +16,6 @@ from threading import get_ident
 from typing import Any
 
 import trio
-from outcome import Value
 from trio.lowlevel import (
     Task,
     cancel_shielded_checkpoint,
@@ -37,7 +36,7 @@ from ._errors import (
     ServerStopped,
     TrioServerError,
 )
-from ._handoff import HANDED_OVER, run_here
+from ._handoff import HANDED_OVER, SETTLED, run_here
 from ._inline import run_inline
 from ._instrument import CallInfo
 from ._loop import SUSPENDED, wake
@@ -104,14 +103,14 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             mailbox.pass_room()  # the room this caller waited for stays free: pass it on
         if not _private.passes_cancel_point(task):
             await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
-        if run_here(state, request, record) is HANDED_OVER:
+        reply = run_here(state, request, record)
+        if reply is HANDED_OVER:
             return await _wait_until_cut(state, request)
         await _private.schedule_point()
-        reply = request.outcome
-        if isinstance(reply, Value):
-            return reply.value
-        assert reply is not None
-        return reply.unwrap()
+        if reply is SETTLED:
+            assert request.outcome is not None
+            return request.outcome.unwrap()
+        return reply
     mailbox.put(request)
     wake(state)
     if state.instruments:
