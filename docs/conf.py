@@ -12,6 +12,7 @@ so an example that drifts from the code fails the build.
 
 from __future__ import annotations
 
+import ast
 import re
 import sys
 from pathlib import Path
@@ -161,7 +162,48 @@ def _leave_out_missing_pages(app: Any, docname: str, source: list[str]) -> None:
         source[0] = "".join(line for line in lines if line.strip() not in missing)
 
 
+# trioserver's public names report the module ``trioserver`` (``trioserver.CallTimeout``, as
+# trio's report ``trio``), but their attributes' docstrings are in the private module that
+# defines them. autodoc is told that module when it asks a class's (to find the attributes),
+# and the attributes' docstrings are read from it.
+def _defined_in() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for path in sorted((HERE.parent / "trioserver").glob("_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and node.name in trioserver.__all__:
+                found[node.name] = f"trioserver.{path.stem}"
+    return found
+
+
+_DEFINED_IN = _defined_in()
+
+
+def _class_attribute(obj: Any, name: str, *default: Any) -> Any:
+    if name == "__module__" and getattr(obj, "__module__", None) == "trioserver":
+        return _DEFINED_IN.get(obj.__qualname__, "trioserver")
+    from sphinx.util.inspect import safe_getattr
+
+    return safe_getattr(obj, name, *default)
+
+
+def _attribute_docstring(
+    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
+) -> None:
+    if what != "attribute" or lines or not name.startswith("trioserver."):
+        return
+    cls, _, attribute = name.removeprefix("trioserver.").rpartition(".")
+    if cls not in _DEFINED_IN:
+        return
+    from sphinx.pycode import ModuleAnalyzer
+
+    analyzer = ModuleAnalyzer.for_module(_DEFINED_IN[cls])
+    analyzer.analyze()
+    lines.extend(analyzer.attr_docs.get((cls, attribute), []))
+
+
 def setup(app: Any) -> None:
+    app.add_autodoc_attrgetter(type, _class_attribute)
+    app.connect("autodoc-process-docstring", _attribute_docstring, priority=300)
     app.connect("source-read", _leave_out_missing_pages)
     app.connect("autodoc-process-docstring", _attribute_prose, priority=400)  # before napoleon
     app.connect("missing-reference", _parameter_names, priority=900)

@@ -29,9 +29,23 @@ def check_timeout(value: object, where: str) -> float | None:
         raise InvalidServerDefinition(
             f"{where}: timeout must be None or a number of seconds >= 0, not {value!r}"
         )
-    seconds = float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int or a Fraction beyond a float's range
+        if not value < 0:
+            raise InvalidServerDefinition(
+                f"{where}: timeout {_short(value)} is too large for a number of seconds "
+                f"(beyond a float's range); for no limit of its own, write timeout=None"
+            ) from None
+        seconds = -math.inf  # refused below, as any negative
     if math.isnan(seconds) or seconds < 0:
         raise InvalidServerDefinition(
-            f"{where}: timeout must be None or a number of seconds >= 0, not {value!r}"
+            f"{where}: timeout must be None or a number of seconds >= 0, not {_short(value)}"
         )
     return None if math.isinf(seconds) else seconds
+
+
+def _short(value: object) -> str:
+    """`value`'s repr, cut short: a huge int has hundreds of digits."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"

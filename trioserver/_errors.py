@@ -39,3 +39,7 @@ class ForeignRunError(TrioServerError, RuntimeError):
 
 class NotTrioError(TrioServerError, RuntimeError):
     """Raised when a handle is used outside trio (under asyncio, say): trioserver needs trio."""
+
+
+class HandleNotCopyable(TrioServerError, TypeError):
+    """Raised by ``copy.copy``, ``copy.deepcopy`` and ``pickle`` on a running server's handle."""

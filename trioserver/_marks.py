@@ -164,6 +164,31 @@ class _Bare:
 BARE = _Bare()
 
 
+class PendingMark:
+    """What ``call(timeout=...)`` returns: a mark that waits for its method.
+
+    Applied with ``@`` it marks the method below it. Left in a class body
+    (``x = call(timeout=3)``, ``x = call(42)``), `server` refuses it, naming the
+    attribute, instead of leaving a stray decorator on the class.
+    """
+
+    __slots__ = ("_apply", "kind", "meant", "written")
+
+    def __init__(
+        self, kind: Kind, written: str, meant: str, apply: Callable[[object], Any]
+    ) -> None:
+        self.kind = kind
+        self.written = written  # as the user wrote it: "call(timeout=3)", "call(42)"
+        self.meant = meant  # the decorator to write instead: "@call(timeout=42)"
+        self._apply = apply
+
+    def __call__(self, method: object) -> Any:
+        return self._apply(method)
+
+    def __repr__(self) -> str:
+        return f"<{self.written}, not applied to a method>"
+
+
 def _decorator(
     kind: Kind,
     fn: object,
@@ -173,21 +198,36 @@ def _decorator(
     crash: object = False,
 ) -> Any:
     if fn is BARE:
+        given = [
+            f"{option}={value!r}"
+            for option, value, default in (
+                ("timeout", timeout, INHERIT),
+                ("admission", admission, True),
+                ("thread", thread, False),
+                ("crash", crash, False),
+            )
+            if value is not default
+        ]
 
         def mark(method: object) -> Handler[Any, Any, Any]:
             return _mark(kind, method, timeout, admission, thread, crash)
 
-        return mark
+        written = f"{kind}({', '.join(given)})"
+        return PendingMark(kind, written, f"@{written}", mark)
     if fn is None or isinstance(fn, (int, float, str)):
         # `@call(4.0)`, `@call(None)`: a budget given positionally. Refuse it once the method
         # is known, so that the message can name it.
+        if fn is None or (isinstance(fn, (int, float)) and not isinstance(fn, bool)):
+            meant = f"@{kind}(timeout={fn!r})"
+        else:
+            meant = f"@{kind}, or @{kind}(timeout=seconds) for a budget of its own"
+
         def refuse(method: object) -> Any:
             raise InvalidServerDefinition(
-                f"@{kind}({fn!r}) on {name_of(method)}: timeout is keyword-only; "
-                f"write @{kind}(timeout={fn!r})"
+                f"@{kind}({fn!r}) on {name_of(method)}: timeout is keyword-only; write {meant}"
             )
 
-        return refuse
+        return PendingMark(kind, f"{kind}({fn!r})", meant, refuse)
     return _mark(kind, fn, timeout, admission, thread, crash)
 
 
@@ -251,8 +291,12 @@ def call(
       anything is queued.
 
     Raises:
-      InvalidServerDefinition: at definition time, for a bad `timeout`, a
-        mark stacked on another, or a mark on something that is not a method.
+      InvalidServerDefinition: at definition time, naming the method: a bad
+        `timeout` (given positionally, a string, a bool, NaN, a negative
+        number, or one too large for a float), a mark stacked on another, or
+        a mark on something that is not a method. A mark left in a class
+        body without a method (``x = call(timeout=3)``, ``x = call(42)``) is
+        refused when `server` collects the class.
     """
     return _decorator("call", fn, timeout, admission, thread)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
 from ._budget import DEFAULT_TIMEOUT, INHERIT, check_timeout
-from ._errors import InvalidServerDefinition
+from ._errors import HandleNotCopyable, InvalidServerDefinition
 from ._handle_methods import handle_method
-from ._marks import BARE, Handler, name_of
+from ._marks import BARE, Handler, PendingMark, call, cast, name_of
 from ._spec import RESERVED, SPEC, STATE, Method, ServerSpec, WhenFull
 from ._stopped import NotRunning
 
@@ -33,7 +34,7 @@ def server(
     *,
     timeout: object = DEFAULT_TIMEOUT,
     mailbox_size: object = None,
-    when_full: object = "wait",
+    when_full: object = BARE,
     admission: object = True,
     max_abandoned_threads: object = 8,
 ) -> Any:
@@ -50,8 +51,9 @@ def server(
       mailbox_size: At most this many requests wait in the mailbox; ``None``
         (the default) for no bound.
       when_full: What a request meets when the mailbox is full: ``"wait"``
-        (backpressure: the caller waits for room, within its own deadline) or
-        ``"refuse"`` (`ServerOverloaded` at once).
+        (the default: backpressure, the caller waits for room, within its own
+        deadline) or ``"refuse"`` (`ServerOverloaded` at once). Only with
+        `mailbox_size`: an unbounded mailbox is never full.
       max_abandoned_threads: At most this many ``thread=True`` handlers may
         still run after being abandoned (cut by their budget); beyond that,
         thread handlers are refused with `ServerOverloaded` rather than grow
@@ -64,7 +66,10 @@ def server(
         method (``@call(admission=False)`` for one).
 
     Returns:
-      The same class, with its handle methods installed.
+      The same class, with its handle methods installed, and a
+      ``__getstate__`` (wrapping the class's own, if it has one) that refuses
+      to copy or pickle a running server's object with `HandleNotCopyable`,
+      and leaves the run out of a stopped one's copy: a fresh server object.
 
     Cancellation:
       Not involved: it runs when the class is defined.
@@ -76,11 +81,16 @@ def server(
 
     Raises:
       InvalidServerDefinition: naming the class (and method), when the class
-        is defined: a bad `timeout`, `@server` on something that is not a
-        class or twice on one, hooks that are not ``async def`` or are marked
-        as handlers, names starting with ``_trioserver`` (reserved), or a
-        class whose instances have no ``__dict__`` (such as attrs' slotted
-        classes: use ``@attrs.define(slots=False)``).
+        is defined: a bad `timeout` (a string, a bool, NaN, a negative number,
+        or one too large for a float), `when_full` without `mailbox_size`,
+        `@server` on something that is not a class or twice on one, hooks
+        that are not ``async def`` methods taking only ``self`` (other
+        parameters, a ``staticmethod`` or ``classmethod``) or are marked as
+        handlers, a mark left in the class body without a method
+        (``x = call(timeout=3)``), names starting with ``_trioserver``
+        (reserved), or a class whose instances have no ``__dict__`` (such as
+        attrs' slotted classes: use ``@attrs.define(slots=False)``). The docs
+        page "Misuse and its errors" lists every case.
     """
     options = (timeout, mailbox_size, when_full, admission, max_abandoned_threads)
     if cls is BARE:
@@ -124,9 +134,15 @@ def _make_server(
             f"@server on {name}: mailbox_size must be None or a whole number >= 1, "
             f"not {mailbox_size!r}"
         )
-    if when_full not in ("wait", "refuse"):
+    if when_full is not BARE and when_full not in ("wait", "refuse"):
         raise InvalidServerDefinition(
             f"@server on {name}: when_full must be 'wait' or 'refuse', not {when_full!r}"
+        )
+    if when_full is not BARE and mailbox_size is None:
+        raise InvalidServerDefinition(
+            f"@server on {name}: when_full={when_full!r} says what a request meets when the "
+            f"mailbox is full, but the mailbox has no bound; give mailbox_size=N too, "
+            f"or drop when_full"
         )
     if not isinstance(admission, bool):
         raise InvalidServerDefinition(
@@ -180,7 +196,48 @@ def _make_server(
         setattr(cls, attr, handle_method(method))
     setattr(cls, SPEC, spec)
     setattr(cls, STATE, NotRunning(spec, "it was never started"))
+    setattr(cls, "__getstate__", _getstate(cls))  # noqa: B010 (mypy refuses assigning a method)
     return cls
+
+
+def _getstate(cls: type) -> Callable[[Any], object]:
+    """`cls.__getstate__` (what `copy` and `pickle` ask): refused while the server runs.
+
+    A running object's ``__dict__`` holds its run (tasks, a trio context): a copy would be a
+    second live handle on one run, and a pickle cannot hold it. A stopped or never-started
+    object copies as a plain one: its run is left out, so its copy is a fresh server object.
+    """
+    own: Callable[[Any], object] | None = vars(cls).get("__getstate__")
+    klass: type[Any] = cls  # as `type`, mypy refuses it to super()
+
+    def __getstate__(self: object) -> object:
+        state = self.__dict__.get(STATE)
+        if state is not None and not hasattr(state, "why"):  # a stopped state says why
+            raise HandleNotCopyable(
+                f"{type(self).__qualname__}: a running server's handle cannot be copied or "
+                f"pickled; copy its state inside a handler, or stop it first"
+            )
+        found: object = own(self) if own is not None else super(klass, self).__getstate__()
+        if isinstance(found, tuple):
+            pair = typing.cast("tuple[object, ...]", found)
+            if len(pair) == 2:  # (__dict__, __slots__' values)
+                return (_without_run(pair[0]), pair[1])
+            return pair
+        return _without_run(found)
+
+    __getstate__.__qualname__ = f"{cls.__qualname__}.__getstate__"
+    __getstate__.__module__ = cls.__module__
+    return __getstate__
+
+
+def _without_run(state: object) -> object:
+    """An object's state for `copy` and `pickle`, without its run."""
+    if not isinstance(state, dict):
+        return state
+    attributes = typing.cast("dict[str, object]", state)
+    if STATE not in attributes:
+        return attributes
+    return {key: value for key, value in attributes.items() if key != STATE}
 
 
 def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
@@ -194,6 +251,8 @@ def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
                     f"{klass.__qualname__}.{attr}: names starting with {RESERVED!r} are "
                     f"reserved for trioserver; rename it"
                 )
+            if isinstance(value, PendingMark) or value is call or value is cast:
+                _refuse_unapplied(klass, attr, value)
             if isinstance(value, Handler):
                 marks[attr] = value
             elif is_server and attr in getattr(klass, SPEC).methods:
@@ -210,6 +269,19 @@ def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
             else:
                 marks.pop(attr, None)
     return marks
+
+
+def _refuse_unapplied(klass: type, attr: str, value: object) -> None:
+    """Refuse a mark left in a class body as a value (``x = call(42)``) instead of a decorator."""
+    if isinstance(value, PendingMark):
+        kind, written, meant = value.kind, value.written, value.meant
+    else:  # `x = call`: the decorator itself
+        kind = written = "call" if value is call else "cast"
+        meant = f"@{kind}"
+    raise InvalidServerDefinition(
+        f"{klass.__qualname__}.{attr} = {written}: @{kind} marks the method it decorates, and "
+        f"here it marks nothing; write {meant} on the line above `def {attr}(self, ...)`"
+    )
 
 
 def _in_worker_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -232,8 +304,25 @@ def _hook(cls: type, name: str, marks: dict[str, Handler[Any, Any, Any]]) -> Any
     hook = inspect.getattr_static(cls, name, None)
     if hook is None:
         return None
+    where = f"{cls.__qualname__}.{name}"
+    if isinstance(hook, (staticmethod, classmethod)):
+        what = "staticmethod" if isinstance(hook, staticmethod) else "classmethod"
+        raise InvalidServerDefinition(
+            f"{where} is a {what}; a lifecycle hook is a plain `async def {name}(self)` "
+            f"method: drop @{what} and take self"
+        )
     if not inspect.iscoroutinefunction(hook):
         raise InvalidServerDefinition(
-            f"{cls.__qualname__}.{name} must be an `async def` method taking only self"
+            f"{where} must be an `async def {name}(self)` method taking only self"
+        )
+    params = list(inspect.signature(hook).parameters.values())
+    if len(params) != 1 or params[0].kind not in (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    ):
+        written = inspect.Signature([p.replace(annotation=p.empty) for p in params])
+        raise InvalidServerDefinition(
+            f"{where}{written}: the server calls it with self alone; "
+            f"write `async def {name}(self)` and keep what it needs on self (set in __init__)"
         )
     return hook

@@ -57,11 +57,23 @@ class ServerSpec:
 
 
 def spec_of(obj: object) -> ServerSpec:
-    """The spec of `obj`'s server class, or `InvalidServerDefinition` if it has none."""
+    """The spec of `obj`'s server class, or `InvalidServerDefinition` if it has none.
+
+    Every entry point (`open_server`, `serve`, `statistics`, supervision) asks it first.
+    """
     spec = getattr(type(obj), SPEC, None)
-    if not isinstance(spec, ServerSpec):
-        cls = type(obj).__qualname__
+    if isinstance(spec, ServerSpec):
+        return spec
+    if isinstance(obj, type):
+        cls = obj.__qualname__
+        if isinstance(getattr(obj, SPEC, None), ServerSpec):
+            raise InvalidServerDefinition(
+                f"got the server class {cls} itself, where a server object is needed: "
+                f"give an instance, {cls}(...)"
+            )
         raise InvalidServerDefinition(
-            f"{cls} is not a server: decorate the class {cls} with @server"
+            f"got the class {cls}, where a server object is needed: decorate the class "
+            f"{cls} with @server and give an instance, {cls}(...)"
         )
-    return spec
+    cls = type(obj).__qualname__
+    raise InvalidServerDefinition(f"{cls} is not a server: decorate the class {cls} with @server")
