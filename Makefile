@@ -3,6 +3,17 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The oldest trio pyproject.toml supports (trio>=0.31), in a second venv that `make test` builds.
+OLD_TRIO := 0.31
+OLD_VENV := .venv-trio031
+OLD_BIN := $(OLD_VENV)/bin
+OLD_STAMP := $(OLD_VENV)/.installed
+
+# Runs without private trio access: tests/ and the fault-injection tests (when present).
+PUBLIC_TESTS := tests $(wildcard property_tests/test_faults.py)
+# Every pytest run adds to one coverage data file (.coverage); the report comes after all four.
+# --cov-fail-under=0: a single run is partial, only the combined report checks fail_under.
+COV := --cov=trioserver --cov-branch --cov-append --cov-report= --cov-fail-under=0
 
 .PHONY: demo test bench docs
 
@@ -12,15 +23,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+$(OLD_STAMP): pyproject.toml
+	test -x $(OLD_BIN)/python || $(PYTHON) -m venv $(OLD_VENV)
+	$(OLD_BIN)/python -m pip install --quiet --upgrade pip
+	$(OLD_BIN)/python -m pip install --quiet -e '.[dev]' 'trio==$(OLD_TRIO).*'
+	touch $(OLD_STAMP)
+
 # The main job: the movie theater of the seed, races and hung payments included.
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 # The whole test suite: what CI runs (.ci/run).
-# tests/ runs twice: with private trio access (the default) and without it (TRIOSERVER_PRIVATE=0).
-test: $(STAMP)
-	$(BIN)/python -m pytest -q
-	TRIOSERVER_PRIVATE=0 $(BIN)/python -m pytest -q tests
+# pytest runs on the newest trio (.venv) and on the oldest supported one (.venv-trio031), each
+# twice: tests/ and property_tests/ with private trio access (the default), then tests/ and
+# property_tests/test_faults.py without it (TRIOSERVER_PRIVATE=0). All four runs measure branch
+# coverage into one data file; the combined report fails below fail_under (pyproject.toml).
+test: $(STAMP) $(OLD_STAMP)
+	$(BIN)/python -m coverage erase
+	@$(BIN)/python .ci/trio_version.py
+	$(BIN)/python -m pytest -q $(COV)
+	TRIOSERVER_PRIVATE=0 $(BIN)/python -m pytest -q $(COV) $(PUBLIC_TESTS)
+	@$(OLD_BIN)/python .ci/trio_version.py $(OLD_TRIO)
+	$(OLD_BIN)/python -m pytest -q $(COV)
+	TRIOSERVER_PRIVATE=0 $(OLD_BIN)/python -m pytest -q $(COV) $(PUBLIC_TESTS)
+	$(BIN)/python -m coverage report
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict trioserver tests/type_tests
