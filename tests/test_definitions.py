@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -23,7 +22,6 @@ import trio.testing
 from trioserver import (
     CallTimeout,
     InvalidServerDefinition,
-    TrioServerError,
     call,
     cast,
     open_server,
@@ -31,17 +29,7 @@ from trioserver import (
     statistics,
 )
 
-
-@contextmanager
-def refused(*names: str) -> Iterator[None]:
-    """Expect InvalidServerDefinition (a TypeError and a TrioServerError) naming each of `names`."""
-    with pytest.raises(InvalidServerDefinition) as info:
-        yield
-    error = info.value
-    assert isinstance(error, TypeError)
-    assert isinstance(error, TrioServerError)
-    for name in names:
-        assert name in str(error), f"{name!r} not named in: {error}"
+from .expect import refused
 
 
 def decorate(mark: Any, timeout: object) -> Any:

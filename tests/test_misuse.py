@@ -13,8 +13,7 @@ import inspect
 import pickle
 import traceback
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +23,6 @@ import trio.testing
 import trioserver
 from trioserver import (
     HandleNotCopyable,
-    InvalidServerDefinition,
     TrioServerError,
     call,
     cast,
@@ -34,17 +32,7 @@ from trioserver import (
     statistics,
 )
 
-
-@contextmanager
-def refused(*names: str) -> Iterator[None]:
-    """Expect InvalidServerDefinition (a TypeError and a TrioServerError) naming each of `names`."""
-    with pytest.raises(InvalidServerDefinition) as info:
-        yield
-    error = info.value
-    assert isinstance(error, TypeError)
-    assert isinstance(error, TrioServerError)
-    for name in names:
-        assert name in str(error), f"{name!r} not named in: {error}"
+from .expect import refused
 
 
 def decorate(mark: Any, **options: object) -> Any:
