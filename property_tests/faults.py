@@ -1,0 +1,1353 @@
+"""Fault injection: whole scenarios drawn by Hypothesis, run on virtual time, checked afterwards.
+
+Only the public API is used (``from trioserver import ...``, trio, Hypothesis), so the suite
+survives rewrites of the internals. A scenario is a few servers (options and methods drawn), the
+callers that use them (start time, deadline, cancellation, what the handler will do), and when
+and how each server is stopped. `run_scenario` runs it in one ``trio.run`` on a ``MockClock``
+(autojump), records a log of every call and every handler run, and `check` returns the
+violations of the invariants, each naming its invariant; `story` prints the scenario.
+
+The numbered invariants (the brief's, after guarantees 1-13 of docs/explanation/contract.md):
+
+1. every call ends in exactly one allowed outcome, and no caller is still waiting at the end
+   (HANG otherwise);
+2. no caller finishes after its own deadline or cancellation (exact, virtual time);
+3. at most one handler of a server runs at a time (inline self-calls and child tasks are part
+   of their handler);
+4. FIFO start order among requests to one server (only where guarantee 1 clearly requires it);
+5. a handler's deadline is ``min(start + budget, caller's deadline)``;
+6. statistics add up after the stop;
+7. no task is left after the scenario.
+
+Invariant 8 (no leaked thread) is checked by the thread test in test_faults.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import hypothesis
+import trio
+import trio.testing
+from hypothesis import strategies as st
+
+from trioserver import (
+    CallTimeout,
+    DeadlockError,
+    ServerCrashed,
+    ServerOverloaded,
+    ServerStopped,
+    call,
+    cast,
+    open_server,
+    open_supervisor,
+    serve,
+    server,
+    statistics,
+)
+
+DEFAULT_TIMEOUT = 5.0
+"""The server-wide budget when ``@server`` is not given one (docs: 5 s unless set)."""
+
+SCENARIO_LIMIT = 100.0
+"""Virtual seconds a whole scenario may take; a caller still waiting then is a HANG."""
+
+INHERIT = "inherit"
+"""A method or server option that is not given (the default applies)."""
+
+
+# -- the scenario ----------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Action:
+    """What a handler does with one request.
+
+    kind: ``return``, ``raise``, ``sleep`` (``seconds``), ``shield`` (a shielded sleep of
+    ``seconds``), ``children`` (``count`` child tasks sleeping ``seconds``; with ``deadlock``
+    one of them calls the handler's own server, which must be refused), ``self`` (an inline
+    call of method ``method`` of its own server, doing ``inner``), ``other`` (a call of method
+    ``method`` of server ``server``, doing ``inner``).
+    """
+
+    kind: str
+    seconds: float = 0.0
+    count: int = 0
+    deadlock: bool = False
+    server: int = -1
+    method: str = ""
+    inner: Action | None = None
+
+    def __str__(self) -> str:
+        if self.kind in ("return", "raise"):
+            return self.kind
+        if self.kind == "sleep":
+            return f"sleep({self.seconds})"
+        if self.kind == "shield":
+            return f"shielded sleep({self.seconds})"
+        if self.kind == "children":
+            extra = ", one calls its own server" if self.deadlock else ""
+            return f"{self.count} children sleeping {self.seconds}{extra}"
+        if self.kind == "self":
+            return f"inline self-call .{self.method}() doing [{self.inner}]"
+        return f"call S{self.server}.{self.method}() doing [{self.inner}]"
+
+
+@attrs.frozen
+class MethodSpec:
+    name: str
+    kind: str  # "call" or "cast"
+    is_async: bool
+    timeout: float | str | None = INHERIT
+    crash: bool = False
+    admission: bool = True
+
+    def __str__(self) -> str:
+        options = []
+        if self.timeout != INHERIT:
+            options.append(f"timeout={self.timeout}")
+        if self.crash:
+            options.append("crash=True")
+        if not self.admission:
+            options.append("admission=False")
+        prefix = "async def" if self.is_async else "def"
+        return f"@{self.kind}({', '.join(options)}) {prefix} {self.name}"
+
+
+@attrs.frozen
+class ServerSpec:
+    index: int
+    methods: tuple[MethodSpec, ...]
+    timeout: float | str | None = INHERIT
+    mailbox_size: int | None = None
+    when_full: str = "wait"
+    admission: bool = True
+    lifetime: str = "open_exit"  # open_exit, open_cancel, serve, supervised
+    stop_at: float | None = None  # None: once every caller has finished
+
+    def method(self, name: str) -> MethodSpec:
+        return next(m for m in self.methods if m.name == name)
+
+    def budget(self, method: MethodSpec) -> float:
+        timeout = self.timeout if method.timeout == INHERIT else method.timeout
+        if timeout == INHERIT:
+            return DEFAULT_TIMEOUT
+        return math.inf if timeout is None else float(timeout)
+
+    def options(self) -> str:
+        options = []
+        if self.timeout != INHERIT:
+            options.append(f"timeout={self.timeout}")
+        if self.mailbox_size is not None:
+            options.append(f"mailbox_size={self.mailbox_size}, when_full={self.when_full!r}")
+        if not self.admission:
+            options.append("admission=False")
+        return ", ".join(options)
+
+    def __str__(self) -> str:
+        how = {
+            "open_exit": "async with open_server(S{i}) (the block ends at the stop)",
+            "open_cancel": "async with open_server(S{i}) (its scope cancelled at the stop)",
+            "serve": "await nursery.start(serve, S{i}) (that nursery cancelled at the stop)",
+            "supervised": "await supervisor.start(S{i}) under open_supervisor",
+        }[self.lifetime].format(i=self.index)
+        stop = "once every caller finished" if self.stop_at is None else f"at t={self.stop_at}"
+        lines = [f"@server({self.options()}) class S{self.index}: {how}; stopped {stop}"]
+        lines += [f"    {m}" for m in self.methods]
+        return "\n".join(lines)
+
+
+@attrs.frozen
+class CallerSpec:
+    index: int
+    server: int
+    method: str
+    action: Action
+    start: float = 0.0
+    deadline: str = "none"  # none, move_on_after, fail_after
+    seconds: float = 0.0  # of the deadline
+    cancel_after: float | None = None  # another task cancels the caller's scope then
+
+    def __str__(self) -> str:
+        limit = "" if self.deadline == "none" else f" under {self.deadline}({self.seconds})"
+        cancel = ""
+        if self.cancel_after is not None:
+            cancel = f", its scope cancelled at t={self.start + self.cancel_after}"
+        return (
+            f"caller c{self.index} at t={self.start}{limit}{cancel}: "
+            f"S{self.server}.{self.method}() doing [{self.action}]"
+        )
+
+
+@attrs.frozen
+class Scenario:
+    servers: tuple[ServerSpec, ...]
+    callers: tuple[CallerSpec, ...]
+
+    def __str__(self) -> str:
+        return "\n".join(["scenario:", *map(str, self.servers), *map(str, self.callers)])
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # Hypothesis prints the story
+        printer.text("\n".join(["", *map(str, self.servers), *map(str, self.callers)]))
+
+
+# -- strategies ------------------------------------------------------------------------------
+
+TIMES = st.sampled_from([0.0, 0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 2.0])
+SLEEPS = st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 3.0])
+DEADLINES = st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 6.0])
+BUDGETS = st.sampled_from([INHERIT, INHERIT, None, 0.0, 0.5, 1.0, 2.0])
+
+
+def leaf_actions(is_async: bool) -> st.SearchStrategy[Action]:
+    simple = st.sampled_from([Action("return"), Action("raise")])
+    if not is_async:
+        return simple
+    return st.one_of(
+        simple,
+        st.builds(Action, kind=st.just("sleep"), seconds=SLEEPS),
+        st.builds(Action, kind=st.just("shield"), seconds=SLEEPS),
+        st.builds(
+            Action,
+            kind=st.just("children"),
+            seconds=SLEEPS,
+            count=st.integers(1, 3),
+            deadlock=st.booleans(),
+        ),
+    )
+
+
+@st.composite
+def actions(
+    draw: st.DrawFn, servers: tuple[ServerSpec, ...], spec: ServerSpec, method: MethodSpec
+) -> Action:
+    if not method.is_async:
+        return draw(leaf_actions(False))
+    choices = ["leaf", "leaf", "leaf"]
+    own_calls = [m for m in spec.methods if m.kind == "call"]
+    if own_calls:
+        choices.append("self")
+    later = servers[spec.index + 1 :]
+    if later:
+        choices.append("other")
+    choice = draw(st.sampled_from(choices))
+    if choice == "leaf":
+        action = draw(leaf_actions(True))
+        if action.kind == "children" and action.deadlock and not own_calls:
+            action = attrs.evolve(action, deadlock=False)
+        return action
+    if choice == "self":
+        target = draw(st.sampled_from(own_calls))
+        return Action("self", method=target.name, inner=draw(leaf_actions(target.is_async)))
+    other = draw(st.sampled_from(later))
+    target = draw(st.sampled_from(other.methods))
+    return Action(
+        "other",
+        server=other.index,
+        method=target.name,
+        inner=draw(leaf_actions(target.is_async)),
+    )
+
+
+@attrs.frozen
+class Focus:
+    """Where a test's scenarios concentrate: the choices each knob is drawn from.
+
+    Repeated entries weigh a choice; Hypothesis shrinks toward the first one.
+    """
+
+    lifetimes: tuple[str, ...] = ("open_exit", "open_cancel", "serve")
+    servers: tuple[int, ...] = (1, 2)
+    mailbox_sizes: tuple[int | None, ...] = (None, None, 1, 1, 2, 3)
+    when_full: tuple[str, ...] = ("wait", "wait", "refuse")
+    stop_at: tuple[float | None, ...] = (None, None, None, 0.0, 0.25, 0.5, 1.0, 2.0)
+    kinds: tuple[str, ...] = ("call", "call", "cast")
+    deadlines: tuple[str, ...] = ("none", "none", "move_on_after", "fail_after")
+    cancel_after: tuple[float | None, ...] = (None, None, None, 0.0, 0.25, 0.5, 1.0, 2.0)
+    max_callers: int = 7
+    repeat: int = 3  # 1 in `repeat` callers repeats the previous one (a burst)
+
+
+GENERAL = Focus()
+BURSTS = Focus(
+    servers=(1, 1, 2),
+    mailbox_sizes=(1, 1, 1, 2, 3, None),
+    when_full=("wait", "wait", "wait", "refuse"),
+    stop_at=(None,),
+    deadlines=("none", "none", "none", "none", "move_on_after", "fail_after"),
+    cancel_after=(None, None, None, None, 0.0, 0.5),
+    max_callers=8,
+    repeat=1,
+)
+STOPS = Focus(
+    stop_at=(0.5, 0.0, 0.25, 1.0, 2.0, None),
+    kinds=("cast", "call"),
+    mailbox_sizes=(None, None, 1, 2),
+    max_callers=5,
+)
+SUPERVISED = Focus(
+    lifetimes=("supervised", "supervised", "open_exit", "serve"),
+    kinds=("cast", "call"),
+    max_callers=6,
+)
+
+
+@st.composite
+def server_specs(draw: st.DrawFn, index: int, focus: Focus) -> ServerSpec:
+    lifetime = draw(st.sampled_from(focus.lifetimes))
+    methods = []
+    for number in range(draw(st.integers(1, 3))):
+        kind = draw(st.sampled_from(focus.kinds))
+        is_async = draw(st.booleans())
+        crash = kind == "cast" and lifetime == "supervised" and draw(st.booleans())
+        admission = kind == "cast" or draw(st.sampled_from([True, True, False]))
+        methods.append(
+            MethodSpec(
+                f"m{number}",
+                kind,
+                is_async,
+                timeout=draw(BUDGETS),
+                crash=crash,
+                admission=admission,
+            )
+        )
+    return ServerSpec(
+        index=index,
+        methods=tuple(methods),
+        timeout=draw(st.sampled_from([INHERIT, INHERIT, None, 0.5, 1.0, 2.0])),
+        mailbox_size=draw(st.sampled_from(focus.mailbox_sizes)),
+        when_full=draw(st.sampled_from(focus.when_full)),
+        admission=draw(st.booleans()),
+        lifetime=lifetime,
+        stop_at=draw(st.sampled_from(focus.stop_at)),
+    )
+
+
+@st.composite
+def callers(
+    draw: st.DrawFn, servers: tuple[ServerSpec, ...], index: int, focus: Focus
+) -> CallerSpec:
+    spec = draw(st.sampled_from(servers))
+    method = draw(st.sampled_from(spec.methods))
+    deadline = draw(st.sampled_from(focus.deadlines))
+    return CallerSpec(
+        index=index,
+        server=spec.index,
+        method=method.name,
+        action=draw(actions(servers, spec, method)),
+        start=draw(TIMES),
+        deadline=deadline,
+        seconds=0.0 if deadline == "none" else draw(DEADLINES),
+        cancel_after=draw(st.sampled_from(focus.cancel_after)),
+    )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, focus: Focus = GENERAL) -> Scenario:
+    count = draw(st.sampled_from(focus.servers))
+    servers = tuple(draw(server_specs(i, focus)) for i in range(count))
+    # bursts: often a caller repeats the previous one (same start, method and action)
+    drawn: list[CallerSpec] = []
+    for index in range(draw(st.integers(1, focus.max_callers))):
+        if drawn and draw(st.integers(0, focus.repeat)) == 0:
+            drawn.append(attrs.evolve(drawn[-1], index=index))
+        else:
+            drawn.append(draw(callers(servers, index, focus)))
+    return Scenario(servers, tuple(drawn))
+
+
+# -- the log ---------------------------------------------------------------------------------
+
+
+class Boom(Exception):
+    """A handler's own exception: each one is a fresh object, compared by identity."""
+
+
+@attrs.define(eq=False)
+class Req:
+    """One request: the argument every handler takes."""
+
+    rid: str
+    action: Action
+    inline: bool = False
+    parent: HandlerRun | None = None  # the outer handler's run, for an inline self-call
+
+
+@attrs.define(eq=False)
+class HandlerRun:
+    rid: str
+    server: int
+    obj: int  # which object (a supervisor makes a fresh one per restart)
+    method: str
+    inline: bool
+    start: float
+    deadline: float
+    order: int  # global start order
+    end: float | None = None
+    ending: str = ""  # returned, raised, cut (BaseException), or other
+    token: object = None
+    error: BaseException | None = None
+    overlap: str = ""
+    parent: HandlerRun | None = None
+
+
+@attrs.define(eq=False)
+class CallRecord:
+    rid: str
+    who: str  # c3, or "handler of r7" for calls made inside handlers
+    server: int
+    method: str
+    kind: str  # call, cast
+    action: Action
+    start: float
+    caller_deadline: float  # trio.current_effective_deadline() at the call
+    own_limit: float  # the caller's own deadline / cancellation (inf when none)
+    arrival: int
+    inline: bool = False
+    expect_deadlock: bool = False
+    cancelled_at: float | None = None
+    outcome: object = None
+    outcome_kind: str = "pending"  # value, exception, cancelled
+    own_scope_caught: bool = False
+    finish: float | None = None
+
+    def describe(self) -> str:
+        if self.outcome_kind == "pending":
+            got = "never finished"
+        elif self.outcome_kind == "value":
+            got = f"returned {self.outcome!r}"
+        elif self.outcome_kind == "cancelled":
+            got = "got its own trio.Cancelled"
+        else:
+            got = f"got {self.outcome!r}"
+        own = "" if self.own_limit == math.inf else f" (own limit t={self.own_limit})"
+        finish = "" if self.finish is None else f" at t={self.finish}"
+        return (
+            f"{self.who} [{self.rid}] {self.kind} S{self.server}.{self.method} "
+            f"from t={self.start}{own}: {got}{finish}"
+        )
+
+
+@attrs.define(eq=False)
+class Log:
+    scenario: Scenario
+    t0: float = 0.0
+    handles: dict[int, Any] = attrs.Factory(dict)
+    calls: list[CallRecord] = attrs.Factory(list)
+    runs: list[HandlerRun] = attrs.Factory(list)
+    stop_time: dict[int, float] = attrs.Factory(dict)
+    stats: dict[int, Any] = attrs.Factory(dict)
+    crashes: int = 0
+    hang: bool = False
+    leftover_tasks: list[str] = attrs.Factory(list)
+    errors: list[str] = attrs.Factory(list)
+    notes: list[str] = attrs.Factory(list)
+    counter: Any = attrs.Factory(itertools.count)
+
+    def now(self) -> float:
+        return trio.current_time() - self.t0
+
+    def next(self) -> int:
+        return next(self.counter)
+
+
+# -- servers made from specs -----------------------------------------------------------------
+
+
+class FaultServerBase:
+    """Every generated server's base: the handlers run `act`, which logs."""
+
+    def __init__(self, log: Log, index: int) -> None:
+        self.fi_log = log
+        self.fi_index = index
+        self.fi_obj = log.next()
+        self.fi_active = 0
+
+    def fi_begin(self, method: str, req: Req) -> HandlerRun:
+        log = self.fi_log
+        run = HandlerRun(
+            rid=req.rid,
+            server=self.fi_index,
+            obj=self.fi_obj,
+            method=method,
+            inline=req.inline,
+            start=log.now(),
+            deadline=trio.current_effective_deadline() - log.t0,
+            order=log.next(),
+            parent=req.parent,
+        )
+        if req.inline and self.fi_active == 0:
+            run.overlap = "an inline self-call ran outside its outer handler"
+        elif not req.inline and self.fi_active > 0:
+            running = [
+                r.rid for r in log.runs if r.obj == self.fi_obj and r.end is None and not r.inline
+            ]
+            run.overlap = f"started while {running} still ran"
+        self.fi_active += 1
+        log.runs.append(run)
+        return run
+
+    def fi_end(self, run: HandlerRun, ending: str, error: BaseException | None = None) -> None:
+        self.fi_active -= 1
+        run.end = self.fi_log.now()
+        run.ending = ending
+        run.error = error
+
+    def fi_sync(self, method: str, req: Req) -> object:
+        run = self.fi_begin(method, req)
+        if req.action.kind == "raise":
+            error = Boom(f"{req.rid} from S{self.fi_index}.{method}")
+            self.fi_end(run, "raised", error)
+            raise error
+        run.token = token = f"value of {req.rid} (#{run.order})"
+        self.fi_end(run, "returned")
+        return token
+
+    async def fi_async(self, method: str, req: Req) -> object:
+        run = self.fi_begin(method, req)
+        try:
+            await self.fi_act(req, run)
+        except Boom as error:
+            self.fi_end(run, "raised", error)
+            raise
+        except BaseException as error:
+            self.fi_end(run, "cut" if isinstance(error, trio.Cancelled) else "other", error)
+            raise
+        run.token = token = f"value of {req.rid} (#{run.order})"
+        self.fi_end(run, "returned")
+        return token
+
+    async def fi_act(self, req: Req, run: HandlerRun) -> None:
+        log = self.fi_log
+        action = req.action
+        if action.kind == "raise":
+            raise Boom(f"{req.rid} from S{self.fi_index}.{run.method}")
+        if action.kind == "sleep":
+            await trio.sleep(action.seconds)
+        elif action.kind == "shield":
+            with trio.CancelScope(shield=True):
+                await trio.sleep(action.seconds)
+        elif action.kind == "children":
+            async with trio.open_nursery() as nursery:
+                for _ in range(action.count):
+                    nursery.start_soon(trio.sleep, action.seconds)
+                if action.deadlock:
+                    own_calls = [
+                        m for m in log.scenario.servers[self.fi_index].methods if m.kind == "call"
+                    ]
+                    target = own_calls[0]
+                    nursery.start_soon(
+                        make_call,
+                        log,
+                        self,
+                        self.fi_index,
+                        target,
+                        Action("return"),
+                        f"a child task of {req.rid}'s handler",
+                        False,
+                        True,
+                    )
+        elif action.kind == "self":
+            assert action.inner is not None
+            target = log.scenario.servers[self.fi_index].method(action.method)
+            await make_call(
+                log,
+                self,
+                self.fi_index,
+                target,
+                action.inner,
+                f"{req.rid}'s handler",
+                True,
+                parent=run,
+            )
+        elif action.kind == "other":
+            assert action.inner is not None
+            target = log.scenario.servers[action.server].method(action.method)
+            handle = log.handles[action.server]
+            await make_call(
+                log, handle, action.server, target, action.inner, f"{req.rid}'s handler"
+            )
+
+
+def only_cancelled(error: BaseException) -> bool:
+    """Whether `error` is a `trio.Cancelled`, or a group of nothing else (from a nursery)."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(only_cancelled(e) for e in error.exceptions)
+    return isinstance(error, trio.Cancelled)
+
+
+def shielded(action: Action) -> bool:
+    """Whether a handler doing `action` may outlive its deadline (shields, here or inline)."""
+    if action.kind == "shield":
+        return True
+    return action.kind == "self" and action.inner is not None and shielded(action.inner)
+
+
+def make_class(log: Log, spec: ServerSpec) -> type:
+    """The server class of `spec` (cached: the log reaches it through each object)."""
+    del log
+    return _make_class(attrs.evolve(spec, lifetime="open_exit", stop_at=None))
+
+
+@functools.lru_cache(maxsize=4096)
+def _make_class(spec: ServerSpec) -> type:
+    namespace: dict[str, Any] = {}
+    for method in spec.methods:
+        fn: Callable[..., Any]
+        if method.is_async:
+
+            async def fn(self: FaultServerBase, req: Req, _name: str = method.name) -> object:
+                return await self.fi_async(_name, req)
+
+        else:
+
+            def fn(self: FaultServerBase, req: Req, _name: str = method.name) -> object:
+                return self.fi_sync(_name, req)
+
+        fn.__name__ = method.name
+        fn.__qualname__ = f"S{spec.index}.{method.name}"
+        kwargs: dict[str, Any] = {}
+        if method.timeout != INHERIT:
+            kwargs["timeout"] = method.timeout
+        if method.kind == "call":
+            if not method.admission:
+                kwargs["admission"] = False
+            namespace[method.name] = call(**kwargs)(fn)
+        else:
+            if method.crash:
+                kwargs["crash"] = True
+            namespace[method.name] = cast(**kwargs)(fn)
+    cls = type(f"S{spec.index}", (FaultServerBase,), namespace)
+    options: dict[str, Any] = {"admission": spec.admission}
+    if spec.timeout != INHERIT:
+        options["timeout"] = spec.timeout
+    if spec.mailbox_size is not None:
+        options["mailbox_size"] = spec.mailbox_size
+        options["when_full"] = spec.when_full
+    return server(**options)(cls)
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+async def make_call(
+    log: Log,
+    handle: Any,
+    server_index: int,
+    method: MethodSpec,
+    action: Action,
+    who: str,
+    inline: bool = False,
+    expect_deadlock: bool = False,
+    parent: HandlerRun | None = None,
+) -> None:
+    """A call made inside a handler (or a child task of one): logged like any call."""
+    record = CallRecord(
+        rid=f"r{log.next()}",
+        who=who,
+        server=server_index,
+        method=method.name,
+        kind=method.kind,
+        action=action,
+        start=log.now(),
+        caller_deadline=trio.current_effective_deadline() - log.t0,
+        own_limit=math.inf,  # bounded by the handler's deadline, checked as such
+        arrival=log.next(),
+        inline=inline,
+        expect_deadlock=expect_deadlock,
+    )
+    record.own_limit = record.caller_deadline
+    log.calls.append(record)
+    try:
+        value = await getattr(handle, method.name)(Req(record.rid, action, inline, parent))
+    except Exception as error:
+        record.outcome_kind = "exception"
+        record.outcome = error
+    except BaseException as error:
+        record.outcome_kind = "cancelled" if only_cancelled(error) else "exception"
+        record.outcome = None if only_cancelled(error) else error
+        record.own_scope_caught = True  # the handler's scope: checked against its deadline
+        record.finish = log.now()
+        raise
+    else:
+        record.outcome_kind = "value"
+        record.outcome = value
+    record.finish = log.now()
+
+
+async def run_caller(log: Log, spec: CallerSpec, all_done: Callable[[], None]) -> None:
+    try:
+        await trio.sleep_until(log.t0 + spec.start)
+        server_spec = log.scenario.servers[spec.server]
+        method = server_spec.method(spec.method)
+        handle = log.handles[spec.server]
+        own = trio.CancelScope()
+        now = log.now()
+        own_limit = now + spec.seconds if spec.deadline != "none" else math.inf
+        record = CallRecord(
+            rid=f"c{spec.index}",
+            who=f"c{spec.index}",
+            server=spec.server,
+            method=method.name,
+            kind=method.kind,
+            action=spec.action,
+            start=now,
+            caller_deadline=math.inf,
+            own_limit=own_limit,
+            arrival=-1,
+        )
+        log.calls.append(record)
+        async with trio.open_nursery() as nursery:
+            if spec.cancel_after is not None:
+
+                async def cancel_later() -> None:
+                    await trio.sleep_until(log.t0 + spec.start + spec.cancel_after)
+                    if record.finish is None:
+                        record.cancelled_at = log.now()
+                        record.own_limit = min(record.own_limit, record.cancelled_at)
+                    own.cancel()
+
+                nursery.start_soon(cancel_later)
+            deadline_scope: Any
+            if spec.deadline == "move_on_after":
+                deadline_scope = trio.move_on_after(spec.seconds)
+            elif spec.deadline == "fail_after":
+                deadline_scope = trio.fail_after(spec.seconds)
+            else:
+                deadline_scope = trio.CancelScope()
+            try:
+                with own, deadline_scope as scope:
+                    record.caller_deadline = trio.current_effective_deadline() - log.t0
+                    record.arrival = log.next()
+                    try:
+                        value = await getattr(handle, method.name)(Req(record.rid, spec.action))
+                    except trio.Cancelled:
+                        record.outcome_kind = "cancelled"
+                        raise
+                    except Exception as error:
+                        record.outcome_kind = "exception"
+                        record.outcome = error
+                    else:
+                        record.outcome_kind = "value"
+                        record.outcome = value
+                    record.finish = log.now()
+            except trio.TooSlowError:
+                if record.outcome_kind != "cancelled":
+                    raise
+            if record.outcome_kind == "cancelled":
+                record.own_scope_caught = own.cancelled_caught or scope.cancelled_caught
+                record.finish = log.now()
+            nursery.cancel_scope.cancel()  # the canceller, if it has not fired yet
+    finally:
+        all_done()
+
+
+async def run_server(
+    log: Log,
+    spec: ServerSpec,
+    callers_done: trio.Event,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    cls = make_class(log, spec)
+
+    async def stop_trigger() -> None:
+        if spec.stop_at is None:
+            await callers_done.wait()
+        else:
+            await trio.sleep_until(log.t0 + spec.stop_at)
+        log.stop_time[spec.index] = log.now()
+
+    handle: Any = None
+    if spec.lifetime == "open_exit":
+        async with open_server(cls(log, spec.index)) as handle:
+            log.handles[spec.index] = handle
+            task_status.started(handle)
+            await stop_trigger()
+    elif spec.lifetime == "open_cancel":
+        with trio.CancelScope() as scope:
+            async with open_server(cls(log, spec.index)) as handle:
+                log.handles[spec.index] = handle
+                task_status.started(handle)
+                await stop_trigger()
+                scope.cancel()
+                await trio.sleep_forever()
+    elif spec.lifetime == "serve":
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(serve, cls(log, spec.index))
+            log.handles[spec.index] = handle
+            task_status.started(handle)
+            await stop_trigger()
+            nursery.cancel_scope.cancel()
+    else:
+        async with open_supervisor(intensity=1000, period=1.0) as supervisor:
+            handle = await supervisor.start(cls, log, spec.index)
+            log.handles[spec.index] = handle
+            task_status.started(handle)
+            await stop_trigger()
+    log.stats[spec.index] = statistics(handle)
+
+
+def all_tasks() -> list[trio.lowlevel.Task]:
+    found: list[trio.lowlevel.Task] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:
+            continue
+        found.append(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return found
+
+
+async def scenario_main(log: Log) -> None:
+    before = set(all_tasks())
+    log.t0 = trio.current_time()
+    scenario = log.scenario
+    callers_done = trio.Event()
+    remaining = len(scenario.callers)
+
+    def one_done() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            callers_done.set()
+
+    with trio.move_on_after(SCENARIO_LIMIT) as limit:
+        async with trio.open_nursery() as nursery:
+            # later servers first: a handler of S0 may call S1
+            for spec in reversed(scenario.servers):
+                await nursery.start(run_server, log, spec, callers_done)
+            if not scenario.callers:
+                callers_done.set()
+            for spec in scenario.callers:
+                nursery.start_soon(run_caller, log, spec, one_done)
+    log.hang = limit.cancelled_caught
+    me = trio.lowlevel.current_task()
+    log.leftover_tasks = [
+        task.name for task in all_tasks() if task not in before and task is not me
+    ]
+
+
+def run_scenario(scenario: Scenario) -> Log:
+    log = Log(scenario)
+    try:
+        trio.run(scenario_main, log, clock=trio.testing.MockClock(autojump_threshold=0))
+    except BaseException as error:  # a scenario must never raise: report it as a violation
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        log.errors.append(f"the scenario raised {error!r}")
+    return log
+
+
+# -- the invariants --------------------------------------------------------------------------
+
+
+def check(log: Log) -> list[str]:
+    """The violations of invariants 1-7 in one scenario's log, each naming its invariant."""
+    scenario = log.scenario
+    problems: list[str] = list(log.errors)
+    servers = {s.index: s for s in scenario.servers}
+    runs_by_rid: dict[str, list[HandlerRun]] = {}
+    for run in log.runs:
+        runs_by_rid.setdefault(run.rid, []).append(run)
+
+    def bad(invariant: str, message: str) -> None:
+        problems.append(f"invariant {invariant}: {message}")
+
+    # 1: hangs
+    if log.hang:
+        for record in log.calls:
+            if record.finish is None:
+                bad("1 (HANG)", f"{record.describe()} at t={SCENARIO_LIMIT}")
+        for run in log.runs:
+            if run.end is None:
+                bad(
+                    "1 (HANG)",
+                    f"handler S{run.server}.{run.method} of {run.rid} started at "
+                    f"t={run.start} never ended",
+                )
+    for record in log.calls:
+        if record.finish is None:
+            if not log.hang:
+                bad("1", f"{record.describe()}, yet the scenario ended")
+            continue
+        spec = servers[record.server]
+        method = spec.method(record.method)
+        story = record.describe()
+        runs = runs_by_rid.get(record.rid, [])
+        # 1: exactly one allowed outcome
+        outcome = record.outcome
+        if record.outcome_kind == "value":
+            if record.kind == "cast":
+                if outcome is not None:
+                    bad("1", f"{story}: a cast returned a value")
+            elif not any(run.token is not None and run.token == outcome for run in runs):
+                bad("1", f"{story}: not the value of any handler run of this request")
+            if record.expect_deadlock:
+                bad("1/2", f"{story}: a call from a handler's child task into its own server")
+        elif record.outcome_kind == "cancelled":
+            if not record.own_scope_caught:
+                bad("1", f"{story}: a trio.Cancelled that was not the caller's own")
+        elif isinstance(outcome, Boom):
+            if not any(run.error is outcome for run in runs):
+                bad("1", f"{story}: not the exception object its handler raised")
+        elif isinstance(outcome, CallTimeout):
+            if record.kind == "cast":
+                bad("1", f"{story}: a cast waited for its handler")
+            elif not runs:
+                bad("1", f"{story}: CallTimeout but its handler never started")
+            else:
+                run = runs[-1]
+                if record.finish != run.deadline:
+                    bad(
+                        "4 (CallTimeout at the deadline)",
+                        f"{story}: its handler's deadline was t={run.deadline}",
+                    )
+        elif isinstance(outcome, ServerCrashed):
+            if spec.lifetime != "supervised":
+                bad("1", f"{story}: ServerCrashed from a server that is not supervised")
+        elif isinstance(outcome, ServerStopped):
+            stop = log.stop_time.get(record.server)
+            if spec.lifetime != "supervised" and (stop is None or record.finish < stop):
+                bad("1", f"{story}: ServerStopped before the server was stopped (at {stop})")
+        elif isinstance(outcome, ServerOverloaded):
+            refuse = spec.mailbox_size is not None and spec.when_full == "refuse"
+            admits = (
+                record.kind == "call"
+                and spec.admission
+                and method.admission
+                and record.caller_deadline != math.inf
+            )
+            if not (refuse or admits):
+                bad("1", f"{story}: ServerOverloaded without a bound that refuses, or admission")
+        elif isinstance(outcome, DeadlockError):
+            if not record.expect_deadlock:
+                bad("1", f"{story}: DeadlockError, yet nothing waits on itself")
+        else:
+            bad("1", f"{story}: not an allowed outcome")
+        if (
+            record.expect_deadlock
+            and record.outcome_kind == "exception"
+            and not isinstance(outcome, DeadlockError | ServerStopped | ServerCrashed)
+        ):
+            bad("1/2", f"{story}: expected DeadlockError")
+        # 2: never past its own deadline or cancellation
+        late = record.finish > max(record.own_limit, record.start)
+        if late and not (record.inline and shielded(record.action)):
+            bad("2", f"{story}: finished after its own limit t={record.own_limit}")
+        # a request is run at most once
+        top = [run for run in runs if not run.inline]
+        if len(top) > 1:
+            bad("1", f"{story}: its handler ran {len(top)} times")
+        for run in runs:
+            # 5: the handler's deadline
+            if run.inline:
+                if run.parent is not None and run.deadline > run.parent.deadline:
+                    bad(
+                        "5",
+                        f"{story}: the inline handler's deadline t={run.deadline} is past "
+                        f"its outer handler's t={run.parent.deadline}",
+                    )
+                continue
+            stop = log.stop_time.get(record.server)
+            if run.deadline == -math.inf and stop is not None and run.start >= stop:
+                # The request met the stop at the same virtual instant: the stop had
+                # cancelled the server's scope, the server had not yet acted on it, and the
+                # handler started already cancelled. Not counted as a violation (trio
+                # delivers a cancellation at the next checkpoint), but noted; a handler
+                # starting at a *later* instant than the stop is one.
+                log.notes.append("a handler started, already cancelled, as its server stopped")
+                if record.start < stop and not run.inline:
+                    bad(
+                        "11 (queued request started by the stop)",
+                        f"{story}: queued since t={record.start}, its handler started at "
+                        f"t={run.start}, already cancelled (deadline -inf), after the stop "
+                        f"began at t={stop}; a caller queued at the stop gets ServerStopped",
+                    )
+                elif run.start > stop:
+                    bad(
+                        "11 (handler started after the stop)",
+                        f"{story}: its handler started at t={run.start}, already cancelled "
+                        f"(deadline -inf); the server's stop began at t={stop}",
+                    )
+                continue
+            budget = spec.budget(method)
+            caller_deadline = math.inf if record.kind == "cast" else record.caller_deadline
+            # the scenario's outer limit bounds the server's task (and so a cast) too
+            expected = min(run.start + budget, caller_deadline, SCENARIO_LIMIT)
+            if run.deadline != expected and not math.isclose(run.deadline, expected, abs_tol=1e-9):
+                bad(
+                    "5",
+                    f"{story}: its handler started at t={run.start} with deadline "
+                    f"t={run.deadline}, expected min({run.start} + {budget}, "
+                    f"{caller_deadline}, {SCENARIO_LIMIT}) = {expected}",
+                )
+            if record.kind == "call" and run.start >= record.caller_deadline:
+                bad(
+                    "3 (expired request started)",
+                    f"{story}: its handler started at t={run.start}, at or after the "
+                    f"caller's deadline t={record.caller_deadline}",
+                )
+            if (
+                record.kind == "call"
+                and record.cancelled_at is not None
+                and run.start > record.cancelled_at
+            ):
+                bad(
+                    "7 (withdrawn request started)",
+                    f"{story}: its handler started at t={run.start}, after its caller "
+                    f"was cancelled at t={record.cancelled_at}",
+                )
+            cuttable = method.is_async and not shielded(record.action) and run.deadline > -math.inf
+            if (
+                cuttable
+                and record.kind == "call"
+                and record.cancelled_at is not None
+                and run.start <= record.cancelled_at
+                and run.end is not None
+                and run.end > record.cancelled_at
+            ):
+                bad(
+                    "7 (handler not cut when its caller left)",
+                    f"{story}: its handler ran until t={run.end}",
+                )
+    # 3: handlers that ran past their deadline, and overlaps
+    for run in log.runs:
+        if run.overlap:
+            bad("3", f"handler S{run.server}.{run.method} of {run.rid}: {run.overlap}")
+        record = next((c for c in log.calls if c.rid == run.rid), None)
+        spec = servers[run.server]
+        method = spec.method(run.method)
+        shields = record is not None and shielded(record.action)
+        if (
+            method.is_async
+            and not shields
+            and run.end is not None
+            and run.end > max(run.deadline, run.start)
+        ):
+            bad(
+                "3/4 (handler not cut at its deadline)",
+                f"handler S{run.server}.{run.method} of {run.rid} started at t={run.start}, "
+                f"deadline t={run.deadline}, ended at t={run.end}",
+            )
+    # 4: FIFO
+    by_rid = {c.rid: c for c in log.calls}
+    for spec in scenario.servers:
+        if spec.mailbox_size is not None and spec.when_full == "wait":
+            continue
+        top = [r for r in log.runs if r.server == spec.index and not r.inline]
+        for a, b in itertools.combinations(top, 2):
+            if a.obj != b.obj:
+                continue
+            ca, cb = by_rid[a.rid], by_rid[b.rid]
+            first, second = (a, b) if ca.start < cb.start else (b, a)
+            c_first, c_second = by_rid[first.rid], by_rid[second.rid]
+            if c_first.start < c_second.start and first.order > second.order:
+                bad(
+                    "4 (FIFO)",
+                    f"{c_second.rid} (arrived t={c_second.start}) started at "
+                    f"t={second.start} before {c_first.rid} (arrived t={c_first.start}), "
+                    f"started t={first.start}",
+                )
+    # 6: statistics
+    if not log.hang:
+        for spec in scenario.servers:
+            stats = log.stats.get(spec.index)
+            if stats is None or spec.lifetime == "supervised":
+                continue
+            mine = [r for r in log.runs if r.server == spec.index and not r.inline]
+            counted = stats.handled + stats.failed + stats.timed_out + stats.cancelled
+            where = f"S{spec.index} after its stop: {stats!r}"
+            if counted != len(mine):
+                bad(
+                    "6",
+                    f"{where}: handled+failed+timed_out+cancelled = {counted}, "
+                    f"but {len(mine)} handlers started",
+                )
+            if stats.running != 0 or stats.queued != 0:
+                bad("6", f"{where}: running={stats.running} queued={stats.queued} after stop")
+            records = [c for c in log.calls if c.server == spec.index and not c.inline]
+            overloaded = sum(isinstance(c.outcome, ServerOverloaded) for c in records)
+            if stats.shed != overloaded:
+                bad("6", f"{where}: shed={stats.shed}, but {overloaded} ServerOverloaded seen")
+            values = sum(c.outcome_kind == "value" and c.kind == "call" for c in records)
+            if stats.handled < values:
+                bad("6", f"{where}: handled={stats.handled} < {values} values received")
+            own_errors = sum(isinstance(c.outcome, Boom) for c in records)
+            if stats.failed < own_errors:
+                bad("6", f"{where}: failed={stats.failed} < {own_errors} exceptions received")
+            total = counted + stats.withdrawn + stats.shed + stats.dropped
+            if total > len(records):
+                bad("6", f"{where}: {total} requests counted, but only {len(records)} made")
+    # 7: no task left
+    if log.leftover_tasks:
+        bad("7", f"tasks left after the scenario: {log.leftover_tasks}")
+    return problems
+
+
+def report(log: Log, problems: list[str]) -> str:
+    lines = [str(log.scenario), "", "what happened:"]
+    lines += [f"  {c.describe()}" for c in log.calls]
+    for run in log.runs:
+        end = "never ended" if run.end is None else f"{run.ending} at t={run.end}"
+        inline = " (inline)" if run.inline else ""
+        lines.append(
+            f"  handler S{run.server}#{run.obj}.{run.method} of {run.rid}{inline}: "
+            f"started t={run.start} deadline t={run.deadline}, {end}"
+        )
+    for index, stop in sorted(log.stop_time.items()):
+        lines.append(f"  S{index} stopped at t={stop}; statistics {log.stats.get(index)!r}")
+    lines += ["", "violations:", *(f"  {p}" for p in problems)]
+    lines.append(f"(TRIOSERVER_PRIVATE={os.environ.get('TRIOSERVER_PRIVATE', 'unset')})")
+    return "\n".join(lines)
+
+
+_VIOLATIONS: dict[str, type[AssertionError]] = {}
+
+
+def violation_type(problem: str) -> type[AssertionError]:
+    """One AssertionError subclass per invariant, so that Hypothesis reports (and shrinks)
+    each kind of failure apart instead of only the first it meets."""
+    match = re.match(r"invariant (\w+)", problem)
+    name = f"Invariant{match.group(1)}Violated" if match else "ScenarioFailed"
+    if "HANG" in problem:
+        name = "Invariant1Hang"
+    if name not in _VIOLATIONS:
+        _VIOLATIONS[name] = type(name, (AssertionError,), {})
+    return _VIOLATIONS[name]
+
+
+def outcome_events(log: Log) -> None:
+    """What the scenarios reached (``pytest --hypothesis-show-statistics``)."""
+    for record in log.calls:
+        if record.outcome_kind == "exception":
+            hypothesis.event(f"outcome: {type(record.outcome).__name__}")
+        else:
+            hypothesis.event(f"outcome: {record.outcome_kind}")
+    if len({run.obj for run in log.runs}) > len(log.scenario.servers):
+        hypothesis.event("a supervisor restarted a server")
+    for note in log.notes:
+        hypothesis.event(f"note: {note}")
+
+
+def assert_invariants(scenario: Scenario) -> None:
+    log = run_scenario(scenario)
+    outcome_events(log)
+    problems = check(log)
+    if problems:
+        raise violation_type(problems[0])("\n" + report(log, problems))
+
+
+# -- thread handlers, on real time -----------------------------------------------------------
+
+THREAD_BUDGET = 0.1
+"""The budget of the thread handler, in real seconds."""
+
+SLACK = 0.05
+"""Real seconds a caller may finish after its limit (the scheduler, a busy 2-core machine)."""
+
+
+@attrs.frozen
+class ThreadCallerSpec:
+    index: int
+    method: str  # block (a thread handler) or ping (plain def)
+    seconds: float  # how long `block` blocks its thread
+    start: float
+    deadline: float | None
+
+    def __str__(self) -> str:
+        limit = "" if self.deadline is None else f" under move_on_after({self.deadline})"
+        what = f"block({self.seconds})" if self.method == "block" else "ping()"
+        return f"caller c{self.index} at t+{self.start}{limit}: {what}"
+
+
+@attrs.frozen
+class ThreadScenario:
+    max_abandoned: int
+    stop_at: float | None  # the serve nursery cancelled then; None: once callers finish
+    callers: tuple[ThreadCallerSpec, ...]
+
+    def __str__(self) -> str:
+        stop = "once every caller finished" if self.stop_at is None else f"at t+{self.stop_at}"
+        return "\n".join(
+            [
+                f"@server(max_abandoned_threads={self.max_abandoned}) class Blocking, "
+                f"served in a nursery cancelled {stop}:",
+                f"    @call(timeout={THREAD_BUDGET}, thread=True) def block(seconds): "
+                "time.sleep(seconds)",
+                "    @call def ping()",
+                *map(str, self.callers),
+            ]
+        )
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text("\n" + str(self))
+
+
+@st.composite
+def thread_scenarios(draw: st.DrawFn) -> ThreadScenario:
+    count = draw(st.integers(1, 4))
+    drawn = tuple(
+        ThreadCallerSpec(
+            index=index,
+            method=draw(st.sampled_from(["block", "block", "ping"])),
+            seconds=draw(st.sampled_from([0.0, 0.02, 0.25])),
+            start=draw(st.sampled_from([0.0, 0.0, 0.05, 0.15])),
+            deadline=draw(st.sampled_from([None, None, 0.05, 0.3])),
+        )
+        for index in range(count)
+    )
+    return ThreadScenario(
+        max_abandoned=draw(st.sampled_from([1, 2, 8])),
+        stop_at=draw(st.sampled_from([None, None, 0.12])),
+        callers=drawn,
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def blocking_class(max_abandoned: int) -> type:
+    class Blocking:
+        def __init__(self, threads: dict[str, int], lock: threading.Lock) -> None:
+            self.threads = threads
+            self.lock = lock
+
+        @call(timeout=THREAD_BUDGET, thread=True)
+        def block(self, seconds: float) -> float:
+            with self.lock:
+                self.threads["started"] += 1
+                self.threads["alive"] += 1
+            try:
+                time.sleep(seconds)
+                return seconds
+            finally:
+                with self.lock:
+                    self.threads["alive"] -= 1
+
+        @call
+        def ping(self) -> str:
+            return "pong"
+
+    return server(max_abandoned_threads=max_abandoned)(Blocking)
+
+
+def busy_threads(baseline: set[threading.Thread]) -> list[str]:
+    """Threads that did not run before, other than trio's idle cached workers.
+
+    trio keeps an idle worker thread for 10 s after its job, named ``Trio thread N`` (while it
+    runs a job it bears the job's name); those are trio's cache, not a leak.
+    """
+    return [
+        thread.name
+        for thread in threading.enumerate()
+        if thread not in baseline and not thread.name.startswith("Trio thread ")
+    ]
+
+
+def check_threads(scenario: ThreadScenario) -> list[str]:
+    """Run a thread scenario on real time; the violations of invariants 1, 2, 6 and 8."""
+    baseline = set(threading.enumerate())
+    count_before = threading.active_count()
+    lock = threading.Lock()
+    threads = {"started": 0, "alive": 0}
+    results: list[tuple[ThreadCallerSpec, float, float, float, str, object]] = []
+    stats: list[Any] = []
+    problems: list[str] = []
+
+    async def caller(handle: Any, spec: ThreadCallerSpec, t0: float) -> None:
+        await trio.sleep_until(t0 + spec.start)
+        start = trio.current_time()
+        limit = math.inf if spec.deadline is None else start + spec.deadline
+        kind, value = "cancelled", None
+        with trio.move_on_after(math.inf if spec.deadline is None else spec.deadline):
+            try:
+                if spec.method == "block":
+                    value = await handle.block(spec.seconds)
+                else:
+                    value = await handle.ping()
+                kind = "value"
+            except Exception as error:
+                kind, value = "exception", error
+        results.append((spec, start - t0, limit - t0, trio.current_time() - t0, kind, value))
+
+    async def run_server(
+        t0: float, done: trio.Event, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with trio.open_nursery() as servers:
+            handle = await servers.start(
+                serve, blocking_class(scenario.max_abandoned)(threads, lock)
+            )
+            task_status.started(handle)
+            if scenario.stop_at is None:
+                await done.wait()
+            else:
+                await trio.sleep_until(t0 + scenario.stop_at)
+            servers.cancel_scope.cancel()
+        stats.append(statistics(handle))
+
+    async def main() -> None:
+        t0 = trio.current_time()
+        done = trio.Event()
+        with trio.move_on_after(10) as limit:
+            async with trio.open_nursery() as outer:
+                handle = await outer.start(run_server, t0, done)
+                async with trio.open_nursery() as nursery:
+                    for spec in scenario.callers:
+                        nursery.start_soon(caller, handle, spec, t0)
+                done.set()
+        if limit.cancelled_caught:
+            problems.append("invariant 1 (HANG): the scenario had not ended after 10 s")
+
+    trio.run(main)
+    for spec, start, limit, finish, kind, value in results:
+        story = f"c{spec.index} (started t+{start:.3f}): {kind} {value!r} at t+{finish:.3f}"
+        if finish > limit + SLACK:
+            problems.append(f"invariant 2: {story}, past its own limit t+{limit:.3f}")
+        if kind == "value":
+            expected = spec.seconds if spec.method == "block" else "pong"
+            if value != expected:
+                problems.append(f"invariant 1: {story}: not its handler's value")
+        elif kind == "exception":
+            if isinstance(value, CallTimeout):
+                # at its budget after its start, which may wait behind the other callers'
+                ahead = sum(c.method == "block" for c in scenario.callers)
+                if spec.method != "block" or finish > start + ahead * THREAD_BUDGET + SLACK:
+                    problems.append(f"invariant 1/4: {story}: CallTimeout, not at its budget")
+            elif isinstance(value, ServerOverloaded):
+                if spec.method != "block" and spec.deadline is None:
+                    problems.append(f"invariant 1: {story}: ServerOverloaded")
+            elif not isinstance(value, ServerStopped) or scenario.stop_at is None:
+                problems.append(f"invariant 1: {story}: not an allowed outcome")
+    if len(results) != len(scenario.callers):
+        problems.append(f"invariant 1: {len(scenario.callers) - len(results)} callers never ended")
+    if stats:
+        final = stats[0]
+        if final.running != 0 or final.queued != 0:
+            problems.append(f"invariant 6: after the stop {final!r}")
+    # 8: every thread handler ends (they block at most 0.25 s); then no thread is left
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and (threads["alive"] or busy_threads(baseline)):
+        time.sleep(0.01)
+    if threads["alive"] or busy_threads(baseline):
+        problems.append(
+            f"invariant 8: 2 s after the run, {threads['alive']} thread handlers still run; "
+            f"threads left: {busy_threads(baseline)} (active_count {count_before} before, "
+            f"{threading.active_count()} now)"
+        )
+    return problems
+
+
+def assert_thread_invariants(scenario: ThreadScenario) -> None:
+    problems = check_threads(scenario)
+    if problems:
+        lines = [str(scenario), "", "violations:", *(f"  {p}" for p in problems)]
+        raise violation_type(problems[0])("\n" + "\n".join(lines))

@@ -1,0 +1,78 @@
+"""Fault injection: Hypothesis draws whole scenarios; each is checked against invariants 1-8.
+
+Every test but the thread test runs each example in its own ``trio.run`` on a ``MockClock``
+(autojump). Small by default (the whole file in well under 25 s); ``TRIOSERVER_FAULT_EXAMPLES=N``
+runs N examples per test (the thread test, on real time, N // 50): N=2500 is the large run,
+10,050 scenarios. Run it with the hand-off on and off, in separate processes:
+
+    python -m pytest -q property_tests/test_faults.py
+    TRIOSERVER_PRIVATE=0 python -m pytest -q property_tests/test_faults.py
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import hypothesis
+from hypothesis import HealthCheck, given
+
+from property_tests.faults import (
+    BURSTS,
+    GENERAL,
+    STOPS,
+    SUPERVISED,
+    Scenario,
+    ThreadScenario,
+    assert_invariants,
+    assert_thread_invariants,
+    scenarios,
+    thread_scenarios,
+)
+
+EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0"))
+
+
+def fault_settings(default: int, large: int | None = None) -> hypothesis.settings:
+    return hypothesis.settings(
+        max_examples=(large if large is not None else EXAMPLES) or default,
+        deadline=None,
+        derandomize=False,
+        database=None,
+        report_multiple_bugs=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+# Casts' failures and supervisors' restarts are logged; the scenarios make thousands.
+logging.getLogger("trioserver").setLevel(logging.CRITICAL + 1)
+
+
+@fault_settings(250)
+@given(scenarios(GENERAL))
+def test_scenarios(scenario: Scenario) -> None:
+    assert_invariants(scenario)
+
+
+@fault_settings(150)
+@given(scenarios(BURSTS))
+def test_bursts_on_small_mailboxes(scenario: Scenario) -> None:
+    assert_invariants(scenario)
+
+
+@fault_settings(150)
+@given(scenarios(STOPS))
+def test_servers_stopped_mid_flight(scenario: Scenario) -> None:
+    assert_invariants(scenario)
+
+
+@fault_settings(120)
+@given(scenarios(SUPERVISED))
+def test_supervised_servers_crash_and_restart(scenario: Scenario) -> None:
+    assert_invariants(scenario)
+
+
+@fault_settings(8, large=EXAMPLES // 50)
+@given(thread_scenarios())
+def test_thread_handlers_on_real_time(scenario: ThreadScenario) -> None:
+    assert_thread_invariants(scenario)
