@@ -194,3 +194,58 @@ async def test_cancelled_opener_gets_cancelled_unwrapped(autojump_clock: trio.ab
         async with open_server(Life()):
             await trio.sleep_forever()
     assert scope.cancelled_caught
+
+
+@server(admission=False)
+class Stopping:
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.stop_serving = trio.CancelScope()
+        self.gate = trio.Event()
+
+    @call
+    async def stop_and_return(self) -> None:
+        self.started.append("stop_and_return")
+        await self.gate.wait()
+        self.stop_serving.cancel()  # `serve` is cancelled: its task will stop the server
+
+    @call
+    async def queued(self) -> int:
+        self.started.append("queued")
+        return 1
+
+    @call
+    def queued_def(self) -> int:
+        self.started.append("queued_def")
+        return 1
+
+
+@pytest.mark.parametrize("second", ["queued", "queued_def"])
+async def test_a_request_queued_when_the_server_is_cancelled_never_starts(
+    second: str, autojump_clock: trio.abc.Clock
+) -> None:
+    # The running handler ends just as the server's nursery is cancelled, before `serve`'s task
+    # has stopped the server: the request queued behind it must get ServerStopped, not start
+    # in the server's cancelled task.
+    stopping = Stopping()
+    outcomes: list[object] = []
+
+    async def call_then_record(name: str) -> None:
+        try:
+            outcomes.append(await getattr(stopping, name)())
+        except ServerStopped as exc:
+            outcomes.append(exc)
+
+    async with trio.open_nursery() as callers:
+        with stopping.stop_serving:
+            async with trio.open_nursery() as serving:
+                await serving.start(serve, stopping)
+                callers.start_soon(call_then_record, "stop_and_return")
+                await trio.testing.wait_all_tasks_blocked()
+                callers.start_soon(call_then_record, second)
+                await trio.testing.wait_all_tasks_blocked()
+                stopping.gate.set()
+                await trio.sleep_forever()
+    assert stopping.started == ["stop_and_return"]
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], ServerStopped)

@@ -16,7 +16,7 @@ from typing import Any
 
 import trio
 from outcome import Error, Outcome, Value
-from trio.lowlevel import Abort, current_task, reschedule
+from trio.lowlevel import Abort, checkpoint_if_cancelled, current_task, reschedule
 
 from . import _private
 from ._admission import refusal_at_start
@@ -108,6 +108,10 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
     now_fn = state.now
     records = state.records
     while True:
+        if mailbox.queued and not _private.passes_cancel_point(state.task):  # type: ignore[arg-type]
+            # The server's task is cancelled (its nursery, as a stop begins): the next request
+            # must not start; it stays queued, and the stop tells its caller.
+            await checkpoint_if_cancelled()
         request = mailbox.take_nowait()
         if request is None:
             if state.stopping or not state.numbered:  # (not one request yet: no need to wait)
