@@ -540,10 +540,12 @@ class FaultServerBase:
             async with trio.open_nursery() as nursery:
                 for _ in range(action.count):
                     nursery.start_soon(trio.sleep, action.seconds)
-                if action.deadlock:
-                    own_calls = [
-                        m for m in log.scenario.servers[self.fi_index].methods if m.kind == "call"
-                    ]
+                own_calls = [
+                    m for m in log.scenario.servers[self.fi_index].methods if m.kind == "call"
+                ]
+                # (an inner action is drawn before its server is known: one with no call
+                # of its own has nothing to deadlock on)
+                if action.deadlock and own_calls:
                     target = own_calls[0]
                     nursery.start_soon(
                         make_call,

@@ -249,3 +249,39 @@ async def test_a_request_queued_when_the_server_is_cancelled_never_starts(
     assert stopping.started == ["stop_and_return"]
     assert outcomes[0] is None
     assert isinstance(outcomes[1], ServerStopped)
+
+
+@server
+class FailsAsItStops:
+    @call
+    async def work(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)
+            try:
+                await trio.sleep_forever()
+            finally:
+                raise ValueError("cleanup failed")  # noqa: B012 (an error as the stop cuts it)
+
+
+async def test_an_error_raised_as_the_stop_cuts_a_handler_is_logged_not_fatal(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The handler's nursery ends with [ValueError, Cancelled]: the stop goes on, the caller
+    # hears ServerStopped, and the error, which has no caller left, is logged.
+    server_object = FailsAsItStops()
+    heard: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await server_object.work()
+        except ServerStopped as exc:
+            heard.append(exc)
+
+    async with trio.open_nursery() as callers:
+        async with open_server(server_object):
+            callers.start_soon(caller)
+            await trio.sleep(1)
+    assert len(heard) == 1
+    assert statistics(server_object).cancelled == 1
+    assert statistics(server_object).running == 0
+    assert "cleanup failed" in caplog.text

@@ -247,9 +247,21 @@ def _raised(state: ServerState, request: Request, exc: BaseException, scope: Any
     elif spent and not state.stopping and isinstance(rest, Exception):
         outcome = Error(rest)  # a nursery in the handler: a child's error met our cut
         spent = True
-    else:
-        # The server stops as this propagates (or dies of a KeyboardInterrupt, SystemExit):
-        # the request is still current, so `stop` tells its caller, as it tells queued ones.
+    elif rest is None or isinstance(rest, Exception):
+        # Cancelled from outside: the server stops as this propagates. The request is still
+        # current, so `stop` tells its caller, as it tells queued ones. An error the handler
+        # raised as it was cut has no caller left to reach: it is logged, not fatal.
+        stop(state, "its nursery was cancelled")
+        finish(state, request, None)
+        if rest is not None:
+            logger.warning(
+                "%s raised %r as %s stopped", request.method.label, rest, state.spec.name,
+                exc_info=rest,
+            )  # fmt: skip
+            assert isinstance(exc, BaseExceptionGroup)
+            raise exc.split(trio.Cancelled)[0] or exc  # pyright: ignore[reportUnknownMemberType]
+        raise exc
+    else:  # a KeyboardInterrupt or SystemExit: the server dies, and it propagates
         _stop_for(state, exc)
         finish(state, request, None)
         raise exc
