@@ -260,7 +260,7 @@ class FailsAsItStops:
             try:
                 await trio.sleep_forever()
             finally:
-                raise ValueError("cleanup failed")  # noqa: B012 (an error as the stop cuts it)
+                raise ValueError("cleanup failed")
 
 
 async def test_an_error_raised_as_the_stop_cuts_a_handler_is_logged_not_fatal(
@@ -277,10 +277,9 @@ async def test_an_error_raised_as_the_stop_cuts_a_handler_is_logged_not_fatal(
         except ServerStopped as exc:
             heard.append(exc)
 
-    async with trio.open_nursery() as callers:
-        async with open_server(server_object):
-            callers.start_soon(caller)
-            await trio.sleep(1)
+    async with trio.open_nursery() as callers, open_server(server_object):
+        callers.start_soon(caller)
+        await trio.sleep(1)
     assert len(heard) == 1
     assert statistics(server_object).cancelled == 1
     assert statistics(server_object).running == 0
