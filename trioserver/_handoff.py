@@ -33,7 +33,7 @@ from outcome import Error, Value
 from trio.lowlevel import Task, disable_ki_protection, enable_ki_protection, reschedule
 
 from . import _private
-from ._reply import finish, start
+from ._reply import finish
 from ._request import DONE, RUNNING, Request
 from ._state import ServerState, step_watch
 from ._statistics import MethodRecorder
@@ -45,7 +45,7 @@ SETTLED: Any = object()  # from `run_here`: the reply is in `request.outcome`
 _INF = math.inf
 
 
-@enable_ki_protection  # trio's state and ours change here; the handler runs in `_step`
+@enable_ki_protection  # trio's state and ours change here; the handler runs in `_run`, `_resume`
 def run_here(state: ServerState, request: Request, record: MethodRecorder) -> Any:
     """Run `request` in the idle server's task, within this caller's step.
 
@@ -61,7 +61,16 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
     method = request.method
     state.parked = False
     request.waiting = False  # the reply is left in `request.outcome` until the caller parks
-    start(state, request, record, request.queued_at)
+    # `_reply.start` inlined (this path has no instruments, and is private): with `finish`
+    # below, a fifth of the round trip of benchmarks/roundtrip.py (1 and 100 callers).
+    budget = method.budget
+    cut_at = request.deadline
+    if budget is not None and request.queued_at + budget < cut_at:
+        cut_at = request.queued_at + budget
+    request.cut_at = cut_at
+    request.state = RUNNING
+    record.queue_wait.add(0.0)
+    state.current = state.last_started = request
     detector = step_watch.detector
     began = time.perf_counter() if detector is not None else 0.0
     result: Any = None
@@ -69,22 +78,22 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
     failure: BaseException | None = None
     trap: Any = None  # what the handler yielded, if it suspended
     # From here to `take_back`, trio's current task is the server's: its step is ours.
-    idle_abort = _private.lend_step(server)
+    idle_abort = _private.lend_step(server, state.scope, cut_at)
     try:
         kwargs = request.kwargs
         if not method.is_async:
             if kwargs is None:
-                result = _step(server, method.run, state.obj, *request.args)
+                result = _run(server, method.run, state.obj, request.args)
             else:
-                result = _step(server, method.run, state.obj, *request.args, **kwargs)
+                result = _run_kw(server, method.run, state.obj, request.args, kwargs)
         else:
-            # (an `async def` runs nothing when called: the handler starts in `_step`)
+            # (an `async def` runs nothing when called: the handler starts in `_resume`)
             if kwargs is None:
                 handler = method.run(state.obj, *request.args)
             else:
                 handler = method.run(state.obj, *request.args, **kwargs)
             try:
-                trap = _step(server, handler.send, None)
+                trap = _resume(server, handler.send)
             except StopIteration as stop:
                 result = stop.value
     except BaseException as exc:
@@ -113,9 +122,21 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
 
 
 @disable_ki_protection  # user code: a KeyboardInterrupt may come at once, as anywhere
-def _step(server: Task, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Run a plain handler, or resume a handler's coroutine, in the server's contextvars."""
-    return server.context.run(fn, *args, **kwargs)
+def _run(server: Task, fn: Callable[..., Any], obj: object, args: tuple[Any, ...]) -> Any:
+    """Run a plain handler in the server's contextvars."""
+    return server.context.run(fn, obj, *args)
+
+
+@disable_ki_protection  # user code: a KeyboardInterrupt may come at once, as anywhere
+def _run_kw(server: Task, fn: Callable[..., Any], obj: object, args: Any, kwargs: Any) -> Any:
+    """Run a plain handler that has keyword arguments in the server's contextvars."""
+    return server.context.run(fn, obj, *args, **kwargs)
+
+
+@disable_ki_protection  # user code: a KeyboardInterrupt may come at once, as anywhere
+def _resume(server: Task, send: Callable[[Any], Any]) -> Any:
+    """Resume a handler's coroutine in the server's contextvars."""
+    return server.context.run(send, None)
 
 
 def _hand_over(state: ServerState, request: Request, handler: Any, trap: Any) -> Any:

@@ -219,9 +219,11 @@ A server's task parked here (private path) can be handed a suspended handler (`l
 
 
 @enable_ki_protection
-def lend_step(server: Task) -> AbortFn | None:
+def lend_step(server: Task, scope: trio.CancelScope, deadline: float) -> AbortFn | None:
     """From now on trio's current task is `server` (parked idle), as trio has it for a running
-    task; returns the abort function it was parked with, for `park_again`."""
+    task, and `scope` (its handler's) shows `deadline` (as `show_deadline`); returns the abort
+    function it was parked with, for `park_again`."""
+    scope._deadline = deadline  # pyright: ignore[reportPrivateUsage]
     idle_abort = server._abort_func  # pyright: ignore[reportPrivateUsage]
     server._abort_func = None  # pyright: ignore[reportPrivateUsage]
     _run_context.task = server
