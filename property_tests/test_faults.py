@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 
 import hypothesis
+import pytest
 from hypothesis import HealthCheck, given
 
 from property_tests.faults import (
@@ -44,8 +46,15 @@ def fault_settings(default: int, large: int | None = None) -> hypothesis.setting
     )
 
 
-# Casts' failures and supervisors' restarts are logged; the scenarios make thousands.
-logging.getLogger("trioserver").setLevel(logging.CRITICAL + 1)
+@pytest.fixture(autouse=True)
+def _quiet_trioserver_logger() -> Iterator[None]:
+    """Casts' failures and supervisors' restarts are logged; the scenarios make thousands.
+    (Only while these tests run: other tests read the logger's records.)"""
+    logger = logging.getLogger("trioserver")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    yield
+    logger.setLevel(level)
 
 
 @fault_settings(250)
