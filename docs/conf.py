@@ -13,6 +13,7 @@ so an example that drifts from the code fails the build.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -166,12 +167,18 @@ def _leave_out_missing_pages(app: Any, docname: str, source: list[str]) -> None:
 # trio's report ``trio``), but their attributes' docstrings are in the private module that
 # defines them. autodoc is told that module when it asks a class's (to find the attributes),
 # and the attributes' docstrings are read from it.
-def _defined_in() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for path in sorted((HERE.parent / "trioserver").glob("_*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ClassDef) and node.name in trioserver.__all__:
-                found[node.name] = f"trioserver.{path.stem}"
+def _defined_in() -> dict[tuple[str, str], str]:
+    """(public module, class name) -> the private module that defines it."""
+    found: dict[tuple[str, str], str] = {}
+    for public, folder in (
+        ("trioserver", "trioserver"),
+        ("trioserver.testing", "trioserver/testing"),
+    ):
+        names = importlib.import_module(public).__all__
+        for path in sorted((HERE.parent / folder).glob("_*.py")):
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.ClassDef) and node.name in names:
+                    found[public, node.name] = f"{public}.{path.stem}"
     return found
 
 
@@ -179,8 +186,10 @@ _DEFINED_IN = _defined_in()
 
 
 def _class_attribute(obj: Any, name: str, *default: Any) -> Any:
-    if name == "__module__" and getattr(obj, "__module__", None) == "trioserver":
-        return _DEFINED_IN.get(obj.__qualname__, "trioserver")
+    if name == "__module__":
+        module = getattr(obj, "__module__", None)
+        if module in ("trioserver", "trioserver.testing"):
+            return _DEFINED_IN.get((module, obj.__qualname__), module)
     from sphinx.util.inspect import safe_getattr
 
     return safe_getattr(obj, name, *default)
@@ -191,12 +200,14 @@ def _attribute_docstring(
 ) -> None:
     if what != "attribute" or lines or not name.startswith("trioserver."):
         return
-    cls, _, attribute = name.removeprefix("trioserver.").rpartition(".")
-    if cls not in _DEFINED_IN:
+    owner, _, attribute = name.rpartition(".")
+    module, _, cls = owner.rpartition(".")
+    defined_in = _DEFINED_IN.get((module, cls))
+    if defined_in is None:
         return
     from sphinx.pycode import ModuleAnalyzer
 
-    analyzer = ModuleAnalyzer.for_module(_DEFINED_IN[cls])
+    analyzer = ModuleAnalyzer.for_module(defined_in)
     analyzer.analyze()
     lines.extend(analyzer.attr_docs.get((cls, attribute), []))
 

@@ -21,6 +21,7 @@ import trio
 import trio.testing
 
 import trioserver
+import trioserver.testing
 from trioserver import (
     HandleNotCopyable,
     TrioServerError,
@@ -325,6 +326,13 @@ def test_public_names_report_trioserver(name: str) -> None:
     obj = getattr(trioserver, name)
     assert obj.__module__ == "trioserver"
     assert obj.__qualname__ == name
+
+
+@pytest.mark.parametrize("name", trioserver.testing.__all__)
+def test_public_names_of_the_testing_module_report_it(name: str) -> None:
+    obj = getattr(trioserver.testing, name)
+    if hasattr(obj, "__module__") and callable(obj):
+        assert obj.__module__ == "trioserver.testing"
 
 
 def test_methods_of_public_classes_report_trioserver() -> None:

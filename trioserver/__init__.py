@@ -67,47 +67,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def _fixup_module_metadata(module_name: str, names: list[str]) -> None:
-    """Make each public name report ``trioserver``, where it is imported from, and not the
-    private module that defines it (as trio and outcome do): ``trioserver.CallTimeout`` in
-    tracebacks, reprs and the docs. Attributes defined in those classes report it too."""
-    import typing
+from ._metadata import fixup_module_metadata as _fixup_module_metadata
 
-    seen: set[int] = set()
-
-    def fix(obj: object) -> None:
-        if id(obj) in seen:
-            return
-        seen.add(id(obj))
-        module = getattr(obj, "__module__", None)
-        if not (isinstance(module, str) and module.startswith(module_name + "._")):
-            return
-        if isinstance(obj, type):
-            resolve_annotations(obj)
-        try:
-            obj.__module__ = module_name
-        except (AttributeError, TypeError):  # read-only, as on some builtins' wrappers
-            return
-        if isinstance(obj, type):
-            for attribute in vars(obj).values():
-                fix(getattr(attribute, "__func__", attribute))
-
-    def resolve_annotations(cls: type) -> None:
-        # `typing.get_type_hints` evaluates a class's string annotations in the module its
-        # `__module__` names: evaluate them now, in the module that wrote them.
-        own = vars(cls).get("__annotations__")
-        if not own or not any(isinstance(value, str) for value in own.values()):
-            return
-        try:
-            hints = typing.get_type_hints(cls, include_extras=True)
-        except Exception:  # a name only imported for type checkers: leave them as written
-            return
-        cls.__annotations__ = {name: hints[name] for name in own}
-
-    namespace = globals()
-    for name in names:
-        fix(namespace[name])
-
-
-_fixup_module_metadata(__name__, __all__)
+_fixup_module_metadata(__name__, __all__, globals())
 del _fixup_module_metadata

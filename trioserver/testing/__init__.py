@@ -92,3 +92,8 @@ __all__ = [
     "story",
     "timeline",
 ]
+
+from .._metadata import fixup_module_metadata as _fixup_module_metadata
+
+_fixup_module_metadata(__name__, __all__, globals())
+del _fixup_module_metadata
