@@ -98,7 +98,11 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
                 result = stop.value
     except BaseException as exc:
         failure = exc
-    _private.take_back(caller)
+    if trap is None and (failure is None or isinstance(failure, Exception)):
+        _private.take_back(caller, server, idle_abort, state.scope)  # parked idle again
+        state.parked = True
+    else:
+        _private.take_back(caller)
     if detector is not None and time.perf_counter() - began >= detector.threshold:
         state.loop_blocked(time.perf_counter() - began, detector.threshold)
     if trap is not None:
@@ -106,8 +110,6 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
     if failure is not None and not isinstance(failure, Exception):
         # KeyboardInterrupt, SystemExit...: the server's task raises it, as if it ran there
         return _hand_over(state, request, failure, RAISE)
-    _private.park_again(server, idle_abort, state.scope)
-    state.parked = True
     if failure is None and request.state == RUNNING:
         # `_reply.finish` inlined for its commonest case, a handler that returned at once
         # (no instruments here): a tenth of the round trip in benchmarks/roundtrip.py, 1 caller.

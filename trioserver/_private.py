@@ -222,7 +222,7 @@ A server's task parked here (private path) can be handed a suspended handler (`l
 def lend_step(server: Task, scope: trio.CancelScope, deadline: float) -> AbortFn | None:
     """From now on trio's current task is `server` (parked idle), as trio has it for a running
     task, and `scope` (its handler's) shows `deadline` (as `show_deadline`); returns the abort
-    function it was parked with, for `park_again`."""
+    function it was parked with, for `take_back`."""
     scope._deadline = deadline  # pyright: ignore[reportPrivateUsage]
     idle_abort = server._abort_func  # pyright: ignore[reportPrivateUsage]
     server._abort_func = None  # pyright: ignore[reportPrivateUsage]
@@ -231,16 +231,23 @@ def lend_step(server: Task, scope: trio.CancelScope, deadline: float) -> AbortFn
 
 
 @enable_ki_protection
-def take_back(caller: Task) -> None:
-    """trio's current task is `caller` again (after `lend_step`), whatever happened between."""
+def take_back(
+    caller: Task,
+    server: Task | None = None,
+    idle_abort: AbortFn | None = None,
+    scope: trio.CancelScope | None = None,
+) -> None:
+    """trio's current task is `caller` again (after `lend_step`), whatever happened between.
+
+    With `server`: the handler run in the lent step ended without suspending, so `server` is
+    parked idle again (with `idle_abort`), `scope` shows the deadline its timer holds (the
+    retire timer's), and `server` gets any cancellation the handler left pending for it.
+    """
     _run_context.task = caller
-
-
-def park_again(server: Task, idle_abort: AbortFn | None, scope: trio.CancelScope) -> None:
-    """The handler run in the lent step ended without suspending: `server` is parked idle
-    again, `scope` shows the deadline its timer holds (the retire timer's), and `server` gets
-    any cancellation the handler left pending for it."""
-    scope._deadline = scope._registered_deadline  # pyright: ignore[reportPrivateUsage]
+    if server is None:
+        return
+    if scope is not None:
+        scope._deadline = scope._registered_deadline  # pyright: ignore[reportPrivateUsage]
     server._abort_func = idle_abort  # pyright: ignore[reportPrivateUsage]
     if server._cancel_status.effectively_cancelled:  # pyright: ignore[reportPrivateUsage]
         server._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
