@@ -24,14 +24,16 @@ Invariant 8 (no leaked thread) is checked by the thread test in test_faults.py.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
 import os
 import re
+import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -811,6 +813,25 @@ def all_tasks() -> list[trio.lowlevel.Task]:
     return found
 
 
+class ScenarioStuck(Exception):
+    """Every task of a scenario waited with no deadline left: a permanent hang."""
+
+
+def where_tasks_wait() -> str:
+    """Each task of the run, with the frames it waits in (innermost last)."""
+    lines = []
+    for task in all_tasks():
+        frames = []
+        coro: Any = task.coro
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        lines.append(f"  {task.name}: {' > '.join(frames)}")
+    return "\n".join(lines)
+
+
 async def scenario_main(log: Log) -> None:
     before = set(all_tasks())
     log.t0 = trio.current_time()
@@ -840,14 +861,45 @@ async def scenario_main(log: Log) -> None:
     ]
 
 
+SCENARIO_CPU_LIMIT = 5.0
+"""CPU seconds a scenario may take (one takes milliseconds). When every task waits with no
+deadline left, a MockClock spins without moving time, so SCENARIO_LIMIT never comes: this
+catches that hang, and says where each task waits."""
+
+
+@contextlib.contextmanager
+def stuck_after(cpu_seconds: float) -> Iterator[None]:
+    """Raise ScenarioStuck in the main thread every `cpu_seconds` of CPU time, until the
+    block ends (again and again: the first may land in a task that then waits to unwind)."""
+
+    def stuck(signum: int, frame: Any) -> None:
+        raise ScenarioStuck(
+            f"invariant 1 (HANG): the scenario ran {cpu_seconds:g} CPU-seconds with every "
+            f"task waiting and no deadline left; where each task waits:\n" + where_tasks_wait()
+        )
+
+    previous = signal.signal(signal.SIGVTALRM, stuck)
+    signal.setitimer(signal.ITIMER_VIRTUAL, cpu_seconds, cpu_seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
 def run_scenario(scenario: Scenario) -> Log:
     log = Log(scenario)
     try:
-        trio.run(scenario_main, log, clock=trio.testing.MockClock(autojump_threshold=0))
+        with stuck_after(SCENARIO_CPU_LIMIT):
+            trio.run(scenario_main, log, clock=trio.testing.MockClock(autojump_threshold=0))
     except BaseException as error:  # a scenario must never raise: report it as a violation
         if isinstance(error, KeyboardInterrupt):
             raise
-        log.errors.append(f"the scenario raised {error!r}")
+        stuck = error.__cause__ if isinstance(error, trio.TrioInternalError) else error
+        if isinstance(stuck, ScenarioStuck):
+            log.errors.append(str(stuck))
+        else:
+            log.errors.append(f"the scenario raised {error!r}")
     return log
 
 
