@@ -827,7 +827,14 @@ def where_tasks_wait() -> str:
             frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
             if frame is not None:
                 frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+            frame = frame or getattr(coro, "ag_frame", None)
+            if getattr(coro, "ag_frame", None) is not None:
+                frames.append(f"{coro.ag_frame.f_code.co_name}:{coro.ag_frame.f_lineno}")
+            coro = (
+                getattr(coro, "cr_await", None)
+                or getattr(coro, "gi_yieldfrom", None)
+                or getattr(coro, "ag_await", None)
+            )
         lines.append(f"  {task.name}: {' > '.join(frames)}")
     return "\n".join(lines)
 

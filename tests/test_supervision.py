@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 
 import pytest
 import trio
@@ -206,3 +207,43 @@ async def test_leaving_during_a_restart_is_clean(autojump_clock: trio.abc.Clock)
         await ledger.apply("corrupt")  # crashes; the restart's on_start takes 1 s
         await trio.sleep(0.5)
     assert trio.current_time() == 1.5
+
+
+@server
+class Holds:
+    @cast(timeout=0.5)
+    async def hold(self) -> None:
+        with trio.CancelScope(shield=True):
+            await trio.sleep(2.0)  # ignores its budget
+
+
+class Spinning(Exception):
+    pass
+
+
+def test_leaving_the_supervisor_as_its_watchdog_fires_never_hangs() -> None:
+    # The cast's deadline is t=0.75; at t=2.0 its handler is 1.25 s past it (watchdog grace
+    # 1 s), the watchdog ticks, and the block is left. When the watchdog saw the running
+    # handler first, it restarted the server under the stopping supervisor, whose stop then
+    # waited forever for an event the first run no longer set (with no deadline left, a
+    # MockClock spins: a CPU-time alarm turns that into a failure). 30 runs meet both orders.
+    async def main() -> int:
+        async with open_supervisor() as supervisor:
+            holds = await supervisor.start(Holds)
+            await trio.sleep(0.25)
+            await holds.hold()
+            await trio.sleep(1.75)
+        return supervisor.statistics().restarts
+
+    def spinning(signum: int, frame: object) -> None:
+        raise Spinning
+
+    previous = signal.signal(signal.SIGVTALRM, spinning)
+    signal.setitimer(signal.ITIMER_VIRTUAL, 5.0, 5.0)
+    try:
+        for _ in range(30):
+            restarts = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+            assert restarts == 0  # nothing restarts once the stop has begun
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)

@@ -138,6 +138,7 @@ class Supervisor:
         ](256)
         self._recent: deque[float] = deque()
         self.gave_up: BaseException | None = None
+        self._stopping = False  # stop_all has begun: no crash restarts anything any more
         self._restarts = 0
         self._crashes = 0
         self._hung = 0
@@ -185,6 +186,7 @@ class Supervisor:
     async def _run(self, child: _Child, obj: object, task_status: trio.TaskStatus[None]) -> None:
         """One run of a child's server, in its own task; a crash is reported to `supervise`."""
         generation = child.generation
+        done = child.done  # this run's: a restart gives the child a new one
         child.current = obj
         child.started_at = trio.current_time()
         started = False
@@ -205,15 +207,15 @@ class Supervisor:
             else:  # a run that was stopped or replaced (say, by the watchdog) has ended
                 logger.debug("an earlier run of %s ended with %r", child.spec.name, exc)
         finally:
-            child.done.set()
+            done.set()
             if not started and generation != 0:
                 task_status.started()  # a restart that failed or was stopped before it began
 
     async def supervise(self) -> None:
         """Handle crashes one at a time, for as long as the supervisor runs."""
         async for child, generation, error in self._crash_receive:
-            if generation != child.generation:
-                continue  # a run that was already replaced
+            if generation != child.generation or self._stopping:
+                continue  # a run that was already replaced, or stopped
             self._crashes += 1
             now = trio.current_time()
             self._recent.append(now)
@@ -250,6 +252,8 @@ class Supervisor:
         crashed.consecutive += 1
         if self.backoff is not None:
             await trio.sleep(self.backoff.delay(crashed.consecutive, self._rng))
+        if self._stopping:
+            return  # the supervisor stops meanwhile: nothing is started again
         for child in affected:
             child.scope = trio.CancelScope()
             child.done = trio.Event()
@@ -259,6 +263,7 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         """Stop every server, in the reverse of their start order."""
+        self._stopping = True
         for child in reversed(self._children):
             child.generation += 1
             child.scope.cancel(reason="the supervisor stopped")
@@ -273,7 +278,12 @@ class Supervisor:
             now = trio.current_time()
             for child in self._children:
                 state = child.state()
-                if child.hung or not isinstance(state, Runtime) or state.current is None:
+                if (
+                    self._stopping
+                    or child.hung
+                    or not isinstance(state, Runtime)
+                    or state.current is None
+                ):
                     continue
                 request = state.current
                 if now <= request.cut_at + grace:
