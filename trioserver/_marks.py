@@ -288,7 +288,9 @@ def call(
       when admission or a full mailbox refused it (it never started);
       `ServerStopped`, `DeadlockError` as the contract says; `TypeError` for
       arguments that do not fit the signature, raised in the caller before
-      anything is queued.
+      anything is queued. `ForeignRunError` from another thread's
+      `trio.run`, `NotTrioError` outside trio: raised before anything of
+      the server is touched.
 
     Raises:
       InvalidServerDefinition: at definition time, naming the method: a bad
@@ -340,7 +342,8 @@ def cast(
       A cast's exception or timeout is logged on the ``trioserver`` logger
       (WARNING) naming server and method, and counted in `statistics`; the
       server goes on. A cast to a server that is not running raises
-      `ServerStopped`; arguments that do not fit raise `TypeError` at once.
+      `ServerStopped`; arguments that do not fit raise `TypeError` at once;
+      `ForeignRunError` and `NotTrioError` as for `call`.
 
     Raises:
       InvalidServerDefinition: at definition time, as for `call`.
