@@ -824,12 +824,13 @@ def where_tasks_wait() -> str:
         frames = []
         coro: Any = task.coro
         while coro is not None:
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            frame = (
+                getattr(coro, "cr_frame", None)
+                or getattr(coro, "gi_frame", None)
+                or getattr(coro, "ag_frame", None)
+            )
             if frame is not None:
                 frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
-            frame = frame or getattr(coro, "ag_frame", None)
-            if getattr(coro, "ag_frame", None) is not None:
-                frames.append(f"{coro.ag_frame.f_code.co_name}:{coro.ag_frame.f_lineno}")
             coro = (
                 getattr(coro, "cr_await", None)
                 or getattr(coro, "gi_yieldfrom", None)
