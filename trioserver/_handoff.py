@@ -147,21 +147,13 @@ def _hand_over(state: ServerState, request: Request, handler: Any, trap: Any) ->
     server's task goes on with it."""
     server = state.task
     assert server is not None
-    disarm_retire(state, request.cut_at)
+    state.disarm_retire(request.cut_at)
     if trap is RAISE or not _private.apply_trap(server, trap):
         state.resume = (handler, request, trap)
         reschedule(server)  # it raises the error, or yields the foreign message, itself
     else:
         state.resume = (handler, request, None)
     return HANDED_OVER
-
-
-def disarm_retire(state: ServerState, cut_at: float) -> None:
-    """A handler suspends: the retire timer must not cut it. Its deadline stays shown."""
-    if state.retire_at != _INF:
-        state.scope.deadline = _INF
-        state.retire_at = _INF
-        _private.show_deadline(state.scope, cut_at)
 
 
 def _drive(coro: Coroutine[Any, Any, Any], value: Any, trap: Any) -> Generator[Any, Any, Any]:

@@ -21,7 +21,7 @@ from trio.lowlevel import Abort, checkpoint_if_cancelled, current_task, reschedu
 from . import _private
 from ._admission import refusal_at_start
 from ._errors import ServerCrashed, ServerStopped, TrioServerError
-from ._handoff import RAISE, disarm_retire, drive, go_on
+from ._handoff import RAISE, drive, go_on
 from ._reply import deliver, expire, finish, seconds, shed_at_start, start
 from ._request import DROPPED, RUNNING, STOPPED, Request
 from ._state import ServerState
@@ -216,7 +216,7 @@ def _suspended(
     scope: trio.CancelScope,
 ) -> Generator[Any, Any, Any]:
     """Drive a handler that suspended, after arming its deadline."""
-    disarm_retire(state, request.cut_at)
+    state.disarm_retire(request.cut_at)
     if request.task is None:  # a cast: its scope keeps the deadline
         scope.deadline = request.cut_at
     elif request.state == RUNNING:  # a call: its caller keeps the deadline

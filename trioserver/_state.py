@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from trio.lowlevel import Abort, Task
 
+from . import _private
 from ._instrument import CallInfo, Hook, Instrument, Instruments, run_instruments
 from ._mailbox import Mailbox
 from ._request import ABANDONED, QUEUED, RUNNING, TIMED_OUT, Request
@@ -147,6 +148,14 @@ class ServerState:
                 if record.queue_wait.count or record.service.count
             },
         )
+
+    def disarm_retire(self, cut_at: float) -> None:
+        """A handler suspends: the retire timer (set while the task was parked) must not cut
+        it. Its deadline, `cut_at`, stays shown."""
+        if self.retire_at != _INF:
+            self.scope.deadline = _INF
+            self.retire_at = _INF
+            _private.show_deadline(self.scope, cut_at)
 
     def caller_left(self, request: Request) -> Abort:
         """trio is cancelling a waiting caller (`Request.abort`): withdraw its request if it
