@@ -23,7 +23,6 @@ the mailbox and the server's task: the same guarantees, one task switch more eac
 
 from __future__ import annotations
 
-import math
 import time
 import types
 from collections.abc import Callable, Coroutine, Generator
@@ -41,8 +40,6 @@ from ._statistics import MethodRecorder
 RAISE: Any = object()  # in `ServerState.resume`: the handler raised a BaseException to re-raise
 HANDED_OVER: Any = object()  # from `run_here`: the server's task goes on with the handler
 SETTLED: Any = object()  # from `run_here`: the reply is in `request.outcome`
-
-_INF = math.inf
 
 
 @enable_ki_protection  # trio's state and ours change here; the handler runs in `_run`, `_resume`
