@@ -31,7 +31,7 @@ import trio
 import trio.testing
 
 from trioserver import open_server, serve
-from trioserver._loop import RETIRE_AFTER
+from trioserver._state import RETIRE_AFTER
 
 from .contenders import Actor, Idle, Plain
 

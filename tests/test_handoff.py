@@ -23,8 +23,8 @@ from trioserver import (
     CallTimeout,
     DeadlockError,
     ServerStopped,
-    _loop,
     _private,
+    _state,
     call,
     open_server,
     server,
@@ -298,7 +298,7 @@ async def test_self_calls_nested_servers_and_deadlocks_from_a_handed_off_handler
 async def test_an_idle_task_retires_on_its_timer_and_a_busy_one_stays(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    retire = _loop.RETIRE_AFTER
+    retire = _state.RETIRE_AFTER
     async with open_idle(Book()) as b:
         (first,) = server_tasks("Book")
         for _ in range(10):  # busy: a call every half retire period, for five periods
@@ -313,7 +313,7 @@ async def test_an_idle_task_retires_on_its_timer_and_a_busy_one_stays(
 async def test_the_retire_timer_never_cuts_a_handler(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    retire = _loop.RETIRE_AFTER
+    retire = _state.RETIRE_AFTER
     async with open_idle(Book()) as b:
         start = trio.current_time()
         assert await b.sleep(10 * retire) == start + 10 * retire

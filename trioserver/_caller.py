@@ -3,10 +3,10 @@
 ``await handle.method(...)`` comes here (`call`, `cast`). An idle server runs the request
 in this caller's step (`_handoff`); otherwise it is queued in the mailbox and the server's
 task is woken (`_loop.wake`), and the caller waits, parked, until its reply is delivered
-(`_reply`). When the handler suspends, the caller is woken once to start its own timer at
-the handler's deadline: it hears `CallTimeout` right then, even while a shielded cleanup
-keeps the server busy. A caller cancelled while it waits leaves (`ServerState.caller_left`):
-a queued request is withdrawn, a running handler is cut.
+(`_reply`). A handler that suspends is in the run's timers (`_timers`) until its deadline:
+if they cut it, its caller hears `CallTimeout` right then, even while a shielded cleanup
+keeps the server busy (`ServerState.deadline_passed`). A caller cancelled while it waits
+leaves (`ServerState.caller_left`): a queued request is withdrawn, a running handler is cut.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import math
 from threading import get_ident
 from typing import Any
 
-import trio
 from trio.lowlevel import (
     Task,
     cancel_shielded_checkpoint,
@@ -39,8 +38,8 @@ from ._errors import (
 from ._handoff import HANDED_OVER, SETTLED, run_here
 from ._inline import run_inline
 from ._instrument import CallInfo
-from ._loop import SUSPENDED, wake
-from ._reply import Expired, cut_message
+from ._loop import wake
+from ._reply import Expired
 from ._request import Request
 from ._spec import Method
 from ._state import ServerState
@@ -105,7 +104,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
         reply = run_here(state, request, record)
         if reply is HANDED_OVER:
-            return await _wait_until_cut(state, request)
+            return await _wait_for_reply(request)
         await _private.schedule_point()
         if reply is SETTLED:
             assert request.outcome is not None
@@ -116,15 +115,15 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     if state.instruments:
         state.emit("call_queued", request)
     try:
-        result = await wait_task_rescheduled(request.abort)
+        return await wait_task_rescheduled(request.abort)
     except Expired:
         await checkpoint()  # the caller's own cancellation comes first
         raise CallTimeout(
             f"{method.label} never started: its caller's deadline passed while it was queued"
         ) from None
-    if result is SUSPENDED:
-        return await _wait_until_cut(state, request)
-    return result
+    except CallTimeout:
+        await checkpoint_if_cancelled()  # the caller's own cancellation comes first
+        raise
 
 
 def _started_by(task: Task, ancestor: Task | None) -> bool:
@@ -138,16 +137,17 @@ def _started_by(task: Task, ancestor: Task | None) -> bool:
     return False
 
 
-async def _wait_until_cut(state: ServerState, request: Request) -> Any:
-    """The handler suspended: wait for its reply, but not past its deadline."""
-    if request.outcome is not None:  # it replied before we got here
+async def _wait_for_reply(request: Request) -> Any:
+    """The handler run in this caller's step suspended: wait for its reply (or `CallTimeout`,
+    from the run's timers at its deadline)."""
+    if request.outcome is not None:  # (it replied before we got here)
         return request.outcome.unwrap()
     request.waiting = True
-    if request.cut_at == _INF:
+    try:
         return await wait_task_rescheduled(request.abort)
-    with trio.CancelScope(deadline=request.cut_at) as request.timer:
-        return await wait_task_rescheduled(request.abort)
-    raise CallTimeout(cut_message(request))
+    except CallTimeout:
+        await checkpoint_if_cancelled()  # the caller's own cancellation comes first
+        raise
 
 
 async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:

@@ -23,6 +23,7 @@ the mailbox and the server's task: the same guarantees, one task switch more eac
 
 from __future__ import annotations
 
+import math
 import time
 import types
 from collections.abc import Callable, Coroutine, Generator
@@ -40,6 +41,7 @@ from ._statistics import MethodRecorder
 RAISE: Any = object()  # in `ServerState.resume`: the handler raised a BaseException to re-raise
 HANDED_OVER: Any = object()  # from `run_here`: the server's task goes on with the handler
 SETTLED: Any = object()  # from `run_here`: the reply is in `request.outcome`
+_INF = math.inf
 
 
 @enable_ki_protection  # trio's state and ours change here; the handler runs in `_run`, `_resume`
@@ -144,7 +146,8 @@ def _hand_over(state: ServerState, request: Request, handler: Any, trap: Any) ->
     server's task goes on with it."""
     server = state.task
     assert server is not None
-    state.disarm_retire(request.cut_at)
+    if request.cut_at != _INF:
+        state.timers.add(request.cut_at, request)
     if trap is RAISE or not _private.apply_trap(server, trap):
         state.resume = (handler, request, trap)
         reschedule(server)  # it raises the error, or yields the foreign message, itself

@@ -1,9 +1,10 @@
 """The server's task: start, serve requests one at a time, park when idle, retire, stop.
 
-An idle server keeps no task (tasks cost memory, and servers may be many): its task parks
-with a retire timer on its scope, and ends when the timer finds that no request came since
-it was set; the next request starts another in the server's nursery (`wake`). The task's
-contextvars pass to the next, so handlers see what `on_start` and earlier handlers set.
+An idle server keeps no task (tasks cost memory, and servers may be many): its task parks,
+and ends when the run's timers find it still parked with no request since it parked
+(`ServerState.retire_later`, `RETIRE_AFTER`); the next request starts another in the
+server's nursery (`wake`). The task's contextvars pass to the next, so handlers see what
+`on_start` and earlier handlers set.
 """
 
 from __future__ import annotations
@@ -22,20 +23,15 @@ from . import _private
 from ._admission import refusal_at_start
 from ._errors import ServerCrashed, ServerStopped, TrioServerError
 from ._handoff import RAISE, drive, go_on
-from ._reply import deliver, expire, finish, seconds, shed_at_start, start
-from ._request import DROPPED, RUNNING, STOPPED, Request
-from ._state import ServerState
+from ._reply import expire, finish, shed_at_start, start
+from ._request import DROPPED, RUNNING, STOPPED, Request, deliver, seconds
+from ._state import RETIRE, ServerState
 from ._stopped import NotRunning
 
 logger = logging.getLogger("trioserver")
 
 _INF = math.inf
 _SPAWNING: Any = object()  # the server's task while it is being started
-SUSPENDED = object()  # sent to a caller whose handler suspended: time to start its timer
-
-RETIRE_AFTER = 0.1
-"""Seconds (on trio's clock) without a request after which an idle server's task ends: it
-ends between one and two of these after the server's last request."""
 
 
 def wake(state: ServerState) -> None:
@@ -73,12 +69,8 @@ async def run(state: ServerState) -> None:
             with trio.CancelScope() as scope:
                 state.scope = scope
                 state.scope_cancelled = False
-                state.retire_at = _INF
                 if await _serve(state, scope):
                     break
-            # Only the retire timer cancels the scope from outside a handler.
-            if scope.cancelled_caught and state.retire_number == state.numbered:
-                break  # no request since the timer was set: retire this task
     except BaseException as exc:
         _stop_for(state, exc)
     finally:
@@ -97,8 +89,8 @@ def _started(state: ServerState) -> None:
 
 
 async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
-    """Run requests until `scope` is spent (False), or the server is stopping or has had no
-    request yet (True: the task ends).
+    """Run requests until `scope` is spent (False), or the server is stopping, has had no
+    request yet, or is retired idle (True: the task ends).
 
     With nothing to do, the task parks: a request queued wakes it; a caller may also lend it
     its step (`_handoff.run_here`) and hand it a handler that suspended there, to go on with.
@@ -116,12 +108,11 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
         if request is None:
             if state.stopping or not state.numbered:  # (not one request yet: no need to wait)
                 return True
-            woken = await _park(state, scope)
+            woken = await _park(state)
             resume = state.resume
             if resume is None:
-                woken.unwrap()  # Cancelled: the retire timer fired, or the server stops
-                if scope.cancel_called:
-                    return False  # the retire timer fired as we were woken: a fresh scope
+                if woken.unwrap() is RETIRE and not mailbox.queued:  # (Cancelled: stopping)
+                    return True
                 continue
             state.resume = None
             handler, request, pending = resume
@@ -157,12 +148,12 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
                     except StopIteration as stop:
                         result = stop.value
                     else:
-                        result = await _suspended(state, result, trap, request, scope)
+                        result = await _suspended(state, result, trap, request)
             except BaseException as exc:
                 if _raised(state, request, exc, scope):
                     return False
                 continue
-        spent = _hide_deadline(state, scope)
+        spent = _hide_deadline(scope)
         finish(state, request, Value(result))
         if spent or state.scope_cancelled:
             return False  # the handler swallowed a cancellation: leave the spent scope
@@ -183,12 +174,9 @@ def _refusal(state: ServerState, request: Request, now: float) -> str | None:
     return None
 
 
-def _park(state: ServerState, scope: trio.CancelScope) -> Awaitable[Outcome[Any]]:
-    """Wait, idle, for a request; set the retire timer unless it is set."""
-    if state.retire_at == _INF:
-        state.retire_at = state.now() + RETIRE_AFTER
-        state.retire_number = state.numbered
-        scope.deadline = state.retire_at
+def _park(state: ServerState) -> Awaitable[Outcome[Any]]:
+    """Wait, idle, for a request (or a handler handed over, or `RETIRE`)."""
+    state.retire_later()
     state.parked = True
     return _private.park(lambda _: _idle_abort(state))
 
@@ -198,12 +186,10 @@ def _idle_abort(state: ServerState) -> Abort:
     return Abort.SUCCEEDED
 
 
-def _hide_deadline(state: ServerState, scope: trio.CancelScope) -> bool:
-    """A handler ended: show the retire timer's deadline again (or none); True if the scope
-    is spent (a cast's deadline armed on it fired: trio then unregisters it)."""
-    if not _private.show_armed(scope, state.retire_at):
-        scope.deadline = _INF
-        state.retire_at = _INF
+def _hide_deadline(scope: trio.CancelScope) -> bool:
+    """A handler ended: its scope shows no deadline; True if the scope is spent (cancelled:
+    the public path's armed deadline fired)."""
+    _private.show_deadline(scope, _INF)
     return scope.cancel_called
 
 
@@ -213,14 +199,10 @@ def _suspended(
     coro: Coroutine[Any, Any, Any],
     trap: Any,
     request: Request,
-    scope: trio.CancelScope,
 ) -> Generator[Any, Any, Any]:
-    """Drive a handler that suspended, after arming its deadline."""
-    state.disarm_retire(request.cut_at)
-    if request.task is None:  # a cast: its scope keeps the deadline
-        scope.deadline = request.cut_at
-    elif request.state == RUNNING:  # a call: its caller keeps the deadline
-        deliver(request, Value(SUSPENDED))
+    """Drive a handler that suspended, after putting its deadline in the run's timers."""
+    if request.cut_at != _INF:
+        state.timers.add(request.cut_at, request)
     return (yield from drive(coro, None, trap))
 
 
@@ -236,7 +218,7 @@ def _without_cancelled(exc: BaseException) -> BaseException | None:
 
 def _raised(state: ServerState, request: Request, exc: BaseException, scope: Any) -> bool:
     """End a request whose handler raised; True if `scope` is spent. May re-raise."""
-    spent = state.scope_cancelled or _hide_deadline(state, scope)
+    spent = state.scope_cancelled or _hide_deadline(scope)
     outcome: Outcome[Any] | None
     rest = None if isinstance(exc, Exception) else _without_cancelled(exc)
     if isinstance(exc, Exception):

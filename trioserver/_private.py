@@ -132,18 +132,6 @@ Public fallback: the deadline is set, and armed.
 """
 
 
-def show_armed(scope: trio.CancelScope, deadline: float) -> bool:
-    """If trio's timer holds `deadline` for `scope`, show it again (a handler's deadline was
-    shown in its place) and return True; else False, and the caller resets the scope.
-
-    Public fallback: always False.
-    """
-    if ENABLED and scope._registered_deadline == deadline:  # pyright: ignore[reportPrivateUsage]
-        scope._deadline = deadline  # pyright: ignore[reportPrivateUsage]
-        return True
-    return False
-
-
 def effective_deadline(task: Task) -> float:
     """`trio.current_effective_deadline` for the running `task`, walking its cancel scopes in
     a loop (trio's recurses once per scope: slower, and deep nesting overflows the stack).

@@ -8,34 +8,26 @@ start end in `expire`, `shed_at_start`, a withdrawal (`_caller`) or a drop (`_lo
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 from outcome import Error, Outcome, Value
-from trio.lowlevel import reschedule
 
 from . import _private
 from ._errors import CallTimeout, ServerOverloaded
-from ._request import DONE, RUNNING, TIMED_OUT, WITHDRAWN, Request
+from ._request import DONE, RUNNING, TIMED_OUT, WITHDRAWN, Request, cut_message, deliver
 from ._state import ServerState
 from ._statistics import MethodRecorder
 
 logger = logging.getLogger("trioserver")
-
-_INF = math.inf
 
 
 class Expired(Exception):
     """Sent to a caller whose deadline passed while its request was queued."""
 
 
-def seconds(budget: float | None) -> str:
-    return "no budget" if budget is None else f"its budget of {budget:g} s"
-
-
 def start(state: ServerState, request: Request, record: MethodRecorder, now: float) -> None:
     """`request`'s handler starts now: its deadline is ``min(now + budget, caller's deadline)``,
-    shown on the server's scope (armed by trio's timer only if the handler suspends)."""
+    shown on the server's scope (the run's timers cut it there only if it suspends)."""
     budget = request.method.budget
     cut_at = request.deadline
     if budget is not None and now + budget < cut_at:
@@ -46,8 +38,6 @@ def start(state: ServerState, request: Request, record: MethodRecorder, now: flo
     record.queue_wait.add(now - request.queued_at)
     state.current = state.last_started = request
     _private.show_deadline(state.scope, cut_at)
-    if not _private.ENABLED:
-        state.retire_at = _INF  # the public path armed the deadline in the retire timer's place
     if state.instruments:
         state.emit("call_started", request)
 
@@ -113,24 +103,6 @@ def _log_cast_failure(state: ServerState, request: Request, error: BaseException
         state.spec.name,
         exc_info=None if isinstance(error, CallTimeout) else error,
     )
-
-
-def deliver(request: Request, outcome: Outcome[Any]) -> None:
-    """Wake the caller with `outcome`, or leave it for when the caller parks again."""
-    if request.waiting:
-        request.waiting = False
-        reschedule(request.task, outcome)  # type: ignore[arg-type]
-    else:
-        request.outcome = outcome
-
-
-def cut_message(request: Request) -> str:
-    method = request.method
-    if request.cut_at == request.deadline:
-        why = "before its caller's deadline"
-    else:
-        why = f"within {seconds(method.budget)}"
-    return f"{method.label} did not finish {why}"
 
 
 def expire(state: ServerState, request: Request) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from outcome import Outcome
-from trio import CancelScope
-from trio.lowlevel import Abort, Task
+from trio.lowlevel import Abort, Task, reschedule
 
 if TYPE_CHECKING:
     from ._spec import Method
@@ -17,10 +16,13 @@ class Owner(Protocol):
 
     def caller_left(self, request: Request, /) -> Abort: ...
 
+    def deadline_passed(self, request: Request, /) -> None: ...
+
 
 # A request's life: QUEUED -> RUNNING -> DONE; or QUEUED -> WITHDRAWN (its caller left or its
 # deadline passed) | DROPPED (the server stopped); or, while its handler runs, RUNNING ->
-# TIMED_OUT (its caller's timer fired) | ABANDONED (its caller left) | STOPPED -> DONE.
+# TIMED_OUT (its deadline passed; its caller was told) | ABANDONED (its caller left) |
+# STOPPED -> DONE.
 QUEUED = 0
 RUNNING = 1
 DONE = 2
@@ -48,7 +50,6 @@ class Request:
         "started_at",
         "state",
         "task",
-        "timer",
         "waiting",
     )
 
@@ -74,7 +75,6 @@ class Request:
         self.cut_at = deadline  # the handler's deadline, set when it starts
         self.waiting = True  # the caller is parked, waiting for `reschedule`
         self.outcome: Outcome[Any] | None = None  # a reply that came while it was not parked
-        self.timer: CancelScope | None = None  # the caller's own timer, once the handler suspended
         self.queued_at = queued_at
         self.started_at = queued_at
         self.cost = cost  # its method's expected service time when it was queued
@@ -83,3 +83,35 @@ class Request:
     def abort(self, _: Any) -> Abort:
         """trio calls this when the waiting caller is cancelled."""
         return self.server.caller_left(self)
+
+    # A request whose handler suspended is in the run's timers (`_timers`) until `cut_at`.
+
+    def timer_fired(self) -> None:
+        if self.state == RUNNING:
+            self.server.deadline_passed(self)
+
+    def timer_live(self) -> bool:
+        return self.state == RUNNING
+
+
+def deliver(request: Request, outcome: Outcome[Any]) -> None:
+    """Wake the caller with `outcome`, or leave it for when the caller parks again."""
+    if request.waiting:
+        request.waiting = False
+        reschedule(request.task, outcome)  # type: ignore[arg-type]
+    else:
+        request.outcome = outcome
+
+
+def seconds(budget: float | None) -> str:
+    return "no budget" if budget is None else f"its budget of {budget:g} s"
+
+
+def cut_message(request: Request) -> str:
+    """What `CallTimeout` says for a request cut at its deadline."""
+    method = request.method
+    if request.cut_at == request.deadline:
+        why = "before its caller's deadline"
+    else:
+        why = f"within {seconds(method.budget)}"
+    return f"{method.label} did not finish {why}"

@@ -14,14 +14,16 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import trio
-from trio.lowlevel import Abort, Task
+from outcome import Error, Value
+from trio.lowlevel import Abort, Task, reschedule
 
-from . import _private
+from ._errors import CallTimeout
 from ._instrument import CallInfo, Hook, Instrument, Instruments, run_instruments
 from ._mailbox import Mailbox
-from ._request import ABANDONED, QUEUED, RUNNING, TIMED_OUT, Request
+from ._request import ABANDONED, QUEUED, RUNNING, TIMED_OUT, Request, cut_message, deliver
 from ._statistics import MethodRecorder, ServerStatistics
 from ._threads import WorkerThreads
+from ._timers import timers
 
 if TYPE_CHECKING:
     from ._spec import ServerSpec
@@ -29,6 +31,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trioserver")
 
 _INF = math.inf
+
+RETIRE_AFTER = 0.1
+"""Seconds (on trio's clock) without a request after which an idle server's task ends: it
+ends between one and two of these after the server's last request."""
+
+RETIRE: Any = object()  # sent to an idle server's parked task: end (`ServerState.timer_fired`)
 
 
 class Records(dict[str, MethodRecorder]):
@@ -62,8 +70,8 @@ class ServerState:
         "parked",
         "records",
         "resume",
-        "retire_at",
         "retire_number",
+        "retiring",
         "scope",
         "scope_cancelled",
         "shed",
@@ -76,6 +84,7 @@ class ServerState:
         "thread",
         "threads",
         "timed_out",
+        "timers",
         "withdrawn",
     )
 
@@ -92,6 +101,7 @@ class ServerState:
         self.thread = threading.get_ident()  # its trio run's thread: another run is elsewhere
         self.mailbox = Mailbox(spec.mailbox_size)
         self.now = trio.lowlevel.current_clock().current_time
+        self.timers = timers()  # the run's: handlers' deadlines, and this task's retirement
         self.task: Task | None = None  # the server's task now; None while it is idle
         self.context = contextvars.copy_context()  # the server's contextvars
         self.current: Request | None = None  # the request whose handler is running
@@ -99,8 +109,8 @@ class ServerState:
         # a handler that began in its caller's step and suspended (or raised a BaseException),
         # for the server's task to go on with: (coroutine, request, what to yield or raise)
         self.resume: tuple[Any, Request, Any] | None = None
-        self.retire_at = _INF  # when the retire timer on `scope` fires (inf: not set)
-        self.retire_number = 0  # `numbered` when it was set: no request since means idle
+        self.retiring = False  # the task is in `timers`, to end if no request comes
+        self.retire_number = 0  # `numbered` when it went there: no request since means idle
         self.last_started: Request | None = None
         self.scope: trio.CancelScope  # the running handler's; replaced once cancelled
         self.scope_cancelled = False  # we cancelled `scope` (a caller left, or its timer fired)
@@ -149,13 +159,41 @@ class ServerState:
             },
         )
 
-    def disarm_retire(self, cut_at: float) -> None:
-        """A handler suspends: the retire timer (set while the task was parked) must not cut
-        it. Its deadline, `cut_at`, stays shown."""
-        if self.retire_at != _INF:
-            self.scope.deadline = _INF
-            self.retire_at = _INF
-            _private.show_deadline(self.scope, cut_at)
+    # -- the task's retirement (`_loop._park` puts it in the run's timers) --------------
+
+    def retire_later(self) -> None:
+        """The task parks idle: end it if no request comes within `RETIRE_AFTER`."""
+        if not self.retiring:
+            self.retiring = True
+            self.retire_number = self.numbered
+            self.timers.add(self.now() + RETIRE_AFTER, self)
+
+    def timer_fired(self) -> None:
+        """`RETIRE_AFTER` passed: end the task if it is parked idle and no request came since;
+        else look again `RETIRE_AFTER` later (a busy server costs one timer entry per period)."""
+        self.retiring = False
+        if self.task is None or self.stopping:
+            return
+        if self.parked and self.retire_number == self.numbered:
+            self.parked = False
+            reschedule(self.task, Value(RETIRE))
+        else:
+            self.retire_later()
+
+    def timer_live(self) -> bool:
+        return True  # (a server has one entry at most)
+
+    # -- a running handler's end, from outside it ----------------------------------------
+
+    def deadline_passed(self, request: Request) -> None:
+        """The run's timers: the suspended handler of `request` reached its deadline. Cut it;
+        its caller hears `CallTimeout` now, without waiting for the handler to exit (a cut
+        cast is counted and logged as it exits)."""
+        if request.task is not None:
+            request.state = TIMED_OUT
+            deliver(request, Error(CallTimeout(cut_message(request))))
+        self.scope_cancelled = True
+        self.scope.cancel(reason=f"{request.method.label} reached its deadline")
 
     def caller_left(self, request: Request) -> Abort:
         """trio is cancelling a waiting caller (`Request.abort`): withdraw its request if it
@@ -168,8 +206,7 @@ class ServerState:
                 self.emit("call_withdrawn", request, "withdrawn", "its caller left")
             return Abort.SUCCEEDED
         assert request.state == RUNNING, request.state
-        timer = request.timer
-        if timer is not None and timer.cancel_called:
+        if self.now() >= request.cut_at:  # cancelled by its own deadline, the handler's
             request.state = TIMED_OUT
             reason = f"{request.method.label} reached its deadline"
         else:
