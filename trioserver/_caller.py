@@ -21,7 +21,6 @@ from trio.lowlevel import (
     checkpoint,
     checkpoint_if_cancelled,
     current_task,
-    wait_task_rescheduled,
 )
 
 from . import _private
@@ -103,8 +102,13 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         if not _private.passes_cancel_point(task):
             await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
         reply = run_here(state, request, record)
-        if reply is HANDED_OVER:
-            return await _wait_for_reply(request)
+        if reply is HANDED_OVER:  # the handler suspended: wait for its reply, as when queued
+            request.waiting = True
+            try:
+                return await _private.wait(request.abort)
+            except CallTimeout:  # (from the run's timers)
+                await checkpoint_if_cancelled()  # the caller's own cancellation comes first
+                raise
         await _private.schedule_point()
         if reply is SETTLED:
             assert request.outcome is not None
@@ -115,7 +119,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     if state.instruments:
         state.emit("call_queued", request)
     try:
-        return await wait_task_rescheduled(request.abort)
+        return await _private.wait(request.abort)
     except Expired:
         await checkpoint()  # the caller's own cancellation comes first
         raise CallTimeout(
@@ -135,19 +139,6 @@ def _started_by(task: Task, ancestor: Task | None) -> bool:
             return True
         nursery = parent.parent_nursery
     return False
-
-
-async def _wait_for_reply(request: Request) -> Any:
-    """The handler run in this caller's step suspended: wait for its reply (or `CallTimeout`,
-    from the run's timers at its deadline)."""
-    if request.outcome is not None:  # (it replied before we got here)
-        return request.outcome.unwrap()
-    request.waiting = True
-    try:
-        return await wait_task_rescheduled(request.abort)
-    except CallTimeout:
-        await checkpoint_if_cancelled()  # the caller's own cancellation comes first
-        raise
 
 
 async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:

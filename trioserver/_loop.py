@@ -104,7 +104,7 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
             # The server's task is cancelled (its nursery, as a stop begins): the next request
             # must not start; it stays queued, and the stop tells its caller.
             await checkpoint_if_cancelled()
-        request = mailbox.take_nowait()
+        request = mailbox.take_nowait() if mailbox.queued else None
         if request is None:
             if state.stopping or not state.numbered:  # (not one request yet: no need to wait)
                 return True
@@ -153,9 +153,9 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
                 if _raised(state, request, exc, scope):
                     return False
                 continue
-        spent = _hide_deadline(scope)
+        _private.show_deadline(scope, _INF)  # (the handler's deadline is no longer shown)
         finish(state, request, Value(result))
-        if spent or state.scope_cancelled:
+        if state.scope_cancelled or (not _private.ENABLED and scope.cancel_called):
             return False  # the handler swallowed a cancellation: leave the spent scope
 
 
@@ -176,7 +176,8 @@ def _refusal(state: ServerState, request: Request, now: float) -> str | None:
 
 def _park(state: ServerState) -> Awaitable[Outcome[Any]]:
     """Wait, idle, for a request (or a handler handed over, or `RETIRE`)."""
-    state.retire_later()
+    if not state.retiring:
+        state.retire_later()
     state.parked = True
     return _private.park(lambda _: _idle_abort(state))
 
@@ -188,7 +189,7 @@ def _idle_abort(state: ServerState) -> Abort:
 
 def _hide_deadline(scope: trio.CancelScope) -> bool:
     """A handler ended: its scope shows no deadline; True if the scope is spent (cancelled:
-    the public path's armed deadline fired)."""
+    by us, or by the public path's armed deadline)."""
     _private.show_deadline(scope, _INF)
     return scope.cancel_called
 

@@ -203,6 +203,17 @@ A server's task parked here (private path) can be handed a suspended handler (`l
 """
 
 
+@types.coroutine
+def _wait_private(abort: AbortFn) -> Generator[Any, Any, Any]:
+    outcome: Outcome[Any] = yield _wait_trap(abort)
+    return outcome.unwrap()
+
+
+wait: Callable[[AbortFn], Awaitable[Any]] = _wait_private if ENABLED else wait_task_rescheduled
+"""`trio.lowlevel.wait_task_rescheduled` (private: without its two coroutine layers, which a
+waiting caller's reply passes through)."""
+
+
 # -- the hand-off: an idle server's task runs in its caller's step (private only) -------------
 
 

@@ -162,11 +162,11 @@ class ServerState:
     # -- the task's retirement (`_loop._park` puts it in the run's timers) --------------
 
     def retire_later(self) -> None:
-        """The task parks idle: end it if no request comes within `RETIRE_AFTER`."""
-        if not self.retiring:
-            self.retiring = True
-            self.retire_number = self.numbered
-            self.timers.add(self.now() + RETIRE_AFTER, self)
+        """The task parks idle (not yet `retiring`): end it if no request comes within
+        `RETIRE_AFTER`."""
+        self.retiring = True
+        self.retire_number = self.numbered
+        self.timers.add(self.now() + RETIRE_AFTER, self)
 
     def timer_fired(self) -> None:
         """`RETIRE_AFTER` passed: end the task if it is parked idle and no request came since;

@@ -36,9 +36,11 @@ class Timed(Protocol):
 
     def timer_fired(self) -> None:
         """The entry is due (never raises)."""
+        ...
 
     def timer_live(self) -> bool:
         """Whether the entry still matters (dead ones are dropped when the heap is rebuilt)."""
+        ...
 
 
 class Timers:
