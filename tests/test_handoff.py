@@ -22,10 +22,12 @@ import trio.testing
 from trioserver import (
     CallTimeout,
     DeadlockError,
+    ServerCrashed,
     ServerStopped,
     _private,
     _state,
     call,
+    cast,
     open_server,
     server,
 )
@@ -145,6 +147,17 @@ class Book:
         await trio.sleep(seconds)
         return trio.current_time()
 
+    @cast
+    async def note(self, label: str) -> None:
+        self.seen.append((label, trio.lowlevel.current_task(), where.get()))
+        if label.startswith("wait"):
+            await self.event.wait()
+            self.seen.append((label + " done", trio.lowlevel.current_task(), where.get()))
+
+    @cast(crash=True)
+    def corrupt(self) -> None:
+        raise ValueError("corrupt entry")
+
 
 @asynccontextmanager
 async def open_idle(book: Book) -> AsyncIterator[Book]:
@@ -187,6 +200,42 @@ async def test_a_call_to_an_idle_server_runs_as_its_task_in_no_step_of_its_own(
         assert got is not trio.lowlevel.current_task()
         assert book.seen == [("fast", task, "server")]  # and the server's contextvars
         assert counter.steps == 0  # yet the server's task did not take a step
+
+
+@needs_handoff
+async def test_a_cast_to_an_idle_server_starts_in_the_casters_step(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    counter = StepCounter("trioserver: ")
+    async with open_idle(Book()) as book:
+        (task,) = server_tasks("Book")
+        trio.lowlevel.add_instrument(counter)
+        try:
+            await book.note("fast")
+            assert book.seen == [("fast", task, "server")]  # ran before the cast returned
+            await book.note("wait")  # returns once its handler suspends
+            assert book.seen[-1] == ("wait", task, "server")
+            assert counter.steps == 0
+            book.event.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert book.seen[-1] == ("wait done", task, "server")
+            assert counter.steps == 1  # the server's task went on with it
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+
+
+@needs_handoff
+async def test_a_crashing_cast_run_in_its_casters_step_crashes_the_server_not_the_caster(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    book = Book()
+    with pytest.raises(ValueError, match="corrupt entry"):  # out of open_server, as queued
+        async with open_idle(book):
+            await book.corrupt()  # the caster is not told: fire and forget
+            with pytest.raises(ServerCrashed, match="cast Book.corrupt raised"):
+                await book.mark("after")
+            await trio.sleep_forever()
+    assert "Book crashed: cast Book.corrupt raised" in caplog.text
 
 
 async def test_the_handler_sees_its_own_deadline_not_the_callers_scopes(

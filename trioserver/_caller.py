@@ -15,9 +15,9 @@ import math
 from threading import get_ident
 from typing import Any
 
+from outcome import Error
 from trio.lowlevel import (
     Task,
-    cancel_shielded_checkpoint,
     checkpoint,
     checkpoint_if_cancelled,
     current_task,
@@ -37,7 +37,7 @@ from ._errors import (
 from ._handoff import HANDED_OVER, SETTLED, run_here
 from ._inline import run_inline
 from ._instrument import CallInfo
-from ._loop import wake
+from ._loop import crash, wake
 from ._reply import Expired
 from ._request import Request
 from ._spec import Method
@@ -70,7 +70,13 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")
     if task is state.task:
         return await run_inline(state.obj, method, args, kwargs)
-    if state.current is not None and _started_by(task, state.task):
+    server = state.task
+    if (
+        state.current is not None
+        and server is not None
+        and _private.has_children(server)
+        and _started_by(task, server)
+    ):
         raise DeadlockError(
             f"{method.label} was called from a task started by the running handler "
             f"{state.current.method.label}: it would wait for the handler, which waits "
@@ -101,7 +107,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             mailbox.pass_room()  # the room this caller waited for stays free: pass it on
         if not _private.passes_cancel_point(task):
             await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
-        reply = run_here(state, request, record)
+        reply = run_here(state, request, record, task)
         if reply is HANDED_OVER:  # the handler suspended: wait for its reply, as when queued
             request.waiting = True
             try:
@@ -145,20 +151,33 @@ async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     if get_ident() != state.thread:
         raise _outside(state, method)
     task = current_task()
-    await checkpoint_if_cancelled()
+    if not _private.passes_cancel_point(task):
+        await checkpoint_if_cancelled()  # Cancelled: not queued
     if state.stopping:
         raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")
     # The server's own task never waits for room in its own mailbox: it would wait on itself.
-    if state.mailbox.full() and task is not state.task:
+    mailbox = state.mailbox
+    waited = mailbox.full() and task is not state.task
+    if waited:
         await _wait_for_room(state, method)
     state.numbered += 1
     request = Request(method, args, kwargs, None, _INF, state, state.now(), 0.0, state.numbered)
     request.waiting = False
-    state.mailbox.put(request)
-    wake(state)
-    if state.instruments:
-        state.emit("call_queued", request)
-    await cancel_shielded_checkpoint()
+    # An idle server starts the cast in this step, as it does a call: the caster goes on when
+    # the handler returns or first suspends (instruments see every one queued).
+    if state.parked and _private.ENABLED and not state.instruments and not method.thread:
+        if waited:
+            mailbox.pass_room()  # the room this caster waited for stays free: pass it on
+        if run_here(state, request, state.records[method.name], task) is SETTLED:
+            crashed = request.outcome  # a cast marked to crash its server raised
+            if isinstance(crashed, Error):
+                crash(state, crashed.error, f"cast {method.label} raised")
+    else:
+        mailbox.put(request)
+        wake(state)
+        if state.instruments:
+            state.emit("call_queued", request)
+    await _private.schedule_point()
 
 
 async def _wait_for_room(state: ServerState, method: Method) -> None:

@@ -45,17 +45,16 @@ _INF = math.inf
 
 
 @enable_ki_protection  # trio's state and ours change here; the handler runs in `_run`, `_resume`
-def run_here(state: ServerState, request: Request, record: MethodRecorder) -> Any:
-    """Run `request` in the idle server's task, within this caller's step.
+def run_here(state: ServerState, request: Request, record: MethodRecorder, caller: Task) -> Any:
+    """Run `request` (a call or a cast) in the idle server's task, within `caller`'s step.
 
     If the handler returns without suspending, its result is returned; if it raises, the
-    reply is left in `request.outcome` (`SETTLED`). If it suspends, the server's task waits
-    in its stead and goes on with it (`HANDED_OVER`); the caller waits for the reply as for
-    a queued request, from then on.
+    reply is left in `request.outcome` (`SETTLED`; for a cast marked to crash its server, the
+    error that crashes it; else None). If it suspends, the server's task waits in its stead
+    and goes on with it (`HANDED_OVER`); a caller waits for the reply as for a queued
+    request, from then on.
     """
-    caller = request.task
     server = state.task
-    assert caller is not None
     assert server is not None
     method = request.method
     state.parked = False
@@ -118,7 +117,9 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder) -> An
         request.state = DONE
         state.current = None
         return result
-    finish(state, request, Value(result) if failure is None else Error(failure))
+    crash = finish(state, request, Value(result) if failure is None else Error(failure))
+    if crash is not None:
+        request.outcome = Error(crash)
     return SETTLED
 
 

@@ -66,6 +66,7 @@ def _find() -> tuple[RunContext, type[WaitTaskRescheduled], object] | None:
         return None
     task_fields = (
         "_abort_func",
+        "_child_nurseries",
         "_cancel_status",
         "_cancel_points",
         "_schedule_points",
@@ -153,6 +154,16 @@ def effective_deadline(task: Task) -> float:
         if parent is None or scope._shield:  # pyright: ignore[reportPrivateUsage]
             return deadline
         status = parent
+
+
+def has_children(task: Task) -> bool:
+    """Whether `task` has a nursery open (a task it started, maybe indirectly, may be running).
+
+    Public fallback: `trio.lowlevel.Task.child_nurseries` (a property that copies the list).
+    """
+    if not ENABLED:
+        return bool(task.child_nurseries)
+    return bool(task._child_nurseries)  # pyright: ignore[reportPrivateUsage]
 
 
 # -- checkpoints and parking -------------------------------------------------------------
