@@ -2,7 +2,8 @@
 
 Every trio contender serves the same tiny request, ``bump(n)``: add `n` to a counter and
 return it. Each is an async context manager yielding the coroutine function a caller awaits,
-so the harness's loop is the same for all of them.
+so the harness's loop is the same for all of them; a contender that casts yields that and a
+coroutine function that returns once the server has done every cast (`CastOpener`).
 """
 
 from __future__ import annotations
