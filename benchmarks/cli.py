@@ -44,7 +44,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
     )
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; quick 3)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; quick 5)")
     parser.add_argument(
         "--calls", type=int, help="calls per measurement (default 20000; quick 4000)"
     )
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(json.loads(args.markdown.read_text()), markdown=True), end="")
         return 0
     sections = args.only or list(SECTIONS)
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (5 if args.quick else 7)
     calls = args.calls or (4000 if args.quick else 20000)
     results: dict[str, Any] = {"meta": machine() | {"quick": args.quick, "argv": sys.argv[1:]}}
     began = time.perf_counter()
