@@ -1,6 +1,9 @@
 """trioserver's benchmarks: ``python -m benchmarks`` (``make bench``); ``--help`` for options.
 
 Sections: ``roundtrip`` (calls/s and latency against the alternatives), ``budget`` (the price
-of time limits), ``memory`` (bytes per idle server), ``overload`` (bursts and sustained
-overload, on virtual time) and ``profile`` (where a round trip's time goes; run on demand).
+of time limits), ``awaiting`` (handlers that await another task), ``casts`` (fire and forget,
+until done), ``instrument`` (the price of a no-op instrument), ``statistics`` (the price of a
+read), ``memory`` (bytes per idle server), ``overload`` (bursts and sustained overload, on
+virtual time) and ``profile`` (where a round trip's time goes). The report ends with the
+issues' targets, met or not.
 """

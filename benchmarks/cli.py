@@ -10,19 +10,32 @@ from pathlib import Path
 from typing import Any
 
 from ._common import RESULTS, machine
-from .report import render
+from .report import render, targets
 
-SECTIONS = ("roundtrip", "budget", "memory", "overload", "profile")
+SECTIONS = (
+    "roundtrip",
+    "budget",
+    "awaiting",
+    "casts",
+    "instrument",
+    "statistics",
+    "memory",
+    "overload",
+    "profile",
+)
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="trioserver against the alternatives: round trips, the price of time "
-        "limits, memory per idle server, overload, and a profile of the call path.",
+        "limits, handlers that await, casts, instruments and statistics reads, memory per "
+        "idle server, overload, a profile of the call path, and the targets they meet.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer rounds and calls, 10k servers only"
+        "--quick",
+        action="store_true",
+        help="fewer rounds and calls; 10k servers only (100 busy ones)",
     )
     parser.add_argument(
         "--only",
@@ -31,7 +44,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="NAME",
         help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
     )
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; quick 3)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 7; quick 5)")
     parser.add_argument(
         "--calls", type=int, help="calls per measurement (default 20000; quick 4000)"
     )
@@ -57,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(render(json.loads(args.markdown.read_text()), markdown=True), end="")
         return 0
     sections = args.only or list(SECTIONS)
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = args.rounds or (5 if args.quick else 7)
     calls = args.calls or (4000 if args.quick else 20000)
     results: dict[str, Any] = {"meta": machine() | {"quick": args.quick, "argv": sys.argv[1:]}}
     began = time.perf_counter()
@@ -71,11 +84,27 @@ def main(argv: list[str] | None = None) -> int:
         from .roundtrip import run_budget
 
         results["budget"] = run_budget(rounds=rounds, calls=calls, seed=args.seed + 1)
+    if "awaiting" in sections:
+        from .awaiting import run_awaiting
+
+        results["awaiting"] = run_awaiting(rounds=rounds, calls=calls, seed=args.seed + 2)
+    if "casts" in sections:
+        from .casts import run_casts
+
+        results["casts"] = run_casts(rounds=rounds, calls=calls, seed=args.seed + 3)
+    if "instrument" in sections:
+        from .instruments import run_instruments
+
+        results["instrument"] = run_instruments(rounds=rounds, calls=calls, seed=args.seed + 4)
+    if "statistics" in sections:
+        from .stats import run_statistics
+
+        results["statistics"] = run_statistics(rounds=rounds, calls=calls, seed=args.seed + 5)
     if "memory" in sections:
         from .memory import run_memory
 
         if args.quick:
-            results["memory"] = run_memory(counts=(10_000,), kinds=("trioserver", "actor"))
+            results["memory"] = run_memory(counts=(10_000,), busy_servers=100)
         else:
             results["memory"] = run_memory(counts=(10_000, 100_000))
     if "overload" in sections:
@@ -88,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         results["profile"] = run_profile(calls=calls)
         profile_text = format_profile(results["profile"])
     results["meta"]["seconds"] = time.perf_counter() - began
+    results["targets"] = targets(results)
     print(render(results), end="")
     if profile_text:
         print("\n" + profile_text, end="")

@@ -2,7 +2,8 @@
 
 Every trio contender serves the same tiny request, ``bump(n)``: add `n` to a counter and
 return it. Each is an async context manager yielding the coroutine function a caller awaits,
-so the harness's loop is the same for all of them.
+so the harness's loop is the same for all of them; a contender that casts yields that and a
+coroutine function that returns once the server has done every cast (`CastOpener`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from trioserver import Instrument, call, open_server, server
 
 Bump = Callable[[int], Awaitable[object]]
 Opener = Callable[[], AbstractAsyncContextManager[Bump]]
+Settle = Callable[[], Awaitable[object]]
+"""Returns once the server has done every request sent to it so far (after casts)."""
+CastOpener = Callable[[], AbstractAsyncContextManager[tuple[Bump, Settle]]]
 
 BUDGET = 5.0  # what the seed pattern uses per request; trioserver's default budget too
 
@@ -65,6 +69,45 @@ class Idle:
     async def bump(self, n: int) -> int:
         self.count += n
         return self.count
+
+
+@server
+class Triple:
+    """Three handlers: one that returns at once, a plain ``def``, one that suspends once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @call
+    async def bump(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+    @call
+    def bump_def(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+    @call
+    async def bump_checkpoint(self, n: int) -> int:
+        await trio.lowlevel.checkpoint()
+        self.count += n
+        return self.count
+
+
+async def _repeat(bump: Bump, times: int) -> None:
+    for _ in range(times):
+        await bump(1)
+
+
+async def exercise(handle: Triple, calls: int = 3000) -> None:
+    """`calls` calls on each of `handle`'s methods: 2/3 by one caller, 1/3 by 10 at once."""
+    together = calls // 3
+    for bump in (handle.bump, handle.bump_def, handle.bump_checkpoint):
+        await _repeat(bump, calls - together)
+        async with trio.open_nursery() as nursery:
+            for i in range(10):  # queued behind one another
+                nursery.start_soon(_repeat, bump, together // 10 + (i < together % 10))
 
 
 @server
@@ -121,6 +164,23 @@ class Plain:
 @asynccontextmanager
 async def direct() -> AsyncGenerator[Bump, None]:
     yield Plain().bump
+
+
+class Checkpointing:
+    """The least any trio call that may switch tasks costs: one bare checkpoint."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def bump(self, n: int) -> int:
+        await trio.lowlevel.checkpoint()
+        self.count += n
+        return self.count
+
+
+@asynccontextmanager
+async def checkpoint_floor() -> AsyncGenerator[Bump, None]:
+    yield Checkpointing().bump
 
 
 class Locked:
@@ -294,12 +354,15 @@ async def lowlevel_actor() -> AsyncGenerator[Bump, None]:
 class Contender:
     name: str
     label: str
-    open: Opener | None  # None: measured without trio (Pykka)
+    open: Opener | None  # None (and no open_casts): measured without trio (Pykka)
     caller_deadline: float | None = None  # seconds: callers call inside move_on_after(this)
+    baseline: str | None = None  # the contender its "x baseline" ratios are to
+    open_casts: CastOpener | None = None  # callers cast; the run ends when the server settled
 
 
 ACTOR = "actor"
 LOCK = "trio_lock"
+FLOOR = "checkpoint_floor"
 
 ROUNDTRIP: list[Contender] = [
     Contender(
@@ -314,6 +377,7 @@ ROUNDTRIP: list[Contender] = [
     ),
     Contender("direct", "direct method call (no checkpoint)", direct),
     Contender(LOCK, "trio.Lock-guarded method", locked),
+    Contender(FLOOR, "checkpoint floor (await trio.lowlevel.checkpoint())", checkpoint_floor),
     Contender(ACTOR, "hand-written actor (channel + Event)", actor),
     Contender("lowlevel_mailbox", "lowest-level mailbox (deque + reschedule)", lowlevel_actor),
     Contender("seed_by_hand", "seed pattern by hand (nursery + child + move_on_after)", seed_actor),

@@ -2,16 +2,22 @@
 
 Both a trioserver and the hand-written actor serve one method (`contenders.Idle`, `Actor`).
 The child builds N objects first (the user's state, not the server's cost), reads its RSS,
-starts N servers and lets every task park, collects garbage, and reads its RSS again:
-(after - before) / N. It prints its figures and exits without tearing the servers down
-(``os._exit``): that is not measured. Kinds:
+starts N servers, calls them if the kind says so, lets every task park and idle servers'
+tasks retire (0.3 s: the runtime retires a server's task 0.1-0.2 s after its last request),
+collects garbage, and reads its RSS again: (after - before) / N. It prints its figures and
+exits without tearing the servers down (``os._exit``): that is not measured. Kinds:
 
 - ``trioserver``: N ``open_server`` contexts entered on one `contextlib.AsyncExitStack`.
+- ``trioserver_called``: the same, then each server called 3 times.
 - ``trioserver_serve``: ``await nursery.start(serve, obj)`` N times in one nursery.
+- ``trioserver_serve_called``: the same, then each server called 3 times.
+- ``trioserver_busy``: ``open_server`` on servers with three handlers (`contenders.Triple`),
+  each handler called 3,000 times (`contenders.exercise`: some calls queued); run with fewer
+  servers (200; 100 with ``--quick``).
 - ``actor``: N hand-written actors (a task reading a memory channel) in one nursery.
 - ``task``: N bare tasks parked in `trio.sleep_forever`, for scale.
 
-Run one by hand: ``python -m benchmarks.memory trioserver 10000``; see where an idle
+Run one by hand: ``python -m benchmarks.memory trioserver_called 10000``; see where an idle
 server's bytes go (tracemalloc, per allocation site): ``python -m benchmarks.memory --where
 trioserver 2000``.
 """
@@ -24,6 +30,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -31,11 +38,23 @@ import trio
 import trio.testing
 
 from trioserver import open_server, serve
-from trioserver._state import RETIRE_AFTER
 
-from .contenders import Actor, Idle, Plain
+from .contenders import Actor, Idle, Plain, Triple, exercise
 
-KINDS = ("trioserver", "trioserver_serve", "actor", "task")
+KINDS = (
+    "trioserver",
+    "trioserver_called",
+    "trioserver_serve",
+    "trioserver_serve_called",
+    "trioserver_busy",
+    "actor",
+    "task",
+)
+SERVE_KINDS = ("trioserver_serve", "trioserver_serve_called")
+BUSY = "trioserver_busy"
+BUSY_SERVERS = 200  # 9,000 calls each: 200 servers take about 25 s on a 2-core box
+CALLS_WHEN_CALLED = 3
+IDLE_SECONDS = 0.3  # more than the 0.1-0.2 s after which an idle server's task retires
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -44,16 +63,28 @@ def rss() -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
+async def _call_each(handles: Sequence[Any], done: trio.Event) -> None:
+    for handle in handles:
+        if isinstance(handle, Triple):
+            await exercise(handle)
+        else:
+            for _ in range(CALLS_WHEN_CALLED):
+                await handle.bump(1)
+    done.set()
+
+
 async def _child(kind: str, n: int) -> None:
-    objs: list[Any] = [Plain() if kind == "actor" else Idle() for _ in range(n)]
+    objs: list[Any] = [
+        Plain() if kind == "actor" else Triple() if kind == BUSY else Idle() for _ in range(n)
+    ]
     gc.collect()
     before = rss()
     began = time.perf_counter()
     async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
-        if kind == "trioserver":
+        if kind in ("trioserver", "trioserver_called", BUSY):
             for obj in objs:
                 await stack.enter_async_context(open_server(obj))
-        elif kind == "trioserver_serve":
+        elif kind in SERVE_KINDS:
             for obj in objs:
                 await nursery.start(serve, obj)
         elif kind == "actor":
@@ -67,13 +98,18 @@ async def _child(kind: str, n: int) -> None:
             raise ValueError(kind)
         await trio.testing.wait_all_tasks_blocked()
         seconds = time.perf_counter() - began
+        called = kind.endswith("_called") or kind == BUSY
+        if called:
+            # From a task of the outer nursery: the body of N nested open_server blocks sits
+            # under N cancel scopes, deeper than some of trio's recursive walks can go.
+            done = trio.Event()
+            nursery.start_soon(_call_each, objs, done)
+            await done.wait()
         if kind.startswith("trioserver"):
-            await trio.sleep(2 * RETIRE_AFTER)  # idle server tasks end (their retire timer)
+            await trio.sleep(IDLE_SECONDS)  # idle server tasks end (their retire timer)
             await trio.testing.wait_all_tasks_blocked()
-        if kind != "task":
-            # They really serve. Called from a task of the outer nursery: the body of N
-            # nested open_server blocks sits under N cancel scopes, deeper than trio's
-            # recursive `current_effective_deadline` can go.
+        if kind != "task" and not called:
+            # They really serve (called from the outer nursery, as above).
             nursery.start_soon(objs[-1].bump, 1)
             await trio.testing.wait_all_tasks_blocked()
         gc.collect()
@@ -122,25 +158,35 @@ def measure(kind: str, n: int, timeout: float) -> dict[str, Any]:
 
 
 def run_memory(
-    *, counts: tuple[int, ...], kinds: tuple[str, ...] = KINDS, timeout: float = 90.0
+    *,
+    counts: tuple[int, ...],
+    kinds: tuple[str, ...] = KINDS,
+    busy_servers: int = BUSY_SERVERS,
+    timeout: float = 120.0,
 ) -> dict[str, Any]:
     """Each kind at each count, one fresh subprocess apiece.
 
-    ``trioserver_serve`` runs at 10k only: at 100k it takes over a minute on a 2-core box.
+    The ``serve`` kinds run at 10k only: at 100k they take over a minute on a 2-core box.
+    ``trioserver_busy`` runs once, at `busy_servers` servers.
     """
-    rows: list[dict[str, Any]] = []
+    runs: list[tuple[str, int]] = []
     for n in counts:
         for kind in kinds:
-            if kind == "trioserver_serve" and n > 10_000:
+            if kind == BUSY or (kind in SERVE_KINDS and n > 10_000):
                 continue
-            row = measure(kind, n, timeout)
-            print(
-                f"  memory: {kind} x {n}: "
-                + (f"{row['bytes_per_server']:.0f} B" if "error" not in row else row["error"]),
-                file=sys.stderr,
-                flush=True,
-            )
-            rows.append(row)
+            runs.append((kind, n))
+    if BUSY in kinds:
+        runs.append((BUSY, busy_servers))
+    rows: list[dict[str, Any]] = []
+    for kind, n in runs:
+        row = measure(kind, n, timeout)
+        print(
+            f"  memory: {kind} x {n}: "
+            + (f"{row['bytes_per_server']:.0f} B" if "error" not in row else row["error"]),
+            file=sys.stderr,
+            flush=True,
+        )
+        rows.append(row)
     return {"counts": list(counts), "timeout_seconds": timeout, "rows": rows}
 
 

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .contenders import ACTOR, LOCK
+import attrs
+
+from .contenders import ACTOR, FLOOR, LOCK
 
 TARGET_ASYNC = 1.3  # @call async with its budget, times the hand-written actor
 TARGET_DEF = 0.8  # @call def, times trio.Lock
 TARGET_BYTES = 2500  # an idle server
+
+# Issue 12's targets.
+TARGET_AWAITING = 1.3  # a handler that awaits another task, times the actor running it
+TARGET_FLOOR = 0.75  # @call async that does not suspend, times a bare checkpoint loop
+TARGET_DEF_LOCK = 1.0  # @call def, times trio.Lock, 1 caller
+TARGET_CASTS = 1.3  # casts, times the actor's fire-and-forget send
+TARGET_INSTRUMENT = 0.8  # a no-op Instrument installed, times none
+TARGET_STATISTICS_US = 20.0  # one statistics() read
+TARGET_BUSY_BYTES = 8000  # a server after 3,000 calls on each of 3 methods
+IDLE_KINDS = {
+    "trioserver": "open_server, before any call",
+    "trioserver_called": "open_server, after calls",
+    "trioserver_serve": "serve, before any call",
+    "trioserver_serve_called": "serve, after calls",
+}
+BUSY_KIND = "trioserver_busy"
+BODIES = ("event", "channel", "sleep0")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool) -> str:
@@ -50,13 +69,23 @@ def _row(section: dict[str, Any], name: str, callers: int) -> dict[str, Any] | N
     return None
 
 
+ACTOR_AND_LOCK = (("x actor", ACTOR), ("x Lock", LOCK))
+
+
 def roundtrip_table(
-    section: dict[str, Any], callers: int, *, markdown: bool, extra: str = LOCK
+    section: dict[str, Any],
+    callers: int,
+    *,
+    markdown: bool,
+    ratios: Sequence[tuple[str, str]] = ACTOR_AND_LOCK,
 ) -> str:
-    """One row per contender at `callers` callers; ratios by wall clock and by CPU time."""
-    header = ["contender", "calls/s", "p50 µs", "p99 µs", "calls/CPU-s", "x actor", "x actor CPU"]
-    if extra == LOCK:
-        header += ["x Lock", "x Lock CPU"]
+    """One row per contender at `callers` callers; ratios by wall clock and by CPU time.
+
+    `ratios`: (column title, key) for each reference, the key of ``ratio_to_<key>`` in a row.
+    """
+    header = ["contender", "calls/s", "p50 µs", "p99 µs", "calls/CPU-s"]
+    for title, _ in ratios:
+        header += [title, f"{title} CPU"]
     rows: list[list[str]] = []
     for row in section["rows"]:
         if row["callers"] != callers:
@@ -67,11 +96,9 @@ def roundtrip_table(
             _us(row["p50_us"]),
             _us(row["p99_us"]),
             _rate(row["calls_per_cpu_s"]),
-            _ratio(row.get(f"ratio_to_{ACTOR}")),
-            _ratio(row.get(f"ratio_to_{ACTOR}_cpu")),
         ]
-        if extra == LOCK:
-            cells += [_ratio(row.get(f"ratio_to_{LOCK}")), _ratio(row.get(f"ratio_to_{LOCK}_cpu"))]
+        for _, key in ratios:
+            cells += [_ratio(row.get(f"ratio_to_{key}")), _ratio(row.get(f"ratio_to_{key}_cpu"))]
         rows.append(cells)
     return table(header, rows, markdown=markdown)
 
@@ -129,11 +156,45 @@ def overload_table(section: dict[str, Any], *, markdown: bool) -> str:
     return table(header, rows, markdown=markdown)
 
 
-Target = tuple[str, str, str, str, bool | None]  # what, goal, wall, CPU, met (by both)
+@attrs.frozen
+class Target:
+    """One target and what this run measured of it, by wall clock and by CPU time."""
+
+    what: str
+    goal: str
+    measured: str
+    by_cpu: str
+    met: bool | None  # by both measures; None: not measured (a failed run)
+    value: float | None = None
+    value_cpu: float | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "n/a" if self.met is None else ("met" if self.met else "NOT met")
 
 
-def targets(results: dict[str, Any]) -> list[Target]:
-    """Each of the issue's targets that this run measured, by wall clock and by CPU time."""
+def _callers(n: int) -> str:
+    return f"{n} caller{'s' if n > 1 else ''}"
+
+
+def _at_least(what: str, row: dict[str, Any] | None, key: str, goal: float) -> Iterator[Target]:
+    """A ratio target (``ratio_to_<key>`` of `row` >= `goal`), if `row` was measured."""
+    if row is None or f"ratio_to_{key}" not in row:
+        return
+    wall, cpu = row[f"ratio_to_{key}"], row[f"ratio_to_{key}_cpu"]
+    met = wall >= goal and cpu >= goal
+    yield Target(what, f">= {goal}x", f"{wall:.2f}x", f"{cpu:.2f}x", met, wall, cpu)
+
+
+def _bytes(what: str, row: dict[str, Any], goal: int) -> Target:
+    if "error" in row:
+        return Target(what, f"<= {goal:,} B", "failed", "", None)
+    size = row["bytes_per_server"]
+    return Target(what, f"<= {goal:,} B", f"{size:,.0f} B", "", size <= goal, size)
+
+
+def targets_issue_4(results: dict[str, Any]) -> list[Target]:
+    """Issue 4's targets that this run measured."""
     found: list[Target] = []
     trip = results.get("roundtrip")
     goals = [
@@ -143,40 +204,127 @@ def targets(results: dict[str, Any]) -> list[Target]:
     if trip is not None:
         for name, reference, goal, what in goals:
             for n in trip["callers"]:
-                row = _row(trip, name, n)
-                if row is None:
-                    continue
-                wall, cpu = row[f"ratio_to_{reference}"], row[f"ratio_to_{reference}_cpu"]
-                found.append(
-                    (
-                        f"{what}, {n} caller{'s' if n > 1 else ''}",
-                        f">= {goal}x",
-                        f"{wall:.2f}x",
-                        f"{cpu:.2f}x",
-                        wall >= goal and cpu >= goal,
-                    )
-                )
+                found += _at_least(f"{what}, {_callers(n)}", _row(trip, name, n), reference, goal)
     memory = results.get("memory")
     if memory is not None:
         for row in memory["rows"]:
-            if row["kind"] != "trioserver":
-                continue
-            what = f"idle server, {row['servers']:,} servers"
-            if "error" in row:
-                found.append((what, f"<= {TARGET_BYTES:,} B", "failed", "", None))
-                continue
-            size = row["bytes_per_server"]
-            found.append(
-                (what, f"<= {TARGET_BYTES:,} B", f"{size:,.0f} B", "", size <= TARGET_BYTES)
-            )
+            if row["kind"] == "trioserver":
+                found.append(_bytes(f"idle server, {row['servers']:,} servers", row, TARGET_BYTES))
     return found
 
 
-def targets_table(results: dict[str, Any], *, markdown: bool) -> str:
-    rows = [
-        [what, goal, wall, cpu, "n/a" if met is None else ("met" if met else "NOT met")]
-        for what, goal, wall, cpu, met in targets(results)
-    ]
+def targets_issue_12(results: dict[str, Any]) -> list[Target]:
+    """Issue 12's targets that this run measured, in the issue's order."""
+    found: list[Target] = []
+    awaiting = results.get("awaiting")
+    if awaiting is not None:
+        for variant, title in (("budget", "budget 5 s"), ("none", "timeout=None")):
+            for body in BODIES:
+                for n in awaiting["callers"]:
+                    found += _at_least(
+                        f"@call awaiting ({body}), {title}, x actor, {_callers(n)}",
+                        _row(awaiting, f"{body}_{variant}", n),
+                        "baseline",
+                        TARGET_AWAITING,
+                    )
+    trip = results.get("roundtrip")
+    if trip is not None:
+        found += _at_least(
+            "@call async, not suspending, x checkpoint floor, 1 caller",
+            _row(trip, "trioserver_async", 1),
+            FLOOR,
+            TARGET_FLOOR,
+        )
+        found += _at_least(
+            "@call def x uncontended trio.Lock, 1 caller",
+            _row(trip, "trioserver_def", 1),
+            LOCK,
+            TARGET_DEF_LOCK,
+        )
+    casts = results.get("casts")
+    if casts is not None:
+        for n in casts["callers"]:
+            found += _at_least(
+                f"@cast x actor (fire-and-forget send), {_callers(n)}",
+                _row(casts, "cast_budget", n),
+                "baseline",
+                TARGET_CASTS,
+            )
+    instrument = results.get("instrument")
+    if instrument is not None:
+        for name, what in (("bump", "not awaiting"), ("event", "awaiting an Event")):
+            for n in instrument["callers"]:
+                found += _at_least(
+                    f"no-op Instrument x none, @call {what}, {_callers(n)}",
+                    _row(instrument, f"{name}_instrumented", n),
+                    "baseline",
+                    TARGET_INSTRUMENT,
+                )
+    stats = results.get("statistics")
+    if stats is not None:
+        reads = stats["reads"]
+        p50, cpu = reads["p50_us"], reads["cpu_us"]
+        found.append(
+            Target(
+                "statistics() read (3 methods x 3,000 calls), median; CPU: mean",
+                f"<= {TARGET_STATISTICS_US:g} µs",
+                f"{_us(p50)} µs",
+                f"{_us(cpu)} µs",
+                p50 <= TARGET_STATISTICS_US and cpu <= TARGET_STATISTICS_US,
+                p50,
+                cpu,
+            )
+        )
+    memory = results.get("memory")
+    if memory is not None:
+        for kind, what in IDLE_KINDS.items():
+            for row in memory["rows"]:
+                if row["kind"] == kind:
+                    found.append(
+                        _bytes(
+                            f"bytes per idle server, {what} ({row['servers']:,} servers)",
+                            row,
+                            TARGET_BYTES,
+                        )
+                    )
+        for row in memory["rows"]:
+            if row["kind"] == BUSY_KIND:
+                found.append(
+                    _bytes(
+                        f"bytes per server after 3 x 3,000 calls ({row['servers']:,} servers)",
+                        row,
+                        TARGET_BUSY_BYTES,
+                    )
+                )
+    if awaiting is not None and 100 in awaiting["callers"]:
+        for variant, title in (("budget", "budget 5 s"), ("none", "timeout=None")):
+            for body in BODIES:
+                mine = _row(awaiting, f"{body}_{variant}", 100)
+                theirs = _row(awaiting, f"{body}_actor", 100)
+                if mine is None or theirs is None:
+                    continue
+                found.append(
+                    Target(
+                        f"p50 / p99 latency, @call awaiting ({body}), {title}, 100 callers",
+                        f"<= actor's {_us(theirs['p50_us'])} / {_us(theirs['p99_us'])} µs",
+                        f"{_us(mine['p50_us'])} / {_us(mine['p99_us'])} µs",
+                        "",
+                        mine["p50_us"] <= theirs["p50_us"] and mine["p99_us"] <= theirs["p99_us"],
+                    )
+                )
+    return found
+
+
+def targets(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Every target this run measured, by issue, for the JSON file."""
+    return {
+        "issue_4": [attrs.asdict(t) | {"verdict": t.verdict} for t in targets_issue_4(results)],
+        "issue_12": [attrs.asdict(t) | {"verdict": t.verdict} for t in targets_issue_12(results)],
+    }
+
+
+def targets_table(found: Sequence[Target], *, markdown: bool) -> str:
+    rows = [[t.what, t.goal, t.measured, t.by_cpu, t.verdict] for t in found]
     return table(["target", "goal", "measured", "by CPU time", "verdict"], rows, markdown=markdown)
 
 
@@ -210,7 +358,39 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
         )
         for n in s["callers"]:
             parts.append(f"{n} caller{'s' if n > 1 else ''}:")
-            parts.append(roundtrip_table(s, n, markdown=markdown, extra=ACTOR))
+            parts.append(roundtrip_table(s, n, markdown=markdown, ratios=ACTOR_AND_LOCK[:1]))
+    for name, title, column in (
+        ("awaiting", "Handlers that await another task (x actor: the same body's)", "x actor"),
+        ("casts", "Casts, timed until the server ran every one", "x actor"),
+        ("instrument", "The price of a no-op Instrument", "x none"),
+    ):
+        if name in results:
+            s = results[name]
+            parts.append(
+                f"{heading}{title}: median of {s['rounds']} interleaved rounds, "
+                f"{s['calls_per_measurement']:,} calls each"
+            )
+            for n in s["callers"]:
+                parts.append(f"{_callers(n)}:")
+                ratios = ((column, "baseline"),)
+                parts.append(roundtrip_table(s, n, markdown=markdown, ratios=ratios))
+    if "statistics" in results:
+        reads = results["statistics"]["reads"]
+        s = results["statistics"]["reading"]
+        parts.append(
+            f"{heading}statistics(): one read, after {reads['calls_each']:,} calls on each of "
+            f"3 methods: median {_us(reads['p50_us'])} µs, p99 {_us(reads['p99_us'])} µs, "
+            f"CPU {_us(reads['cpu_us'])} µs a read (median of {len(reads['rounds'])} rounds "
+            f"of {reads['reads']:,} reads)"
+        )
+        parts.append(
+            f"Calls while reading statistics every 100 calls: median of "
+            f"{s['rounds']} interleaved rounds, {s['calls_per_measurement']:,} calls each"
+        )
+        for n in s["callers"]:
+            parts.append(f"{_callers(n)}:")
+            ratios = (("x never", "baseline"),)
+            parts.append(roundtrip_table(s, n, markdown=markdown, ratios=ratios))
     if "memory" in results:
         parts.append(f"{heading}Memory: RSS growth per idle server, fresh subprocess each")
         parts.append(memory_table(results["memory"], markdown=markdown))
@@ -221,8 +401,8 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
             f"callers give up after {s['patience_seconds']:g} s"
         )
         parts.append(overload_table(s, markdown=markdown))
-    found = targets(results)
-    if found:
-        parts.append(f"{heading}Targets of issue 4")
-        parts.append(targets_table(results, markdown=markdown))
+    for issue, found in (("4", targets_issue_4(results)), ("12", targets_issue_12(results))):
+        if found:
+            parts.append(f"{heading}Targets of issue {issue}")
+            parts.append(targets_table(found, markdown=markdown))
     return "\n\n".join(parts) + "\n"

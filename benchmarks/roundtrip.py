@@ -20,7 +20,8 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -29,7 +30,16 @@ import trio
 import trio.testing
 
 from ._common import median, percentile
-from .contenders import ACTOR, BUDGET_CONTENDERS, LOCK, ROUNDTRIP, Bump, Contender
+from .contenders import (
+    ACTOR,
+    BUDGET_CONTENDERS,
+    FLOOR,
+    LOCK,
+    ROUNDTRIP,
+    Bump,
+    Contender,
+    Settle,
+)
 
 WARMUP = 500
 
@@ -76,11 +86,24 @@ async def _loop(bump: Bump, latencies: list[int]) -> None:
         latencies[i] = clock() - start
 
 
-async def _measure(contender: Contender, callers: int, calls: int) -> Sample:
+@asynccontextmanager
+async def _opened(contender: Contender) -> AsyncGenerator[tuple[Bump, Settle | None], None]:
+    """The contender's request, and how to wait until its server has done them all (casts)."""
+    if contender.open_casts is not None:
+        async with contender.open_casts() as (cast, settle):
+            yield cast, settle
+        return
     assert contender.open is not None
     async with contender.open() as bump:
+        yield bump, None
+
+
+async def _measure(contender: Contender, callers: int, calls: int) -> Sample:
+    async with _opened(contender) as (bump, settle):
         for _ in range(WARMUP):
             await bump(1)
+        if settle is not None:
+            await settle()
         latencies = [[0] * (calls // callers) for _ in range(callers)]
         go = trio.Event()
         deadline = contender.caller_deadline
@@ -101,6 +124,8 @@ async def _measure(contender: Contender, callers: int, calls: int) -> Sample:
             cpu = time.process_time()
             start = time.perf_counter()
             go.set()
+        if settle is not None:
+            await settle()  # casts count once done, not once sent
         seconds = time.perf_counter() - start
         cpu = time.process_time() - cpu
     return Sample.of(latencies, seconds, cpu)
@@ -185,12 +210,20 @@ PYKKA_PROXY = Contender("pykka_proxy", "Pykka proxy (threads; proxy.bump().get()
 
 
 def measure(contender: Contender, callers: int, calls: int) -> Sample:
-    if contender.open is None:
+    if contender.open is None and contender.open_casts is None:
         return measure_pykka(callers, calls, proxy=contender is PYKKA_PROXY)
     return measure_trio(contender, callers, calls)
 
 
 # -- interleaving and summary -------------------------------------------------------------------
+
+
+def _references(contender: Contender) -> list[tuple[str, str]]:
+    """(key, name) of each contender its ratios are to: the usual ones, then its own baseline."""
+    found = [(reference, reference) for reference in (ACTOR, LOCK, FLOOR)]
+    if contender.baseline is not None:
+        found.append(("baseline", contender.baseline))
+    return found
 
 
 def interleaved(
@@ -229,19 +262,19 @@ def interleaved(
             "p50_us": median([s.p50_us for s in mine]),
             "p99_us": median([s.p99_us for s in mine]),
         }
-        for reference in (ACTOR, LOCK):
+        for key, reference in _references(contender):
             if (reference, n) not in samples:
                 continue
             theirs = samples[reference, n]
-            row[f"ratio_to_{reference}"] = row["calls_per_s"] / median(
-                [s.calls_per_s for s in theirs]
-            )
-            row[f"ratio_to_{reference}_cpu"] = row["calls_per_cpu_s"] / median(
+            row[f"ratio_to_{key}"] = row["calls_per_s"] / median([s.calls_per_s for s in theirs])
+            row[f"ratio_to_{key}_cpu"] = row["calls_per_cpu_s"] / median(
                 [s.calls_per_cpu_s for s in theirs]
             )
-            row[f"ratio_to_{reference}_per_round_median"] = median(
+            row[f"ratio_to_{key}_per_round_median"] = median(
                 [a.calls_per_s / b.calls_per_s for a, b in zip(mine, theirs, strict=True)]
             )
+        if contender.baseline is not None:
+            row["baseline"] = contender.baseline
         row["rounds"] = [
             attrs.asdict(s) | {"calls_per_s": s.calls_per_s, "calls_per_cpu_s": s.calls_per_cpu_s}
             for s in mine
