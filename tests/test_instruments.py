@@ -16,6 +16,8 @@ from trioserver import (
     LoggingInstrument,
     ServerOverloaded,
     TraceInstrument,
+    _private,
+    _state,
     add_instrument,
     call,
     cast,
@@ -57,6 +59,10 @@ class Desk:
     @cast
     def note(self) -> None:
         raise ValueError("cast failure")
+
+    @call
+    def peek(self) -> int:
+        return 1
 
 
 async def test_instrument_sees_each_event_with_its_outcome(
@@ -165,3 +171,75 @@ async def test_trace_instrument_writes_chrome_trace_events(
         "tid": 1,
         "args": {"name": "Desk"},
     } in events
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the scheduler steps of server tasks."""
+
+    steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.startswith("trioserver: Desk"):
+            self.steps += 1
+
+
+@pytest.mark.skipif(not _private.ENABLED, reason="no hand-off without private trio access")
+async def test_instruments_see_requests_run_in_their_callers_step(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    rec = Recording()
+    steps = StepCounter()
+    async with open_server(Desk(), instruments=[rec]) as desk:
+        await desk.work(0.0)  # the server's task starts, then parks idle
+        await trio.testing.wait_all_tasks_blocked()
+        rec.events.clear()
+        trio.lowlevel.add_instrument(steps)
+        try:
+            assert await desk.peek() == 1  # handed off: the server's task takes no step
+            await desk.note()
+        finally:
+            trio.lowlevel.remove_instrument(steps)
+        assert steps.steps == 0
+    assert rec.events == [
+        ("queued", "Desk.peek", None, None),
+        ("started", "Desk.peek", None, None),
+        ("finished", "Desk.peek", "handled", 0.0),
+        ("queued", "Desk.note", None, None),
+        ("started", "Desk.note", None, None),
+        ("finished", "Desk.note", "failed", 0.0),
+    ]
+
+
+async def test_only_the_hooks_an_instrument_overrides_cost_a_call_info(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[str] = []
+
+    def counting(*args: object, **kwargs: object) -> CallInfo:
+        info = CallInfo(*args, **kwargs)  # type: ignore[arg-type]
+        built.append(info.method)
+        return info
+
+    class FinishedOnly(Instrument):
+        def __init__(self) -> None:
+            self.outcomes: list[str | None] = []
+
+        def call_finished(self, call: CallInfo) -> None:
+            self.outcomes.append(call.outcome)
+
+    monkeypatch.setattr(_state, "CallInfo", counting)
+    async with open_server(Desk(), instruments=[Instrument()]) as desk:
+        for _ in range(3):
+            await desk.work(0.0)
+    assert built == []  # a no-op instrument: nothing is built, nothing called
+    finished = FinishedOnly()
+    async with open_server(Desk(), instruments=[finished]) as desk:
+        for _ in range(3):
+            await desk.work(0.0)
+        add_instrument(rec := Recording())  # the run's, read live by a running server
+        await desk.work(0.0)
+        remove_instrument(rec)
+        await desk.work(0.0)
+    assert finished.outcomes == ["handled"] * 5
+    assert built == ["Desk.work"] * 3 + ["Desk.work"] * 3 + ["Desk.work"]
+    assert [hook for hook, *_ in rec.events] == ["queued", "started", "finished"]

@@ -100,13 +100,14 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     request = Request(
         method, args, kwargs, task, deadline, state, now, record.expected, state.numbered
     )
-    # An idle server runs the request in this step (instruments see every one queued).
-    idle = state.parked and _private.ENABLED and not state.instruments
-    if idle and now < deadline and not method.thread:
+    # An idle server runs the request in this step (instruments see it queued, then started).
+    if state.parked and _private.ENABLED and now < deadline and not method.thread:
         if waited:
             mailbox.pass_room()  # the room this caller waited for stays free: pass it on
         if not _private.passes_cancel_point(task):
             await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
+        if "call_queued" in state.instruments.hooked:
+            state.emit("call_queued", request)
         reply = run_here(state, request, record, task)
         if reply is HANDED_OVER:  # the handler suspended: wait for its reply, as when queued
             request.waiting = True
@@ -122,7 +123,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         return reply
     mailbox.put(request)
     wake(state)
-    if state.instruments:
+    if "call_queued" in state.instruments.hooked:
         state.emit("call_queued", request)
     try:
         return await _private.wait(request.abort)
@@ -164,10 +165,12 @@ async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     request = Request(method, args, kwargs, None, _INF, state, state.now(), 0.0, state.numbered)
     request.waiting = False
     # An idle server starts the cast in this step, as it does a call: the caster goes on when
-    # the handler returns or first suspends (instruments see every one queued).
-    if state.parked and _private.ENABLED and not state.instruments and not method.thread:
+    # the handler returns or first suspends.
+    if state.parked and _private.ENABLED and not method.thread:
         if waited:
             mailbox.pass_room()  # the room this caster waited for stays free: pass it on
+        if "call_queued" in state.instruments.hooked:
+            state.emit("call_queued", request)
         if run_here(state, request, state.records[method.name], task) is SETTLED:
             crashed = request.outcome  # a cast marked to crash its server raised
             if isinstance(crashed, Error):
@@ -175,7 +178,7 @@ async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     else:
         mailbox.put(request)
         wake(state)
-        if state.instruments:
+        if "call_queued" in state.instruments.hooked:
             state.emit("call_queued", request)
     await _private.schedule_point()
 
@@ -207,7 +210,7 @@ async def _wait_for_room(state: ServerState, method: Method) -> None:
 def _refuse(state: ServerState, method: Method, now: float, reason: str) -> ServerOverloaded:
     """Count and report a request refused before it was queued (after a checkpoint)."""
     state.shed += 1
-    if state.instruments:
+    if "call_shed" in state.instruments.hooked:
         state.numbered += 1
         info = CallInfo(
             state.spec.name, method.label, method.kind, state.numbered, now,

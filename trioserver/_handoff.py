@@ -59,8 +59,8 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
     method = request.method
     state.parked = False
     request.waiting = False  # the reply is left in `request.outcome` until the caller parks
-    # `_reply.start` inlined (this path has no instruments, and is private): with `finish`
-    # below, a fifth of the round trip of benchmarks/roundtrip.py (1 and 100 callers).
+    # `_reply.start` inlined (this path is private): with `finish` below, a fifth of the
+    # round trip of benchmarks/roundtrip.py (1 and 100 callers).
     budget = method.budget
     cut_at = request.deadline
     if budget is not None and request.queued_at + budget < cut_at:
@@ -69,6 +69,9 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
     request.state = RUNNING
     record.queue_wait.add(0.0)
     state.current = state.last_started = request
+    hooked = state.instruments.hooked
+    if "call_started" in hooked:
+        state.emit("call_started", request)
     detector = step_watch.detector
     began = time.perf_counter() if detector is not None else 0.0
     result: Any = None
@@ -108,9 +111,9 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
     if failure is not None and not isinstance(failure, Exception):
         # KeyboardInterrupt, SystemExit...: the server's task raises it, as if it ran there
         return _hand_over(state, request, failure, RAISE)
-    if failure is None and request.state == RUNNING:
-        # `_reply.finish` inlined for its commonest case, a handler that returned at once
-        # (no instruments here): a tenth of the round trip in benchmarks/roundtrip.py, 1 caller.
+    if failure is None and request.state == RUNNING and "call_finished" not in hooked:
+        # `_reply.finish` inlined for its commonest case, a handler that returned at once:
+        # a tenth of the round trip in benchmarks/roundtrip.py, 1 caller.
         ended = state.now()
         record.ended(ended - request.started_at, ended)
         state.handled += 1

@@ -1,13 +1,13 @@
 """Instruments: hooks that see every request's life, per server or for every server in a run.
 
 As with `trio.abc.Instrument`, a server with no instrument pays nothing but a
-falsy check per event.
+falsy check per event; nor does one whose instruments do not override that event's hook.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import attrs
@@ -66,15 +66,66 @@ class Instrument:
         """A request was refused with `ServerOverloaded` (`CallInfo.reason` says why)."""
 
 
-_RUN: trio.lowlevel.RunVar[list[Instrument]] = trio.lowlevel.RunVar("trioserver_instruments")
+HOOKS: tuple[Hook, ...] = (
+    "call_queued", "call_started", "call_finished", "call_withdrawn", "call_shed",
+)  # fmt: skip
 
 
-def run_instruments() -> list[Instrument]:
+def _overridden(instrument: Instrument) -> frozenset[Hook]:
+    """The hooks `instrument` does something in (those it does not override cost nothing)."""
+    found: set[Hook] = set()
+    for hook in HOOKS:
+        method = getattr(instrument, hook, None)
+        if method is not None and getattr(method, "__func__", method) is not getattr(
+            Instrument, hook
+        ):
+            found.add(hook)
+    return frozenset(found)
+
+
+class InstrumentList:
+    """Instruments in installation order, and `hooked`: the hooks any of them overrides.
+
+    The call path asks ``hooked`` (one attribute read) before it builds a `CallInfo`: a
+    server whose instruments override nothing pays nothing more than one with none.
+    """
+
+    __slots__ = ("hooked", "items")
+
+    def __init__(self, items: Iterable[Instrument] = ()) -> None:
+        self.items: list[Instrument] = []
+        self.hooked: frozenset[Hook] = frozenset()
+        for instrument in items:
+            self.add(instrument)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __iter__(self) -> Iterator[Instrument]:
+        return iter(self.items)
+
+    def __contains__(self, instrument: object) -> bool:
+        return instrument in self.items
+
+    def add(self, instrument: Instrument) -> None:
+        if instrument not in self.items:
+            self.items.append(instrument)
+            self.hooked |= _overridden(instrument)
+
+    def remove(self, instrument: Instrument) -> None:
+        self.items.remove(instrument)
+        self.hooked = frozenset().union(*(_overridden(i) for i in self.items))
+
+
+_RUN: trio.lowlevel.RunVar[InstrumentList] = trio.lowlevel.RunVar("trioserver_instruments")
+
+
+def run_instruments() -> InstrumentList:
     """The instruments of every server in this trio run (one list, shared by the servers)."""
     try:
         return _RUN.get()
     except LookupError:
-        shared: list[Instrument] = []
+        shared = InstrumentList()
         _RUN.set(shared)
         return shared
 
@@ -82,15 +133,18 @@ def run_instruments() -> list[Instrument]:
 class Instruments:
     """A server's own instruments followed by the run's, read live (for servers that have own).
 
-    A server with no own instruments uses the run's list itself, so that an empty one costs a
-    single falsy check per event.
+    A server with no own instruments uses the run's list itself.
     """
 
     __slots__ = ("own", "shared")
 
-    def __init__(self, own: list[Instrument], shared: list[Instrument]) -> None:
+    def __init__(self, own: InstrumentList, shared: InstrumentList) -> None:
         self.own = own
         self.shared = shared
+
+    @property
+    def hooked(self) -> frozenset[Hook]:
+        return self.own.hooked | self.shared.hooked
 
     def __bool__(self) -> bool:
         return bool(self.own or self.shared)
@@ -113,9 +167,7 @@ def add_instrument(instrument: Instrument) -> None:
     Raises:
       RuntimeError: outside a trio run.
     """
-    shared = run_instruments()
-    if instrument not in shared:
-        shared.append(instrument)
+    run_instruments().add(instrument)
 
 
 def remove_instrument(instrument: Instrument) -> None:

@@ -38,7 +38,7 @@ def start(state: ServerState, request: Request, record: MethodRecorder, now: flo
     record.queue_wait.add(now - request.queued_at)
     state.current = state.last_started = request
     _private.show_deadline(state.scope, cut_at)
-    if state.instruments:
+    if "call_started" in state.instruments.hooked:
         state.emit("call_started", request)
 
 
@@ -84,7 +84,7 @@ def finish(
         else:  # ABANDONED (its caller left) or STOPPED (stop told its caller)
             state.cancelled += 1
             ending = "cancelled"
-    if state.instruments:
+    if "call_finished" in state.instruments.hooked:
         state.emit("call_finished", request, ending)
     return crash
 
@@ -109,7 +109,7 @@ def expire(state: ServerState, request: Request) -> None:
     """`request` reached the front after its caller's deadline: it never starts."""
     request.state = WITHDRAWN
     state.withdrawn += 1
-    if state.instruments:
+    if "call_withdrawn" in state.instruments.hooked:
         state.emit("call_withdrawn", request, "withdrawn", "its caller's deadline passed")
     deliver(request, Error(Expired()))
 
@@ -118,6 +118,6 @@ def shed_at_start(state: ServerState, request: Request, reason: str) -> None:
     """Admission refuses `request` as it would start."""
     request.state = WITHDRAWN
     state.shed += 1
-    if state.instruments:
+    if "call_shed" in state.instruments.hooked:
         state.emit("call_shed", request, "shed", reason)
     deliver(request, Error(ServerOverloaded(f"{request.method.label} refused: {reason}")))

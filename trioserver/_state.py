@@ -18,7 +18,14 @@ from outcome import Error, Value
 from trio.lowlevel import Abort, Task, reschedule
 
 from ._errors import CallTimeout
-from ._instrument import CallInfo, Hook, Instrument, Instruments, run_instruments
+from ._instrument import (
+    CallInfo,
+    Hook,
+    Instrument,
+    InstrumentList,
+    Instruments,
+    run_instruments,
+)
 from ._mailbox import Mailbox
 from ._request import ABANDONED, QUEUED, RUNNING, TIMED_OUT, Request, cut_message, deliver
 from ._statistics import MethodRecorder, ServerStatistics
@@ -132,8 +139,9 @@ class ServerState:
         self.timed_out = 0
         self.cancelled = 0
         shared = run_instruments()
-        self.instruments: list[Instrument] | Instruments = (
-            Instruments(list(instruments), shared) if instruments else shared
+        # (`instruments.hooked`: the hooks any of them overrides; the call path reads it)
+        self.instruments: InstrumentList | Instruments = (
+            Instruments(InstrumentList(instruments), shared) if instruments else shared
         )
 
     def statistics(self) -> ServerStatistics:
@@ -202,7 +210,7 @@ class ServerState:
         if request.state == QUEUED:
             self.mailbox.withdraw(request)
             self.withdrawn += 1
-            if self.instruments:
+            if "call_withdrawn" in self.instruments.hooked:
                 self.emit("call_withdrawn", request, "withdrawn", "its caller left")
             return Abort.SUCCEEDED
         assert request.state == RUNNING, request.state
@@ -221,7 +229,7 @@ class ServerState:
     def emit(
         self, hook: Hook, request: Request, outcome: str | None = None, reason: str | None = None
     ) -> None:
-        """Tell the instruments what happened to `request` (only called when there are some)."""
+        """Tell the instruments what happened to `request` (called when one hooks `hook`)."""
         started = hook in ("call_started", "call_finished")
         info = CallInfo(
             server=self.spec.name,
