@@ -185,6 +185,66 @@ async def test_serve_gives_the_handle_and_stops_when_cancelled(
         await life.quick()
 
 
+def _tasks_named(prefix: str) -> list[trio.lowlevel.Task]:
+    found: list[trio.lowlevel.Task] = []
+    todo = [trio.lowlevel.current_root_task()]
+    while todo:
+        task = todo.pop()
+        if task is None:  # pragma: no cover
+            continue
+        if task.name.startswith(prefix):
+            found.append(task)
+        for nursery in task.child_nurseries:
+            todo.extend(nursery.child_tasks)
+    return found
+
+
+async def test_servers_served_in_a_nursery_keep_no_task_while_idle(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    lives = [Life() for _ in range(5)]
+    async with trio.open_nursery() as nursery:
+        for life in lives:
+            await nursery.start(serve, life)
+        await lives[0].note("cast")
+        assert [await life.quick() for life in lives] == ["quick"] * 5
+        await trio.sleep(1.0)  # idle: their tasks retire
+        assert _tasks_named("trioserver: Life") == []
+        assert len(_tasks_named("trioserver: keeper")) == 1  # one for the nursery
+        assert await lives[3].quick() == "quick"  # a task again, in the same nursery
+        nursery.cancel_scope.cancel()
+    for life in lives:  # every one stopped, idle or not: on_stop ran, shielded
+        assert [event for event, _ in life.events if event != "cast"] == [
+            "started", "stopping", "stopped",
+        ]  # fmt: skip
+        with pytest.raises(ServerStopped):
+            await life.quick()
+    assert _tasks_named("trioserver: Life") == _tasks_named("trioserver: keeper") == []
+
+
+async def test_serve_awaited_directly_runs_until_cancelled(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    life = Life()
+    with trio.move_on_after(5.0):
+        await serve(life)
+    assert [event for event, _ in life.events] == ["started", "stopping", "stopped"]
+
+
+async def test_what_stops_a_served_server_comes_out_of_its_nursery(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        with pytest.raises(OSError, match="no database"):  # from nursery.start, unwrapped
+            await nursery.start(serve, Life(fail_start=True))
+    failing = Life(fail_stop=True)
+    with pytest.RaisesGroup(pytest.RaisesExc(OSError, match="flush failed")):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve, failing)
+            nursery.cancel_scope.cancel()
+    assert [event for event, _ in failing.events] == ["started", "stopping"]
+
+
 async def test_cancelled_opener_gets_cancelled_unwrapped(autojump_clock: trio.abc.Clock) -> None:
     with trio.move_on_after(0.5) as scope:  # during on_start
         async with open_server(Life()):

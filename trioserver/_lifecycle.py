@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import NoReturn, TypeVar
+from typing import TypeVar
 
 import trio
 
 from ._errors import TrioServerError
 from ._instrument import Instrument
-from ._loop import spawn, stop
+from ._loop import run, spawn, stop
 from ._runtime import Runtime
-from ._spec import STATE, spec_of
+from ._spec import STATE, ServerSpec, spec_of
+from ._state import ServerState
 
 T = TypeVar("T")
 
@@ -55,6 +57,14 @@ def open_server(
     return _Serving(obj, tuple(instruments))
 
 
+def _not_running(obj: object) -> ServerSpec:
+    """`obj`'s server spec, if it is not running already."""
+    spec = spec_of(obj)
+    if isinstance(obj.__dict__.get(STATE), Runtime):
+        raise TrioServerError(f"this {spec.name} is running already; a server runs once at a time")
+    return spec
+
+
 class _Serving(AbstractAsyncContextManager[T]):
     """`open_server`'s context manager: the server's nursery, and the run in it.
 
@@ -70,11 +80,7 @@ class _Serving(AbstractAsyncContextManager[T]):
 
     async def __aenter__(self) -> T:
         obj = self._obj
-        spec = spec_of(obj)
-        if isinstance(obj.__dict__.get(STATE), Runtime):
-            raise TrioServerError(
-                f"this {spec.name} is running already; a server runs once at a time"
-            )
+        spec = _not_running(obj)
         self._nursery = trio.open_nursery()
         nursery = await self._nursery.__aenter__()
         runtime = self._runtime = Runtime(spec, obj, nursery, self._instruments)
@@ -117,8 +123,14 @@ async def serve(
     *,
     instruments: Iterable[Instrument] = (),
     task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Run `obj`'s server until cancelled: ``handle = await nursery.start(serve, obj)``.
+) -> None:
+    """Run `obj`'s server in a nursery until it is cancelled: ``handle = await
+    nursery.start(serve, obj)``.
+
+    Started so, the server lives in `nursery` and keeps no task while it is idle (servers
+    may be many): one task per nursery, whatever the number of servers, waits for the
+    nursery's cancellation to stop them. Awaited directly (``await serve(obj)``), it runs
+    the server until cancelled.
 
     Args:
       obj: An instance of a class decorated with `server`.
@@ -126,13 +138,44 @@ async def serve(
       task_status: Given the handle once `on_start` has finished.
 
     Cancellation:
-      Cancelling it stops the server as leaving `open_server` does.
+      Cancelling the nursery (or, awaited directly, the call) stops the server as leaving
+      `open_server` does.
 
     Errors:
-      As `open_server`: errors from `on_start`, `on_stop`, or a fatal
-      `KeyboardInterrupt`/`SystemExit` in a handler come out unwrapped.
+      As `open_server`: an error from `on_start` comes out of ``nursery.start``; one from
+      `on_stop`, or a fatal `KeyboardInterrupt`/`SystemExit` in a handler, comes out of
+      the nursery (directly awaited: out of the call).
     """
-    async with open_server(obj, instruments=instruments) as handle:
-        task_status.started(handle)
+    if task_status is trio.TASK_STATUS_IGNORED:
+        async with open_server(obj, instruments=instruments):
+            await trio.sleep_forever()
+    runtime = Runtime(_not_running(obj), obj, None, tuple(instruments))
+    obj.__dict__[STATE] = runtime
+    await run(runtime)  # on_start, in this task; it ends idle (there is no request yet)
+    if runtime.start_error is not None:
+        raise runtime.start_error
+    task_status.started(obj)
+    nursery = trio.lowlevel.current_task().parent_nursery  # `nursery.start`'s, now
+    assert nursery is not None
+    runtime.nursery = nursery
+    keeper = _KEEPERS.get(nursery)
+    if keeper is None:
+        keeper = _KEEPERS[nursery] = set()
+        nursery.start_soon(_keep, nursery, keeper, name="trioserver: keeper")
+    keeper.add(runtime)
+    runtime.keeper = keeper
+
+
+_KEEPERS: weakref.WeakKeyDictionary[trio.Nursery, set[ServerState]] = weakref.WeakKeyDictionary()
+"""The servers `serve` started in each nursery (across runs: a nursery belongs to one)."""
+
+
+async def _keep(nursery: trio.Nursery, servers: set[ServerState]) -> None:
+    """The one task a nursery keeps for the servers `serve` started in it: when the nursery
+    is cancelled, stop them (those with a task of their own also see it there)."""
+    try:
         await trio.sleep_forever()
-    raise AssertionError("unreachable")  # pragma: no cover
+    finally:
+        del _KEEPERS[nursery]
+        for state in list(servers):
+            stop(state, "its nursery was cancelled")

@@ -48,6 +48,7 @@ def spawn(state: ServerState) -> None:
     (which runs `on_start`), another when a request comes after it went idle, or the last
     one, to run `on_stop`."""
     state.task = _SPAWNING
+    assert state.nursery is not None
     begin: Any = state.nursery.start_soon
     state.context.run(begin, run, state, name=f"trioserver: {state.spec.name}")
 
@@ -77,9 +78,15 @@ async def run(state: ServerState) -> None:
         _started(state)
     if state.stopping:
         await _on_stop(state)
-    else:  # idle: retire this task, and keep its contextvars for the next one
-        state.context = current_task().context
-    state.task = None
+        state.task = None
+        if state.keeper is not None:  # started by `serve`: what stops it comes out of its nursery
+            error = state.fatal or state.stop_error
+            if error is not None:
+                if error is not state.stop_error and state.stop_error is not None:
+                    logger.error("%s.on_stop raised", state.spec.name, exc_info=state.stop_error)
+                raise error
+    else:
+        state.retired(current_task().context)
 
 
 def _started(state: ServerState) -> None:
@@ -300,9 +307,15 @@ def stop(state: ServerState, why: str, error: type[TrioServerError] = ServerStop
                 name,
                 why,
             )
-    # The server's nursery holds only the server's task once the opener's block has ended
-    # (or when the server died or crashed, and the block must end too).
-    state.nursery.cancel_scope.cancel(reason=f"{name} stopped")
+    if state.keeper is not None:  # `serve`'s: its task (if any) is its nursery's, which goes on
+        state.keeper.discard(state)
+        if state.task is not None and state.task is not _SPAWNING:
+            state.scope.cancel(reason=f"{name} stopped")
+    elif state.nursery is not None:
+        # The server's nursery holds only the server's task once the opener's block has ended
+        # (or when the server died or crashed, and the block must end too).
+        state.nursery.cancel_scope.cancel(reason=f"{name} stopped")
+    # (else `serve` is running on_start in its own task, which sees what stops it)
     if state.task is None and state.started is None and state.start_error is None:
         spawn(state)  # an idle server has no task: start one to run on_stop
 

@@ -72,6 +72,11 @@ class Mailbox:
         if self.room:
             self.room.unpark()
 
+    def shrink(self) -> None:
+        """Let the queue go while nothing is queued (it is made again at the next put)."""
+        if not self.queued:
+            self._queue = None
+
     def drain(self) -> list[Request]:
         """Take every queued request at once, leaving the mailbox empty."""
         pending = [r for r in self._queue or () if r.state == QUEUED]

@@ -66,6 +66,7 @@ class ServerState:
         "fatal",
         "handled",
         "instruments",
+        "keeper",
         "last_started",
         "longest_block",
         "loop_blocks",
@@ -99,12 +100,14 @@ class ServerState:
         self,
         spec: ServerSpec,
         obj: object,
-        nursery: trio.Nursery,
+        nursery: trio.Nursery | None,
         instruments: tuple[Instrument, ...] = (),
     ) -> None:
         self.spec = spec
         self.obj = obj
-        self.nursery = nursery
+        self.nursery = nursery  # where its tasks run (None until `serve` has started it)
+        # `serve`'s: the servers its nursery hosts with no task of their own (else None)
+        self.keeper: set[ServerState] | None = None
         self.thread = threading.get_ident()  # its trio run's thread: another run is elsewhere
         self.mailbox = Mailbox(spec.mailbox_size)
         self.now = trio.lowlevel.current_clock().current_time
@@ -190,6 +193,14 @@ class ServerState:
 
     def timer_live(self) -> bool:
         return True  # (a server has one entry at most)
+
+    def retired(self, context: contextvars.Context) -> None:
+        """The task ended idle: the next one gets its contextvars; what only a running task
+        needs goes (idle servers are many)."""
+        self.context = context
+        self.task = None
+        self.last_started = None
+        self.mailbox.shrink()
 
     # -- a running handler's end, from outside it ----------------------------------------
 
