@@ -160,9 +160,12 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
                 if _raised(state, request, exc, scope):
                     return False
                 continue
-        _private.show_deadline(scope, _INF)  # (the handler's deadline is no longer shown)
         finish(state, request, Value(result))
-        if state.scope_cancelled or (not _private.ENABLED and scope.cancel_called):
+        if not _private.ENABLED:  # (the private path shows a deadline without arming it)
+            scope.deadline = _INF  # disarmed: it must not fire while the task is idle
+            if scope.cancel_called:
+                return False  # its deadline fired as the handler ended: a fresh scope
+        if state.scope_cancelled:
             return False  # the handler swallowed a cancellation: leave the spent scope
 
 
