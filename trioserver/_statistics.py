@@ -190,20 +190,24 @@ class TimingRecorder:
         count = self.count
         if not count:
             return Timing()
-        p50, p99 = self._ranked((count + 1) // 2, (99 * count + 99) // 100)
-        return Timing(count=count, mean=self.total / count, p50=p50, p99=p99, max=self.max)
-
-    def _ranked(self, *ranks: int) -> list[float]:
-        """The durations of these ranks (1 for the smallest), from one pass over the counts."""
         up_to = list(accumulate(self.counts, initial=self.zeros))  # [j]: zeros + counts[:j]
-        found: list[float] = []
-        for rank in ranks:
-            i = bisect_left(up_to, rank) - 1
-            if i < 0:  # the zero bucket
-                found.append(0.0)
-            else:
-                found.append(min(max(_MIDDLE * GAMMA ** (self.low + i), self.least), self.max))
-        return found
+        return Timing(
+            count=count,
+            mean=self.total / count,
+            p50=self._at(bisect_left(up_to, (count + 1) // 2)),  # ranks ceil(q * count)
+            p99=self._at(bisect_left(up_to, (99 * count + 99) // 100)),
+            max=self.max,
+        )
+
+    def _at(self, j: int) -> float:
+        """What to report for a rank first reached at ``up_to[j]``: 0.0 in the zero bucket
+        (j = 0), else the middle of bucket ``low + j - 1``, kept within the samples."""
+        if not j:
+            return 0.0
+        middle = _MIDDLE * GAMMA ** (self.low + j - 1)
+        if middle < self.least:
+            return self.least
+        return middle if middle < self.max else self.max
 
 
 class MethodRecorder:
