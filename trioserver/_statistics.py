@@ -130,7 +130,7 @@ class ServerStatistics:
 class TimingRecorder:
     """Collects one kind of duration: count, total, max, and a log-bucketed histogram."""
 
-    __slots__ = ("count", "counts", "least", "low", "max", "total", "zeros")
+    __slots__ = ("count", "counts", "high", "least", "low", "max", "total", "zeros")
 
     def __init__(self) -> None:
         self.count = 0
@@ -138,7 +138,7 @@ class TimingRecorder:
         self.max = 0.0
         self.zeros = 0  # durations under SMALLEST
         self.least = math.inf  # the smallest of the others
-        self.low = 0  # the bucket that counts[0] counts
+        self.low = self.high = 0  # the buckets that counts[0] and counts[-1] count
         self.counts = _NO_COUNTS  # then from the least's bucket to the max's, and no further
 
     def add(self, seconds: float) -> None:
@@ -149,15 +149,15 @@ class TimingRecorder:
             if seconds > self.max:  # only while every sample so far is a zero
                 self.max = seconds
             return
-        i = _floor(_log2(seconds) * _SCALE + _SHIFT) - self.low
-        counts = self.counts
-        if 0 < i < len(counts) - 1:  # inside the span: neither a new least nor a new max
+        bucket = _floor(_log2(seconds) * _SCALE + _SHIFT)
+        low = self.low
+        if low < bucket < self.high:  # inside the span: neither a new least nor a new max
             try:
-                counts[i] += 1
+                self.counts[bucket - low] += 1
             except OverflowError:
-                self._widen(i)
+                self._widen(bucket - low)
         else:
-            self._edge(seconds, i + self.low)
+            self._edge(seconds, bucket)
 
     def _edge(self, seconds: float, bucket: int) -> None:
         """Count `seconds`, in `bucket`: the span's lowest or highest, or outside it."""
@@ -167,20 +167,20 @@ class TimingRecorder:
             self.least = seconds
         bucket = min(bucket, _TOP)
         counts = self.counts
-        low = self.low
         if not counts:
             counts = array("B", [0])
-            self.low = low = bucket
-        elif bucket < low:
-            counts = array(counts.typecode, [0]) * (low - bucket) + counts
-            self.low = low = bucket
-        elif bucket >= low + len(counts):
-            counts = counts + array(counts.typecode, [0]) * (bucket + 1 - low - len(counts))
+            self.low = self.high = bucket
+        elif bucket < self.low:
+            counts = array(counts.typecode, [0]) * (self.low - bucket) + counts
+            self.low = bucket
+        elif bucket > self.high:
+            counts = counts + array(counts.typecode, [0]) * (bucket - self.high)
+            self.high = bucket
         self.counts = counts  # a new array of the exact size: growing one in place over-allocates
         try:
-            counts[bucket - low] += 1
+            counts[bucket - self.low] += 1
         except OverflowError:
-            self._widen(bucket - low)
+            self._widen(bucket - self.low)
 
     def _widen(self, i: int) -> None:
         counts = self.counts = array(_WIDER[self.counts.typecode], self.counts.tolist())
