@@ -1,26 +1,62 @@
-"""What a server has done, as frozen snapshots (`statistics(handle)`), and their recorders."""
+"""What a server has done, as frozen snapshots (`statistics(handle)`), and their recorders.
+
+Durations are counted in log-bucketed histograms, as DDSketch does: bucket ``i`` counts the
+durations from ``SMALLEST * GAMMA**i`` up to ``SMALLEST * GAMMA**(i + 1)``, and a percentile is
+reported as the point of its bucket that is within `RELATIVE_ERROR` of every duration in it
+(clamped to the smallest and largest duration recorded). A recorder keeps counts only for the
+span of buckets its durations have reached, so its size depends on how spread they are, not on
+how many; recording allocates nothing to keep, and a read walks the counts once, unsorted.
+"""
 
 from __future__ import annotations
 
+import math
+from array import array
+from bisect import bisect_left
 from collections.abc import Mapping
+from itertools import accumulate
 
 import attrs
 
 from ._spec import STATE, spec_of
 
-WINDOW = 2048
-"""How many recent samples per method the percentiles are taken over."""
-
 SMOOTHING = 0.2
 """Weight of the newest run in a method's expected service time (an exponential moving average)."""
+
+RELATIVE_ERROR = 0.01
+"""How far a reported `p50` or `p99` may be from the exact one, relative to the exact one."""
+
+GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
+"""Each bucket's upper bound over its lower bound (about 35 buckets per doubling)."""
+
+SMALLEST = 1e-9
+"""Durations below this (1 ns) count as 0.0 in percentiles: 0.0 is common (a request that
+never queued waits 0.0)."""
+
+LARGEST = 1e9
+"""Durations from this on (32 years) count in the top bucket: no more than about 2,100 buckets,
+whatever a clock returns."""
+
+_SCALE = 1 / math.log2(GAMMA)  # buckets per doubling
+_SHIFT = -math.log2(SMALLEST) * _SCALE  # puts SMALLEST at the bottom of bucket 0
+_TOP = math.floor(math.log2(LARGEST) * _SCALE + _SHIFT)
+_MIDDLE = SMALLEST * (1 + RELATIVE_ERROR)  # bucket i reports _MIDDLE * GAMMA**i
+_WIDER = {"B": "H", "H": "I", "I": "Q"}  # counts start at one byte each and widen on overflow
+_NO_COUNTS = array("B")  # shared by the recorders that have no bucket yet; never written to
+_log2 = math.log2
+_floor = math.floor  # not int(), which costs three times as much on a float
 
 
 @attrs.frozen
 class Timing:
     """Durations of one kind (queue wait or service) for one method, in seconds.
 
-    `count`, `mean` and `max` cover every sample since the server started;
-    `p50` and `p99` cover the most recent 2,048 (exact, not estimated).
+    Every figure covers every sample since the server started. `count`, `mean`
+    and `max` are exact. `p50` and `p99` are read from a log-bucketed histogram
+    of bounded size: each is within 1% of the exact percentile (the sample of rank
+    ``ceil(0.50 * count)``, or ``ceil(0.99 * count)``, in ascending order) and
+    never outside the smallest and largest samples, so a duration that never
+    varies is reported exactly. Samples under 1 ns count as 0.0.
     """
 
     count: int = 0
@@ -92,39 +128,86 @@ class ServerStatistics:
 
 
 class TimingRecorder:
-    """Collects one kind of duration: all-time count, total and max; a window for percentiles."""
+    """Collects one kind of duration: count, total, max, and a log-bucketed histogram."""
 
-    __slots__ = ("count", "max", "recent", "total")
+    __slots__ = ("count", "counts", "high", "least", "low", "max", "total", "zeros")
 
     def __init__(self) -> None:
         self.count = 0
         self.total = 0.0
         self.max = 0.0
-        self.recent: list[float] = []  # a ring of the last WINDOW samples, grown on demand
+        self.zeros = 0  # durations under SMALLEST
+        self.least = math.inf  # the smallest of the others
+        self.low = self.high = 0  # the buckets that counts[0] and counts[-1] count
+        self.counts = _NO_COUNTS  # then from the least's bucket to the max's, and no further
 
     def add(self, seconds: float) -> None:
-        count = self.count
-        self.count = count + 1
+        self.count += 1
         self.total += seconds
+        if seconds < SMALLEST:
+            self.zeros += 1
+            if seconds > self.max:  # only while every sample so far is a zero
+                self.max = seconds
+            return
+        bucket = _floor(_log2(seconds) * _SCALE + _SHIFT)
+        low = self.low
+        if low < bucket < self.high:  # inside the span: neither a new least nor a new max
+            try:
+                self.counts[bucket - low] += 1
+            except OverflowError:
+                self._widen(bucket - low)
+        else:
+            self._edge(seconds, bucket)
+
+    def _edge(self, seconds: float, bucket: int) -> None:
+        """Count `seconds`, in `bucket`: the span's lowest or highest, or outside it."""
         if seconds > self.max:
             self.max = seconds
-        if count < WINDOW:
-            self.recent.append(seconds)
-        else:
-            self.recent[count % WINDOW] = seconds
+        if seconds < self.least:
+            self.least = seconds
+        bucket = min(bucket, _TOP)
+        counts = self.counts
+        if not counts:
+            counts = array("B", [0])
+            self.low = self.high = bucket
+        elif bucket < self.low:
+            counts = array(counts.typecode, [0]) * (self.low - bucket) + counts
+            self.low = bucket
+        elif bucket > self.high:
+            counts = counts + array(counts.typecode, [0]) * (bucket - self.high)
+            self.high = bucket
+        self.counts = counts  # a new array of the exact size: growing one in place over-allocates
+        try:
+            counts[bucket - self.low] += 1
+        except OverflowError:
+            self._widen(bucket - self.low)
+
+    def _widen(self, i: int) -> None:
+        counts = self.counts = array(_WIDER[self.counts.typecode], self.counts.tolist())
+        counts[i] += 1
 
     def snapshot(self) -> Timing:
-        if not self.count:
+        count = self.count
+        if not count:
             return Timing()
-        ordered = sorted(self.recent)
-        last = len(ordered) - 1
+        up_to = list(accumulate(self.counts, initial=self.zeros))  # [j]: zeros + counts[:j]
         return Timing(
-            count=self.count,
-            mean=self.total / self.count,
-            p50=ordered[round(0.50 * last)],
-            p99=ordered[round(0.99 * last)],
+            count=count,
+            mean=self.total / count,
+            p50=self._at(bisect_left(up_to, (count + 1) // 2)),  # ranks ceil(q * count)
+            p99=self._at(bisect_left(up_to, (99 * count + 99) // 100)),
             max=self.max,
         )
+
+    def _at(self, j: int) -> float:
+        """What to report for a rank first reached at ``up_to[j]``: 0.0 in the zero bucket
+        (j = 0), else the middle of bucket ``low + j - 1``, kept within the samples."""
+        if not j:
+            return 0.0
+        middle = _MIDDLE * GAMMA ** (self.low + j - 1)
+        if middle < self.least:
+            return self.least
+        return middle if middle < self.max else self.max
 
 
 class MethodRecorder:
