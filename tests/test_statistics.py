@@ -26,9 +26,9 @@ from trioserver import (
     server,
     statistics,
 )
-from trioserver._statistics import TimingRecorder
+from trioserver._statistics import RELATIVE_ERROR, TimingRecorder
 
-WITHIN = 0.01
+WITHIN = RELATIVE_ERROR
 """The relative error of `p50` and `p99` that `Timing` promises."""
 
 

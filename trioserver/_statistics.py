@@ -23,7 +23,7 @@ from ._spec import STATE, spec_of
 SMOOTHING = 0.2
 """Weight of the newest run in a method's expected service time (an exponential moving average)."""
 
-RELATIVE_ERROR = 0.01
+RELATIVE_ERROR = 0.02
 """How far a reported `p50` or `p99` may be from the exact one, relative to the exact one."""
 
 GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
@@ -53,7 +53,7 @@ class Timing:
 
     Every figure covers every sample since the server started. `count`, `mean`
     and `max` are exact. `p50` and `p99` are read from a log-bucketed histogram
-    of bounded size: each is within 1% of the exact percentile (the sample of rank
+    of bounded size: each is within 2% of the exact percentile (the sample of rank
     ``ceil(0.50 * count)``, or ``ceil(0.99 * count)``, in ascending order) and
     never outside the smallest and largest samples, so a duration that never
     varies is reported exactly. Samples under 1 ns count as 0.0.
