@@ -158,7 +158,7 @@ async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")
     # The server's own task never waits for room in its own mailbox: it would wait on itself.
     mailbox = state.mailbox
-    waited = mailbox.full() and task is not state.task
+    waited = mailbox.capacity is not None and mailbox.full() and task is not state.task
     if waited:
         await _wait_for_room(state, method)
     state.numbered += 1
