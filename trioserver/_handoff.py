@@ -184,6 +184,3 @@ def _drive(coro: Coroutine[Any, Any, Any], value: Any, trap: Any) -> Generator[A
 
 go_on = types.coroutine(_drive)
 """Await ``go_on(coroutine, value, trap)`` to drive a suspended handler to its end."""
-
-drive = _drive
-"""``yield from drive(coroutine, None, trap)``: the same, from a generator-based coroutine."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-import types
-from collections.abc import Awaitable, Coroutine, Generator
+from collections.abc import Awaitable
 from typing import Any
 
 import trio
@@ -22,7 +21,7 @@ from trio.lowlevel import Abort, checkpoint_if_cancelled, current_task, reschedu
 from . import _private
 from ._admission import refusal_at_start
 from ._errors import ServerCrashed, ServerStopped, TrioServerError
-from ._handoff import RAISE, drive, go_on
+from ._handoff import RAISE, go_on
 from ._reply import expire, finish, shed_at_start, start
 from ._request import DROPPED, RUNNING, STOPPED, Request, deliver, seconds
 from ._state import RETIRE, ServerState
@@ -155,7 +154,10 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
                     except StopIteration as stop:
                         result = stop.value
                     else:
-                        result = await _suspended(state, result, trap, request)
+                        # It suspended: the run's timers cut it at its deadline.
+                        if request.cut_at != _INF:
+                            state.timers.add(request.cut_at, request)
+                        result = await go_on(result, None, trap)
             except BaseException as exc:
                 if _raised(state, request, exc, scope):
                     return False
@@ -202,19 +204,6 @@ def _hide_deadline(scope: trio.CancelScope) -> bool:
     by us, or by the public path's armed deadline)."""
     _private.show_deadline(scope, _INF)
     return scope.cancel_called
-
-
-@types.coroutine
-def _suspended(
-    state: ServerState,
-    coro: Coroutine[Any, Any, Any],
-    trap: Any,
-    request: Request,
-) -> Generator[Any, Any, Any]:
-    """Drive a handler that suspended, after putting its deadline in the run's timers."""
-    if request.cut_at != _INF:
-        state.timers.add(request.cut_at, request)
-    return (yield from drive(coro, None, trap))
 
 
 def _without_cancelled(exc: BaseException) -> BaseException | None:
