@@ -1,0 +1,77 @@
+"""The run's timers: one task per trio run, and a heap that stays as small as what is live."""
+
+from __future__ import annotations
+
+import trio
+import trio.lowlevel
+import trio.testing
+
+from trioserver import CallTimeout, _timers, call, cast, open_server, server
+
+
+@server
+class Waiting:
+    def __init__(self) -> None:
+        self.count = 0
+
+    @call(timeout=5.0)
+    async def tick(self) -> int:
+        await trio.lowlevel.checkpoint()  # suspends: its deadline goes to the run's timers
+        self.count += 1
+        return self.count
+
+    @call(timeout=1.0)
+    async def stuck(self) -> None:
+        await trio.sleep_forever()
+
+    @cast(timeout=1.0)
+    async def stuck_cast(self) -> None:
+        await trio.sleep_forever()
+
+
+def _timer_tasks() -> list[trio.lowlevel.Task]:
+    return [
+        task
+        for nursery in trio.lowlevel.current_root_task().child_nurseries  # type: ignore[union-attr]
+        for task in nursery.child_tasks
+        if task.name == "trioserver: timers"
+    ]
+
+
+async def test_one_timer_task_serves_every_server_of_a_run(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Waiting()) as a, open_server(Waiting()) as b:
+        await a.tick()
+        await b.tick()
+        assert len(_timer_tasks()) == 1
+        assert _timers.timers() is _timers.timers()
+
+
+async def test_the_heap_keeps_no_more_than_what_is_live(autojump_clock: trio.abc.Clock) -> None:
+    async with open_server(Waiting()) as waiting:
+        for _ in range(5000):
+            await waiting.tick()  # each leaves a dead entry behind (it returned in time)
+        timers = _timers.timers()
+        # rebuilt whenever it holds more than max(64, twice the live entries at the last
+        # rebuild): here one live entry at most, the server's retirement check
+        assert len(timers._heap) <= 65  # pyright: ignore[reportPrivateUsage]
+        assert waiting.count == 5000
+
+
+async def test_a_call_and_a_cast_are_cut_at_their_deadlines_by_the_timers(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Waiting()) as waiting:
+        start = trio.current_time()
+        await waiting.stuck_cast()
+        try:
+            await waiting.stuck()
+        except CallTimeout:
+            heard = trio.current_time()
+        else:  # pragma: no cover
+            raise AssertionError("not cut")
+        # the cast held the server for its 1 s budget; the call then had its own
+        assert heard == start + 2.0
+        await trio.sleep(10.0)  # nothing left in the heap fires for them again
+        assert await waiting.tick() == 1
