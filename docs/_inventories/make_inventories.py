@@ -188,10 +188,11 @@ TRIO: list[Entry] = [
     ),
     *_py("reference-testing.html", "class", "trio.testing.Sequencer"),
     ("trio.lowlevel", "py:module", "reference-lowlevel.html#module-trio.lowlevel"),
-    *_py("reference-lowlevel.html", "class", "trio.lowlevel.Task"),
+    *_py("reference-lowlevel.html", "class", "trio.lowlevel.Task", "trio.lowlevel.RunVar"),
     *_py(
         "reference-lowlevel.html",
         "function",
+        "trio.lowlevel.spawn_system_task",
         "trio.lowlevel.checkpoint",
         "trio.lowlevel.checkpoint_if_cancelled",
         "trio.lowlevel.current_task",
