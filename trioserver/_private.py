@@ -250,8 +250,9 @@ def take_back(
     """trio's current task is `caller` again (after `lend_step`), whatever happened between.
 
     With `server`: the handler run in the lent step ended without suspending, so `server` is
-    parked idle again (with `idle_abort`), `scope` shows the deadline its timer holds (the
-    retire timer's), and `server` gets any cancellation the handler left pending for it.
+    parked idle again (with `idle_abort`), `scope` shows the deadline trio's timer holds for
+    it (none: the run's timers cut handlers), and `server` gets any cancellation the handler
+    left pending for it.
     """
     _run_context.task = caller
     if server is None:
