@@ -17,7 +17,10 @@ The numbered invariants (the brief's, after guarantees 1-13 of docs/explanation/
 4. FIFO start order among requests to one server (only where guarantee 1 clearly requires it);
 5. a handler's deadline is ``min(start + budget, caller's deadline)``;
 6. statistics add up after the stop;
-7. no task is left after the scenario.
+7. no task is left after the scenario;
+9. an instrument installed on a server sees each request's life once, in order (queued, then
+   started, then finished; or queued, then withdrawn or shed; or shed before queueing), and
+   its events add up to the statistics (drawn per server: instrumented or not).
 
 Invariant 8 (no leaked thread) is checked by the thread test in test_faults.py.
 """
@@ -43,8 +46,10 @@ import trio.testing
 from hypothesis import strategies as st
 
 from trioserver import (
+    CallInfo,
     CallTimeout,
     DeadlockError,
+    Instrument,
     ServerCrashed,
     ServerOverloaded,
     ServerStopped,
@@ -135,6 +140,7 @@ class ServerSpec:
     admission: bool = True
     lifetime: str = "open_exit"  # open_exit, open_cancel, serve, supervised
     stop_at: float | None = None  # None: once every caller has finished
+    instrumented: bool = False  # an `EventLog` instrument installed (not when supervised)
 
     def method(self, name: str) -> MethodSpec:
         return next(m for m in self.methods if m.name == name)
@@ -165,6 +171,8 @@ class ServerSpec:
         stop = "once every caller finished" if self.stop_at is None else f"at t={self.stop_at}"
         lines = [f"@server({self.options()}) class S{self.index}: {how}; stopped {stop}"]
         lines += [f"    {m}" for m in self.methods]
+        if self.instrumented:
+            lines.append("    (an instrument installed: it logs every event)")
         return "\n".join(lines)
 
 
@@ -331,6 +339,7 @@ def server_specs(draw: st.DrawFn, index: int, focus: Focus) -> ServerSpec:
         admission=draw(st.booleans()),
         lifetime=lifetime,
         stop_at=draw(st.sampled_from(focus.stop_at)),
+        instrumented=lifetime != "supervised" and draw(st.booleans()),
     )
 
 
@@ -439,6 +448,31 @@ class CallRecord:
         )
 
 
+class EventLog(Instrument):
+    """What an instrument saw of one server: ``(hook, request number, outcome)``, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, str | None]] = []
+
+    def _add(self, hook: str, call: CallInfo) -> None:
+        self.events.append((hook, call.number, call.outcome))
+
+    def call_queued(self, call: CallInfo) -> None:
+        self._add("queued", call)
+
+    def call_started(self, call: CallInfo) -> None:
+        self._add("started", call)
+
+    def call_finished(self, call: CallInfo) -> None:
+        self._add("finished", call)
+
+    def call_withdrawn(self, call: CallInfo) -> None:
+        self._add("withdrawn", call)
+
+    def call_shed(self, call: CallInfo) -> None:
+        self._add("shed", call)
+
+
 @attrs.define(eq=False)
 class Log:
     scenario: Scenario
@@ -448,6 +482,7 @@ class Log:
     runs: list[HandlerRun] = attrs.Factory(list)
     stop_time: dict[int, float] = attrs.Factory(dict)
     stats: dict[int, Any] = attrs.Factory(dict)
+    events: dict[int, EventLog] = attrs.Factory(dict)
     crashes: int = 0
     hang: bool = False
     leftover_tasks: list[str] = attrs.Factory(list)
@@ -762,6 +797,10 @@ async def run_server(
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     cls = make_class(log, spec)
+    instruments: list[Instrument] = []
+    if spec.instrumented:
+        log.events[spec.index] = EventLog()
+        instruments.append(log.events[spec.index])
 
     async def stop_trigger() -> None:
         if spec.stop_at is None:
@@ -772,13 +811,13 @@ async def run_server(
 
     handle: Any = None
     if spec.lifetime == "open_exit":
-        async with open_server(cls(log, spec.index)) as handle:
+        async with open_server(cls(log, spec.index), instruments=instruments) as handle:
             log.handles[spec.index] = handle
             task_status.started(handle)
             await stop_trigger()
     elif spec.lifetime == "open_cancel":
         with trio.CancelScope() as scope:
-            async with open_server(cls(log, spec.index)) as handle:
+            async with open_server(cls(log, spec.index), instruments=instruments) as handle:
                 log.handles[spec.index] = handle
                 task_status.started(handle)
                 await stop_trigger()
@@ -786,7 +825,9 @@ async def run_server(
                 await trio.sleep_forever()
     elif spec.lifetime == "serve":
         async with trio.open_nursery() as nursery:
-            handle = await nursery.start(serve, cls(log, spec.index))
+            handle = await nursery.start(
+                functools.partial(serve, instruments=instruments), cls(log, spec.index)
+            )
             log.handles[spec.index] = handle
             task_status.started(handle)
             await stop_trigger()
@@ -1157,9 +1198,49 @@ def check(log: Log) -> list[str]:
             total = counted + stats.withdrawn + stats.shed + stats.dropped
             if total > len(records):
                 bad("6", f"{where}: {total} requests counted, but only {len(records)} made")
+    # 9: instruments
+    if not log.hang:
+        for index, seen in log.events.items():
+            stats = log.stats.get(index)
+            if stats is not None:
+                for problem in instrument_problems(seen.events, stats):
+                    bad("9", f"S{index}'s instrument: {problem}")
     # 7: no task left
     if log.leftover_tasks:
         bad("7", f"tasks left after the scenario: {log.leftover_tasks}")
+    return problems
+
+
+_LIVES = {
+    ("queued", "started", "finished"),
+    ("queued", "withdrawn"),  # withdrawn, or dropped at the stop
+    ("queued", "shed"),  # refused by admission as it would start
+    ("shed",),  # refused before it was queued
+}
+
+
+def instrument_problems(events: list[tuple[str, int, str | None]], stats: Any) -> list[str]:
+    """Invariant 9 for one server: each request's events form one life; counts match."""
+    problems: list[str] = []
+    lives: dict[int, list[str]] = {}
+    for hook, number, _ in events:
+        lives.setdefault(number, []).append(hook)
+    for number, hooks in lives.items():
+        if tuple(hooks) not in _LIVES:
+            problems.append(f"request #{number} was seen {hooks}")
+    outcomes = [outcome for hook, _, outcome in events if hook not in ("queued", "started")]
+    expected = {
+        "handled": stats.handled,
+        "failed": stats.failed,
+        "timed_out": stats.timed_out,
+        "cancelled": stats.cancelled,
+        "withdrawn": stats.withdrawn,
+        "dropped": stats.dropped,
+        "shed": stats.shed,
+    }
+    for outcome, count in expected.items():
+        if outcomes.count(outcome) != count:
+            problems.append(f"{outcomes.count(outcome)} {outcome!r} events, statistics say {count}")
     return problems
 
 
