@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
@@ -19,8 +18,6 @@ from ._spec import STATE, ServerSpec, spec_of
 from ._state import ServerState
 
 T = TypeVar("T")
-
-logger = logging.getLogger("trioserver")
 
 
 def open_server(
@@ -111,10 +108,8 @@ class _Serving(AbstractAsyncContextManager[T]):
         runtime = self._runtime
         stop(runtime, "it was stopped")
         await self._nursery.__aexit__(None, None, None)
-        if runtime.stop_error is not None and (runtime.fatal or runtime.start_error or failure):
-            logger.error("%s.on_stop raised", runtime.spec.name, exc_info=runtime.stop_error)
-        error = runtime.fatal or runtime.start_error or failure or runtime.stop_error
-        if error is not None and error is not failure:
+        error = runtime.what_stopped_it(failure)
+        if error is not None:
             raise error
 
 

@@ -79,10 +79,8 @@ async def run(state: ServerState) -> None:
         await _on_stop(state)
         state.task = None
         if state.keeper is not None:  # started by `serve`: what stops it comes out of its nursery
-            error = state.fatal or state.stop_error
+            error = state.what_stopped_it(None)
             if error is not None:
-                if error is not state.stop_error and state.stop_error is not None:
-                    logger.error("%s.on_stop raised", state.spec.name, exc_info=state.stop_error)
                 raise error
     else:
         state.retired(current_task().context)

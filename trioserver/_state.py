@@ -202,6 +202,15 @@ class ServerState:
         self.last_started = None
         self.mailbox.shrink()
 
+    def what_stopped_it(self, failure: BaseException | None) -> BaseException | None:
+        """What leaving the server raises, besides `failure` (what its opener's block raised):
+        a handler's fatal error, then `on_start`'s, then `failure`, then `on_stop`'s; an
+        `on_stop` error shadowed by another is logged. None if it is `failure` or nothing."""
+        if self.stop_error is not None and (self.fatal or self.start_error or failure):
+            logger.error("%s.on_stop raised", self.spec.name, exc_info=self.stop_error)
+        error = self.fatal or self.start_error or failure or self.stop_error
+        return None if error is failure else error
+
     # -- a running handler's end, from outside it ----------------------------------------
 
     def deadline_passed(self, request: Request) -> None:
