@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -153,16 +152,28 @@ async def serve(
     nursery = trio.lowlevel.current_task().parent_nursery  # `nursery.start`'s, now
     assert nursery is not None
     runtime.nursery = nursery
-    keeper = _KEEPERS.get(nursery)
+    keepers = _keepers()
+    keeper = keepers.get(nursery)
     if keeper is None:
-        keeper = _KEEPERS[nursery] = set()
+        keeper = keepers[nursery] = set()
         nursery.start_soon(_keep, nursery, keeper, name="trioserver: keeper")
     keeper.add(runtime)
     runtime.keeper = keeper
 
 
-_KEEPERS: weakref.WeakKeyDictionary[trio.Nursery, set[ServerState]] = weakref.WeakKeyDictionary()
-"""The servers `serve` started in each nursery (across runs: a nursery belongs to one)."""
+_KEEPERS: trio.lowlevel.RunVar[dict[trio.Nursery, set[ServerState]]] = trio.lowlevel.RunVar(
+    "trioserver.keepers"
+)
+
+
+def _keepers() -> dict[trio.Nursery, set[ServerState]]:
+    """The servers `serve` started in each nursery of this run that has a keeper."""
+    try:
+        return _KEEPERS.get()
+    except LookupError:
+        found: dict[trio.Nursery, set[ServerState]] = {}
+        _KEEPERS.set(found)
+        return found
 
 
 async def _keep(nursery: trio.Nursery, servers: set[ServerState]) -> None:
@@ -171,6 +182,6 @@ async def _keep(nursery: trio.Nursery, servers: set[ServerState]) -> None:
     try:
         await trio.sleep_forever()
     finally:
-        del _KEEPERS[nursery]
+        del _keepers()[nursery]
         for state in list(servers):
             stop(state, "its nursery was cancelled")
