@@ -6,6 +6,7 @@ public trio and Hypothesis APIs, except the scheduler hook described in
 """
 
 from ._errors import IncompleteHistory as IncompleteHistory
+from ._errors import ModelMismatch as ModelMismatch
 from ._errors import NondeterministicTest as NondeterministicTest
 from ._errors import RaceFound as RaceFound
 from ._history import Ending as Ending
@@ -59,6 +60,7 @@ __all__ = [
     "IncompleteHistory",
     "Linearizable",
     "Model",
+    "ModelMismatch",
     "NondeterministicTest",
     "Operation",
     "RaceFound",

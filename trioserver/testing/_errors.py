@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._history import History
+    from ._history import Entry, History, Result
     from ._linearizability import Violation
 
 
@@ -35,3 +35,23 @@ class NondeterministicTest(AssertionError):
 
 class IncompleteHistory(AssertionError):
     """Raised when a call did not end with exactly one outcome (trioserver's guarantee 6)."""
+
+
+class ModelMismatch(AssertionError):
+    """Raised instead of `RaceFound` when the server and the model disagree on a call that ran
+    alone: no other operation overlapped it or anything before it, so no interleaving is
+    involved. The model (or the client operation, or the test's harness) is what to look at.
+
+    Attributes:
+      report: The message, as text.
+      history: The history.
+      entry: The call on which they disagree, as recorded (the server's answer).
+      expected: What the model says the call does.
+    """
+
+    def __init__(self, report: str, history: History, entry: Entry, expected: Result) -> None:
+        super().__init__(report)
+        self.report = report
+        self.history = history
+        self.entry = entry
+        self.expected = expected

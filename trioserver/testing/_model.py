@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 from collections.abc import Callable, Hashable
@@ -119,24 +118,19 @@ class ServerModel(Model[Snapshot[T]]):
     def _apply(self, state: Snapshot[T], operation: Operation) -> tuple[Snapshot[T], Result]:
         obj = self._copy(state)
         fn = self._function(obj, operation.name)
-        kwargs = dict(operation.kwargs)
-        if not inspect.iscoroutinefunction(fn):
-            try:
-                result: Result = Returned(fn(obj, *operation.args, **kwargs))
-            except Exception as error:
-                result = Raised(error)
-            return Snapshot(obj, (*state.log, operation)), result
-        coroutine = fn(obj, *operation.args, **kwargs)
-        try:
-            coroutine.send(None)
-        except StopIteration as stop:
-            return Snapshot(obj, (*state.log, operation)), Returned(stop.value)
-        except Exception:
-            pass  # maybe its own error, maybe trio's "must be called from async context"
-        coroutine.close()  # it suspends or raised: run it properly, on a fresh copy
-        obj = self._copy(state)
-        result = _run_in_trio(fn, obj, operation)
+        result = _without_trio(fn, obj, operation)
+        if result is None:  # it suspended, or raised (maybe trio's "must be called from async
+            obj = self._copy(state)  # context"): run it in trio, on a fresh copy
+            result = _run_in_trio(fn, obj, operation)
+        if self._is_cast(obj, operation.name):
+            result = Returned(None)  # its caller sees None, whatever the handler did
         return Snapshot(obj, (*state.log, operation)), result
+
+    @staticmethod
+    def _is_cast(obj: object, name: str) -> bool:
+        """Whether `name` is a ``@cast`` handler of `obj`'s server class."""
+        method = getattr(inspect.getattr_static(type(obj), name, None), "_trioserver_method", None)
+        return getattr(method, "kind", None) == "cast"
 
     def fingerprint(self, state: Snapshot[T]) -> Hashable:
         if self._fingerprint is not None:
@@ -148,13 +142,8 @@ class ServerModel(Model[Snapshot[T]]):
             return copy.deepcopy(state.obj)
         except Exception:
             obj = self.factory()
-            for operation in state.log:
-                fn = self._function(obj, operation.name)
-                if inspect.iscoroutinefunction(fn):
-                    _run_in_trio(fn, obj, operation)
-                else:
-                    with contextlib.suppress(Exception):
-                        fn(obj, *operation.args, **dict(operation.kwargs))
+            for operation in state.log:  # (in trio, as `_apply` runs what fails outside it)
+                _run_in_trio(self._function(obj, operation.name), obj, operation)
             return obj
 
     @staticmethod
@@ -169,10 +158,34 @@ class ServerModel(Model[Snapshot[T]]):
         return fn
 
 
+def _without_trio(fn: Callable[..., Any], obj: object, operation: Operation) -> Result | None:
+    """A handler's result if it runs to its end without trio (a plain function that returns,
+    or an ``async def`` that returns at its first step); None if it must run in trio."""
+    kwargs = dict(operation.kwargs)
+    if not inspect.iscoroutinefunction(fn):
+        try:
+            return Returned(fn(obj, *operation.args, **kwargs))
+        except Exception:
+            return None
+    coroutine = fn(obj, *operation.args, **kwargs)
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return Returned(stop.value)
+    except Exception:
+        return None
+    coroutine.close()
+    return None
+
+
 def _run_in_trio(fn: Callable[..., Any], obj: object, operation: Operation) -> Result:
+    """Run a handler (``async def`` or plain) to its end in a `trio.run` of its own."""
+    is_async = inspect.iscoroutinefunction(fn)
+
     async def run() -> Result:
         try:
-            return Returned(await fn(obj, *operation.args, **dict(operation.kwargs)))
+            value = fn(obj, *operation.args, **dict(operation.kwargs))
+            return Returned(await value if is_async else value)
         except Exception as error:
             return Raised(error)
 

@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from .._lifecycle import open_server
 from .._spec import SPEC, ServerSpec
+from ._errors import ModelMismatch, RaceFound
 from ._history import History, Operation
-from ._linearizability import DEFAULT_BUDGET
+from ._linearizability import DEFAULT_BUDGET, Inconclusive
 from ._model import Model, ServerModel
 from ._scheduler import Deviation, schedule_strategy, steer
 from ._settings import race_settings
@@ -62,16 +63,32 @@ def operation(
 
     Returns:
       The operation, for `check_scenarios`'s `operations`.
+
+    Raises:
+      TypeError: `run` cannot take the handle and one argument per strategy.
     """
-    return ClientOperation(
-        name or str(getattr(run, "__name__", "operation")), run, st.tuples(*arguments)
-    )
+    label = name or str(getattr(run, "__name__", "operation"))
+    try:
+        signature = inspect.signature(run)
+    except (TypeError, ValueError):  # pragma: no cover (a builtin: nothing to check)
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(None, *(None for _ in arguments))
+        except TypeError:
+            raise TypeError(
+                f"operation({label}): {label}{signature} cannot be called with the handle and "
+                f"{len(arguments)} argument(s): give one strategy per parameter after the "
+                f"handle"
+            ) from None
+    return ClientOperation(label, run, st.tuples(*arguments))
 
 
 def call_operations(
     cls: type, arguments: Mapping[str, st.SearchStrategy[Any]] | None = None
 ) -> list[ClientOperation]:
-    """One operation per ``@call`` method of a server class, arguments drawn from its signature.
+    """One operation per ``@call`` and ``@cast`` method of a server class, arguments drawn from
+    its signature (a cast's caller sees ``None``; the model applies its effect).
 
     Args:
       cls: A ``@server`` class.
@@ -91,8 +108,6 @@ def call_operations(
     arguments = arguments or {}
     operations: list[ClientOperation] = []
     for name, method in spec.methods.items():
-        if method.kind != "call":
-            continue
         hints = typing.get_type_hints(method.fn)
         strategies: list[st.SearchStrategy[Any]] = []
         for param in list(inspect.signature(method.fn).parameters.values())[1:]:
@@ -273,10 +288,37 @@ class ScenarioTest(Generic[T]):
         # Under fallback scheduling (schedule None) trio's shuffle is seeded by Hypothesis: a
         # second run could not reproduce it, so the determinism guard is off.
         rerun = None if scenario.schedule is None else (lambda: self.run(scenario))
-        inconclusive = verify(run, rerun=rerun, replay=replay, budget=self.budget)
+        found: RaceFound | None = None
+        inconclusive: list[Inconclusive] = []
+        try:
+            inconclusive = verify(run, rerun=rerun, replay=replay, budget=self.budget)
+        except RaceFound as race:
+            found = race
+        if found is not None:  # (raised here, not while handling it: one origin per failure)
+            raise self._mismatch_alone(scenario) or found
         if inconclusive:
             self.inconclusive += 1
             hypothesis.event(describe_inconclusive(inconclusive))
+
+    def _mismatch_alone(self, scenario: Scenario) -> ModelMismatch | None:
+        """Run each of `scenario`'s steps alone, on a fresh server: the `ModelMismatch` of the
+        first on which the server and the model disagree (no race needed to show it)."""
+        seen: set[str] = set()
+        for lane in scenario.lanes:
+            for step in lane:
+                alone = Scenario(lanes=((Step(0.0, step.name, step.args),),), schedule=())
+                if repr(alone) in seen:
+                    continue
+                seen.add(repr(alone))
+                replay = (
+                    "Run alone, as the report of a failing example did to tell a model "
+                    "mismatch from a race:\n  test.replay(" + repr(alone) + ")"
+                )
+                try:
+                    verify(self.run(alone), rerun=None, replay=replay, budget=self.budget)
+                except ModelMismatch as mismatch:
+                    return mismatch
+        return None
 
     def replay(self, scenario: Scenario) -> None:
         """Run and check one example by hand, as the report of a failure shows it.

@@ -7,8 +7,8 @@ from typing import Any
 
 import attrs
 
-from ._errors import IncompleteHistory, NondeterministicTest, RaceFound
-from ._history import History
+from ._errors import IncompleteHistory, ModelMismatch, NondeterministicTest, RaceFound
+from ._history import Entry, History, Refused, Result, Unknown, same_result
 from ._linearizability import DEFAULT_BUDGET, Inconclusive, Violation, check_linearizable
 from ._model import Model
 from ._report import story, timeline
@@ -75,6 +75,8 @@ def verify(
       IncompleteHistory: A call did not end with exactly one outcome.
       NondeterministicTest: The run failed, and running it again gave another history.
       RaceFound: A history is not linearizable; the message tells the story.
+      ModelMismatch: It is not, but already on a call that ran alone: the model and
+        the server disagree without any interleaving.
     """
     inconclusive: list[Inconclusive] = []
     for checked in run.checked:
@@ -93,8 +95,57 @@ def verify(
             inconclusive.append(verdict)
         elif isinstance(verdict, Violation):
             _guard(run, rerun)
+            alone = mismatch_alone(history.entries, checked.model)
+            if alone is not None:
+                entry, expected = alone
+                raise ModelMismatch(
+                    _mismatch_report(history.name, entry, expected, replay),
+                    history,
+                    entry,
+                    expected,
+                )
             raise RaceFound(story(history.name, verdict, run.decisions, replay), history, verdict)
     return inconclusive
+
+
+def mismatch_alone(entries: Sequence[Entry], model: Model[Any]) -> tuple[Entry, Result] | None:
+    """The first call of the history's sequential beginning on which `model` disagrees.
+
+    The sequential beginning: the entries, in the order they were invoked, as long as each
+    ended before the next began (no concurrency yet), up to the first whose effect is
+    unknown. Its order is the only one possible, so a disagreement there is no race.
+
+    Returns:
+      The entry and the model's result for it, or None if the model agrees throughout.
+    """
+    ordered = sorted(entries, key=lambda e: e.invoked)
+    state = model.initial()
+    for index, entry in enumerate(ordered):
+        if entry.ended is None or isinstance(entry.ending, Unknown):
+            return None
+        later = ordered[index + 1] if index + 1 < len(ordered) else None
+        if later is not None and later.invoked < entry.ended:
+            return None  # it overlaps the next: concurrency from here on
+        if isinstance(entry.ending, Refused):
+            continue  # it had no effect
+        state, result = model.apply(state, entry.operation)
+        assert entry.ending is not None
+        if not same_result(result, entry.ending):
+            return entry, result
+    return None
+
+
+def _mismatch_report(name: str, entry: Entry, expected: Result, replay: str) -> str:
+    return (
+        f"{name}: the server and the model disagree on a call that ran alone: no other "
+        f"operation overlapped it or anything before it, so this is not a race. Look at the "
+        f"model (or the client operation, or the test):\n"
+        f"  {entry.caller}: {entry.operation}\n"
+        f"    the server: {entry.ending}\n"
+        f"    the model:  {expected}\n"
+        f"(An exception matches only one of the same type with equal arguments; a cast "
+        f"returns None to its caller.)\n\n{replay}"
+    )
 
 
 def _guard(run: Run, rerun: Callable[[], Run] | None) -> None:
