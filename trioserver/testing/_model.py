@@ -72,11 +72,13 @@ class ServerModel(Model[Snapshot[T]]):
     Each operation calls the original handler function (``type(obj).name.__wrapped__``
     for a ``@server`` class, or the plain method of any other class, so a plain
     class can model a composite operation) on a copy of the state. A plain
-    ``def`` is called directly. An ``async def`` is first stepped once without
-    trio; if it returns at once, that is its result. Otherwise (it suspends, or
+    ``def`` is called directly, and an ``async def`` stepped once, without
+    trio; if it returns there, that is its result. Otherwise (it suspends, or
     it raised, perhaps because it used trio outside a run) it is run again on
     a fresh copy inside its own ``trio.run`` on a `trio.testing.MockClock` (autojump), so
-    its sleeps cost no time and it runs to completion, budget or not. States
+    its sleeps cost no time and it runs to completion, budget or not. A
+    ``@cast`` handler's effect is applied and its result is ``None`` (what its
+    caller sees, whatever the handler did). States
     are copied with ``copy.deepcopy``; a state that cannot be copied is rebuilt
     from `factory` by replaying its operations. Answers are remembered by
     (state fingerprint, operation), so a handler must depend only on the state

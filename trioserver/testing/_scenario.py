@@ -277,6 +277,8 @@ class ScenarioTest(Generic[T]):
 
         Raises:
           RaceFound: Its history is not linearizable (the message is the story).
+          ModelMismatch: It is not, but the model and the server already disagree on a
+            call run alone (in its history, or on a fresh server).
           NondeterministicTest: It failed, and ran differently the second time.
           IncompleteHistory: A call did not end with exactly one outcome.
         """
@@ -368,6 +370,7 @@ def check_scenarios(
 
     Raises:
       RaceFound: A run that is not linearizable, shrunk; the message is the story.
+      ModelMismatch: The model and the server disagree on a call run alone: not a race.
       NondeterministicTest: A failing run that ran differently when run again.
       IncompleteHistory: A call that did not end with exactly one outcome.
     """
