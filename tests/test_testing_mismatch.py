@@ -63,7 +63,8 @@ def test_a_model_that_disagrees_on_a_call_alone_is_a_mismatch_not_a_race() -> No
         )
     error = caught.value
     assert not isinstance(error, RaceFound)
-    assert "ran alone" in str(error) and "not a race" in str(error)
+    assert "ran alone" in str(error)
+    assert "not a race" in str(error)
     assert error.entry.ending == Raised(Insufficient("w1 has too little"))
     assert error.expected == Raised(Insufficient("w1"))
     assert error.entry.operation.name == "pay"
