@@ -119,3 +119,38 @@ class Clocked:
 def test_a_plain_handler_that_needs_trio_runs_in_trio_in_the_model() -> None:
     model = ServerModel(Clocked)
     assert model.apply(model.initial(), Operation("now"))[1] == Returned(0.0)
+
+
+@server
+class Tally:
+    def __init__(self) -> None:
+        self.count = 0
+
+    @call
+    def bump(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def test_a_run_is_public_and_a_seed_repeats_a_search() -> None:
+    from trioserver.testing import Checked, Run, Scenario, ScenarioTest, Step
+
+    test = ScenarioTest(Tally)
+    run = test.run(Scenario(lanes=((Step(0.0, "bump", ()),),), schedule=()))
+    assert isinstance(run, Run)
+    assert isinstance(run.checked[0], Checked)
+    assert [e.describe() for e in run.checked[0].history.entries] == ["ann: bump() -> 1"]
+
+    class Recording(ScenarioTest[Tally]):
+        def __init__(self) -> None:
+            super().__init__(Tally)
+            self.seen: list[Scenario] = []
+
+        def check(self, scenario: Scenario) -> None:
+            self.seen.append(scenario)
+
+    first, second = Recording(), Recording()
+    for recording in (first, second):
+        recording.hypothesis_test(race_settings(max_examples=15, database=None), seed=7)()
+    assert first.seen == second.seen
+    assert len(first.seen) >= 10

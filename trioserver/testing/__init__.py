@@ -48,8 +48,11 @@ from ._scheduler import hook_available as hook_available
 from ._scheduler import schedules as schedules
 from ._scheduler import steer as steer
 from ._settings import race_settings as race_settings
+from ._verify import Checked as Checked
+from ._verify import Run as Run
 
 __all__ = [
+    "Checked",
     "ClientOperation",
     "Decision",
     "Deviation",
@@ -68,6 +71,7 @@ __all__ = [
     "Refused",
     "Result",
     "Returned",
+    "Run",
     "Scenario",
     "ScenarioTest",
     "SchedulingFallbackWarning",

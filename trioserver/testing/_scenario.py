@@ -333,11 +333,15 @@ class ScenarioTest(Generic[T]):
         """
         self.check(scenario)
 
-    def hypothesis_test(self, settings: hypothesis.settings | None = None) -> Callable[[], None]:
+    def hypothesis_test(
+        self, settings: hypothesis.settings | None = None, *, seed: int | None = None
+    ) -> Callable[[], None]:
         """The Hypothesis test: call it (or return it from a pytest test function).
 
         Args:
           settings: Hypothesis settings; `race_settings` by default.
+          seed: Optional: the seed of Hypothesis' random choices (``hypothesis.seed``), to
+            repeat a search exactly (with ``database=None``) or to compare seeds.
 
         Returns:
           A function that runs the examples and raises the first failure, shrunk.
@@ -349,6 +353,8 @@ class ScenarioTest(Generic[T]):
         def test(scenario: Scenario) -> None:
             self.check(scenario)
 
+        if seed is not None:
+            test = hypothesis.seed(seed)(test)
         return test
 
 
@@ -356,6 +362,7 @@ def check_scenarios(
     factory: Callable[[], T],
     *,
     settings: hypothesis.settings | None = None,
+    seed: int | None = None,
     **options: Any,
 ) -> None:
     """Find races in a server: run concurrent lanes of calls under Hypothesis, check each run.
@@ -366,6 +373,7 @@ def check_scenarios(
     Args:
       factory: Makes a fresh server object.
       settings: Hypothesis settings; `race_settings` by default.
+      seed: Optional: the seed of Hypothesis' random choices (see `ScenarioTest.hypothesis_test`).
       **options: Options of `ScenarioTest`.
 
     Raises:
@@ -374,4 +382,4 @@ def check_scenarios(
       NondeterministicTest: A failing run that ran differently when run again.
       IncompleteHistory: A call that did not end with exactly one outcome.
     """
-    ScenarioTest(factory, **options).hypothesis_test(settings)()
+    ScenarioTest(factory, **options).hypothesis_test(settings, seed=seed)()

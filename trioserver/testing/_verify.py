@@ -17,7 +17,12 @@ from ._scheduler import Decision
 
 @attrs.frozen(eq=False)
 class Checked:
-    """A history with the model it is checked against."""
+    """A history with the model it is checked against.
+
+    Attributes:
+      history: The history (its ``entries`` are the recorded calls).
+      model: The sequential model it is checked against.
+    """
 
     history: History
     model: Model[Any]
@@ -25,7 +30,13 @@ class Checked:
 
 @attrs.frozen(eq=False)
 class Run:
-    """What one run of an example produced: its histories and scheduling decisions."""
+    """What one run of an example produced (`ScenarioTest.run`): its histories, each with
+    its model, and the scheduling decisions taken.
+
+    Attributes:
+      checked: One `Checked` per history (a scenario has one: ``run.checked[0].history``).
+      decisions: The scheduling decisions, in order (see `Decision`).
+    """
 
     checked: tuple[Checked, ...]
     decisions: tuple[Decision, ...]
