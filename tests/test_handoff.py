@@ -32,6 +32,8 @@ from trioserver import (
     server,
 )
 
+from .tasks import tasks_named
+
 needs_handoff = pytest.mark.skipif(
     not _private.ENABLED, reason="hand-off disabled (TRIOSERVER_PRIVATE=0 or an untested trio)"
 )
@@ -171,17 +173,7 @@ async def open_idle(book: Book) -> AsyncIterator[Book]:
 
 def server_tasks(name: str) -> list[trio.lowlevel.Task]:
     """The live tasks of servers of class `name`."""
-    found: list[trio.lowlevel.Task] = []
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None:  # pragma: no cover
-            continue
-        if task.name == f"trioserver: {name}":
-            found.append(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
+    return tasks_named(f"trioserver: {name}")
 
 
 @needs_handoff

@@ -19,6 +19,8 @@ from trioserver import (
     statistics,
 )
 
+from .tasks import tasks_named
+
 
 @server(timeout=3.0)
 class Life:
@@ -185,20 +187,6 @@ async def test_serve_gives_the_handle_and_stops_when_cancelled(
         await life.quick()
 
 
-def _tasks_named(prefix: str) -> list[trio.lowlevel.Task]:
-    found: list[trio.lowlevel.Task] = []
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None:  # pragma: no cover
-            continue
-        if task.name.startswith(prefix):
-            found.append(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
-
-
 async def test_servers_served_in_a_nursery_keep_no_task_while_idle(
     autojump_clock: trio.abc.Clock,
 ) -> None:
@@ -209,8 +197,8 @@ async def test_servers_served_in_a_nursery_keep_no_task_while_idle(
         await lives[0].note("cast")
         assert [await life.quick() for life in lives] == ["quick"] * 5
         await trio.sleep(1.0)  # idle: their tasks retire
-        assert _tasks_named("trioserver: Life") == []
-        assert len(_tasks_named("trioserver: keeper")) == 1  # one for the nursery
+        assert tasks_named("trioserver: Life") == []
+        assert len(tasks_named("trioserver: keeper")) == 1  # one for the nursery
         assert await lives[3].quick() == "quick"  # a task again, in the same nursery
         nursery.cancel_scope.cancel()
     for life in lives:  # every one stopped, idle or not: on_stop ran, shielded
@@ -219,7 +207,7 @@ async def test_servers_served_in_a_nursery_keep_no_task_while_idle(
         ]  # fmt: skip
         with pytest.raises(ServerStopped):
             await life.quick()
-    assert _tasks_named("trioserver: Life") == _tasks_named("trioserver: keeper") == []
+    assert tasks_named("trioserver: Life") == tasks_named("trioserver: keeper") == []
 
 
 async def test_serve_awaited_directly_runs_until_cancelled(

@@ -8,6 +8,8 @@ import trio.testing
 
 from trioserver import CallTimeout, _timers, call, cast, open_server, server
 
+from .tasks import tasks_named
+
 
 @server
 class Waiting:
@@ -29,22 +31,13 @@ class Waiting:
         await trio.sleep_forever()
 
 
-def _timer_tasks() -> list[trio.lowlevel.Task]:
-    return [
-        task
-        for nursery in trio.lowlevel.current_root_task().child_nurseries  # type: ignore[union-attr]
-        for task in nursery.child_tasks
-        if task.name == "trioserver: timers"
-    ]
-
-
 async def test_one_timer_task_serves_every_server_of_a_run(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     async with open_server(Waiting()) as a, open_server(Waiting()) as b:
         await a.tick()
         await b.tick()
-        assert len(_timer_tasks()) == 1
+        assert len(tasks_named("trioserver: timers")) == 1
         assert _timers.timers() is _timers.timers()
 
 
