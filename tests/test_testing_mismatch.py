@@ -154,3 +154,15 @@ def test_a_run_is_public_and_a_seed_repeats_a_search() -> None:
         recording.hypothesis_test(race_settings(max_examples=15, database=None), seed=7)()
     assert first.seen == second.seen
     assert len(first.seen) >= 10
+
+
+def test_story_columns_fit_what_they_show() -> None:
+    from trioserver.testing import History, timeline
+
+    history = History("Long")
+    long_value = "a value of fifty characters, shown whole in a row."
+    entry = history.invoke("ann", Operation("echo", (long_value,)))
+    history.end(entry, Returned(long_value))
+    table = timeline(history.entries)
+    assert repr(long_value) in table  # whole: the column is as wide as its widest cell
+    assert "..." not in table.replace(") ...", ")")  # only the invocation's own marker

@@ -8,7 +8,8 @@ from ._history import Entry
 from ._linearizability import Violation
 from ._scheduler import Decision
 
-WIDTH = 34
+WIDTH = 72
+"""The widest a column gets: a longer cell is cut, ending in ``...``."""
 
 
 def _cell(text: str) -> str:
@@ -35,11 +36,15 @@ def timeline(entries: Sequence[Entry]) -> str:
             assert entry.ended_at is not None
             rows.append((entry.ended, entry.ended_at, entry.caller, f"  {entry.ending}"))
     rows.sort()
-    header = "    time | " + " | ".join(f"{c:<{WIDTH}}" for c in map(_cell, callers))
+    # Each column as wide as what it shows (up to WIDTH).
+    widths = {caller: len(_cell(caller)) for caller in callers}
+    for _, _, caller, text in rows:
+        widths[caller] = max(widths[caller], len(_cell(text)))
+    header = "    time | " + " | ".join(f"{_cell(c):<{widths[c]}}" for c in callers)
     lines = [header.rstrip(), "-" * len(header.rstrip())]
     for _, time, caller, text in rows:
-        cells = [_cell(text) if c == caller else "" for c in callers]
-        lines.append((f"{time:8.3f} | " + " | ".join(f"{c:<{WIDTH}}" for c in cells)).rstrip())
+        cells = [f"{_cell(text) if c == caller else '':<{widths[c]}}" for c in callers]
+        lines.append((f"{time:8.3f} | " + " | ".join(cells)).rstrip())
     return "\n".join(lines)
 
 
