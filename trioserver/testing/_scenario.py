@@ -218,6 +218,7 @@ class ScenarioTest(Generic[T]):
         self.max_deviations = max_deviations
         self.budget = budget
         self.inconclusive = 0
+        self._alone: dict[str, ModelMismatch | None] = {}  # steps run alone, by repr
 
     def scenarios(self) -> st.SearchStrategy[Scenario]:
         """The strategy of examples (lanes and schedule); shrinks to fewer, shorter lanes.
@@ -290,36 +291,47 @@ class ScenarioTest(Generic[T]):
         # Under fallback scheduling (schedule None) trio's shuffle is seeded by Hypothesis: a
         # second run could not reproduce it, so the determinism guard is off.
         rerun = None if scenario.schedule is None else (lambda: self.run(scenario))
-        found: RaceFound | None = None
+        found: RaceFound | ModelMismatch | None = None
         inconclusive: list[Inconclusive] = []
         try:
             inconclusive = verify(run, rerun=rerun, replay=replay, budget=self.budget)
         except RaceFound as race:
-            found = race
-        if found is not None:  # (raised here, not while handling it: one origin per failure)
-            raise self._mismatch_alone(scenario) or found
+            found = self._mismatch_alone(scenario) or race
+        except ModelMismatch as mismatch:
+            found = mismatch
+        # Raised here, afresh and not while handling another: Hypothesis sees one failure per
+        # kind, wherever it was found.
+        if isinstance(found, ModelMismatch):
+            raise ModelMismatch(found.report, found.history, found.entry, found.expected)
+        if found is not None:
+            raise found
         if inconclusive:
             self.inconclusive += 1
             hypothesis.event(describe_inconclusive(inconclusive))
 
     def _mismatch_alone(self, scenario: Scenario) -> ModelMismatch | None:
         """Run each of `scenario`'s steps alone, on a fresh server: the `ModelMismatch` of the
-        first on which the server and the model disagree (no race needed to show it)."""
-        seen: set[str] = set()
+        first on which the server and the model disagree (no race needed to show it). Each
+        distinct step is run once per test (shrinking meets the same ones again and again)."""
         for lane in scenario.lanes:
             for step in lane:
                 alone = Scenario(lanes=((Step(0.0, step.name, step.args),),), schedule=())
-                if repr(alone) in seen:
-                    continue
-                seen.add(repr(alone))
-                replay = (
-                    "Run alone, as the report of a failing example did to tell a model "
-                    "mismatch from a race:\n  test.replay(" + repr(alone) + ")"
-                )
-                try:
-                    verify(self.run(alone), rerun=None, replay=replay, budget=self.budget)
-                except ModelMismatch as mismatch:
-                    return mismatch
+                key = repr(alone)
+                if key not in self._alone:
+                    self._alone[key] = self._check_alone(alone)
+                if self._alone[key] is not None:
+                    return self._alone[key]
+        return None
+
+    def _check_alone(self, alone: Scenario) -> ModelMismatch | None:
+        replay = (
+            "Run alone, as the report of a failing example did to tell a model mismatch "
+            "from a race:\n  test.replay(" + repr(alone) + ")"
+        )
+        try:
+            verify(self.run(alone), rerun=None, replay=replay, budget=self.budget)
+        except ModelMismatch as mismatch:
+            return mismatch
         return None
 
     def replay(self, scenario: Scenario) -> None:
