@@ -109,22 +109,18 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         if "call_queued" in state.instruments.hooked:
             state.emit("call_queued", request)
         reply = run_here(state, request, record, task)
-        if reply is HANDED_OVER:  # the handler suspended: wait for its reply, as when queued
-            request.waiting = True
-            try:
-                return await _private.wait(request.abort)
-            except CallTimeout:  # (from the run's timers)
-                await checkpoint_if_cancelled()  # the caller's own cancellation comes first
-                raise
-        await _private.schedule_point()
-        if reply is SETTLED:
-            assert request.outcome is not None
-            return request.outcome.unwrap()
-        return reply
-    mailbox.put(request)
-    wake(state)
-    if "call_queued" in state.instruments.hooked:
-        state.emit("call_queued", request)
+        if reply is not HANDED_OVER:
+            await _private.schedule_point()
+            if reply is SETTLED:
+                assert request.outcome is not None
+                return request.outcome.unwrap()
+            return reply
+        request.waiting = True  # the handler suspended: wait for its reply, as when queued
+    else:
+        mailbox.put(request)
+        wake(state)
+        if "call_queued" in state.instruments.hooked:
+            state.emit("call_queued", request)
     try:
         return await _private.wait(request.abort)
     except Expired:
@@ -132,7 +128,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         raise CallTimeout(
             f"{method.label} never started: its caller's deadline passed while it was queued"
         ) from None
-    except CallTimeout:
+    except CallTimeout:  # (from the run's timers: its handler reached its deadline)
         await checkpoint_if_cancelled()  # the caller's own cancellation comes first
         raise
 

@@ -161,10 +161,10 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
                     return False
                 continue
         finish(state, request, Value(result))
-        if not _private.ENABLED:  # (the private path shows a deadline without arming it)
-            scope.deadline = _INF  # disarmed: it must not fire while the task is idle
-            if scope.cancel_called:
-                return False  # its deadline fired as the handler ended: a fresh scope
+        # The public path armed the handler's deadline: disarm it (it must not fire while the
+        # task is idle); the private path only showed it, and leaves it shown.
+        if not _private.ENABLED and _hide_deadline(scope):
+            return False  # its deadline fired as the handler ended: a fresh scope
         if state.scope_cancelled:
             return False  # the handler swallowed a cancellation: leave the spent scope
 
