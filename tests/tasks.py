@@ -1,4 +1,4 @@
-"""The tasks of the current trio run, found by name (tests count servers', keepers', timers')."""
+"""The tasks of the current trio run: found by name, and their scheduler steps counted."""
 
 from __future__ import annotations
 
@@ -18,3 +18,15 @@ def tasks_named(name: str) -> list[trio.lowlevel.Task]:
         for nursery in task.child_nurseries:
             todo.extend(nursery.child_tasks)
     return found
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts the scheduler steps of tasks whose name starts with `prefix`."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.startswith(self.prefix):
+            self.steps += 1

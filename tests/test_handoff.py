@@ -32,7 +32,7 @@ from trioserver import (
     server,
 )
 
-from .tasks import tasks_named
+from .tasks import StepCounter, tasks_named
 
 needs_handoff = pytest.mark.skipif(
     not _private.ENABLED, reason="hand-off disabled (TRIOSERVER_PRIVATE=0 or an untested trio)"
@@ -46,18 +46,6 @@ class Foreign:
 
     def __await__(self) -> Generator[Any, Any, None]:
         yield "a future from another event loop"
-
-
-class StepCounter(trio.abc.Instrument):
-    """Counts the scheduler steps of tasks whose name starts with `prefix`."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-        self.steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.startswith(self.prefix):
-            self.steps += 1
 
 
 @server(admission=False)

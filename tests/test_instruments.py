@@ -26,6 +26,8 @@ from trioserver import (
     server,
 )
 
+from .tasks import StepCounter
+
 
 class Recording(Instrument):
     def __init__(self) -> None:
@@ -173,22 +175,12 @@ async def test_trace_instrument_writes_chrome_trace_events(
     } in events
 
 
-class StepCounter(trio.abc.Instrument):
-    """Counts the scheduler steps of server tasks."""
-
-    steps = 0
-
-    def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task.name.startswith("trioserver: Desk"):
-            self.steps += 1
-
-
 @pytest.mark.skipif(not _private.ENABLED, reason="no hand-off without private trio access")
 async def test_instruments_see_requests_run_in_their_callers_step(
     autojump_clock: trio.abc.Clock,
 ) -> None:
     rec = Recording()
-    steps = StepCounter()
+    steps = StepCounter("trioserver: Desk")
     async with open_server(Desk(), instruments=[rec]) as desk:
         await desk.work(0.0)  # the server's task starts, then parks idle
         await trio.testing.wait_all_tasks_blocked()
