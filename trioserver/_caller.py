@@ -69,7 +69,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     if state.stopping:
         raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")
     if task is state.task:
-        return await run_inline(state.obj, method, args, kwargs)
+        return await run_inline(state, method, args, kwargs)
     server = state.task
     if (
         state.current is not None
@@ -101,7 +101,13 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         method, args, kwargs, task, deadline, state, now, record.expected, state.numbered
     )
     # An idle server runs the request in this step (instruments see it queued, then started).
-    if state.parked and _private.ENABLED and now < deadline and not method.thread:
+    if (
+        state.parked
+        and _private.ENABLED
+        and now < deadline
+        and method.handoff
+        and not mailbox.guarded
+    ):
         if waited:
             mailbox.pass_room()  # the room this caller waited for stays free: pass it on
         if not _private.passes_cancel_point(task):
@@ -162,7 +168,7 @@ async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     request.waiting = False
     # An idle server starts the cast in this step, as it does a call: the caster goes on when
     # the handler returns or first suspends.
-    if state.parked and _private.ENABLED and not method.thread:
+    if state.parked and _private.ENABLED and method.handoff and not mailbox.guarded:
         if waited:
             mailbox.pass_room()  # the room this caster waited for stays free: pass it on
         if "call_queued" in state.instruments.hooked:

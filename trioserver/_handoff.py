@@ -117,6 +117,7 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
         ended = state.now()
         record.ended(ended - request.started_at, ended)
         state.handled += 1
+        state.turns += 1
         request.state = DONE
         state.current = None
         return result

@@ -21,6 +21,7 @@ from trio.lowlevel import Abort, checkpoint_if_cancelled, current_task, reschedu
 from . import _private
 from ._admission import refusal_at_start
 from ._errors import ServerCrashed, ServerStopped, TrioServerError
+from ._guards import next_request
 from ._handoff import RAISE, go_on
 from ._reply import expire, finish, shed_at_start, start
 from ._request import DROPPED, RUNNING, STOPPED, Request, deliver, seconds
@@ -108,7 +109,12 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
             # The server's task is cancelled (its nursery, as a stop begins): the next request
             # must not start; it stays queued, and the stop tells its caller.
             await checkpoint_if_cancelled()
-        request = mailbox.take_nowait() if mailbox.queued else None
+        if not mailbox.queued:
+            request = None
+        elif mailbox.guarded or state.spec.guarded:
+            request = next_request(state)
+        else:
+            request = mailbox.take_nowait()
         if request is None:
             if state.stopping or not state.numbered:  # (not one request yet: no need to wait)
                 return True
@@ -186,7 +192,7 @@ def _refusal(state: ServerState, request: Request, now: float) -> str | None:
 
 def _park(state: ServerState) -> Awaitable[Outcome[Any]]:
     """Wait, idle, for a request (or a handler handed over, or `RETIRE`)."""
-    if not state.retiring:
+    if not state.retiring and not state.mailbox.guarded:  # (guarded calls wait: it stays)
         state.retire_later()
     state.parked = True
     return _private.park(lambda _: _idle_abort(state))

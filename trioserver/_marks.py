@@ -40,6 +40,7 @@ class Handler(Generic[S, P, R]):
     admission: bool
     thread: bool
     crash: bool
+    guard: Callable[[Any], object] | None
     is_async: bool
     name: str
 
@@ -51,6 +52,7 @@ class Handler(Generic[S, P, R]):
         admission: bool = True,
         thread: bool = False,
         crash: bool = False,
+        guard: Callable[[Any], object] | None = None,
     ) -> None:
         self.kind = kind
         self.fn = fn
@@ -58,6 +60,7 @@ class Handler(Generic[S, P, R]):
         self.admission = admission
         self.thread = thread
         self.crash = crash
+        self.guard = guard
         self.is_async = inspect.iscoroutinefunction(fn)
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
@@ -102,7 +105,13 @@ if TYPE_CHECKING:
 
 
 def _mark(
-    kind: Kind, fn: object, timeout: object, admission: object, thread: object, crash: object
+    kind: Kind,
+    fn: object,
+    timeout: object,
+    admission: object,
+    thread: object,
+    crash: object,
+    when: object = None,
 ) -> Handler[Any, Any, Any]:
     if isinstance(fn, Handler):
         raise InvalidServerDefinition(
@@ -147,7 +156,51 @@ def _mark(
             f"{where}: thread=True runs a plain `def` handler in a worker thread; an `async def` "
             f"handler already runs in the server's task: drop thread=True, or make it a plain def"
         )
-    return Handler(kind, fn, budget, bool(admission), bool(thread), bool(crash))
+    guard = _check_guard(when, where) if when is not None else None
+    if guard is not None and kind == "cast":
+        raise InvalidServerDefinition(
+            f"{where}: when= guards a call (its caller waits until the guard holds); a cast "
+            f"does not wait: make it a @call, or check the condition in the handler"
+        )
+    return Handler(kind, fn, budget, bool(admission), bool(thread), bool(crash), guard)
+
+
+def _check_guard(when: object, where: str) -> Callable[[Any], object]:
+    """`when` as a guard: a plain function of the server object, or a named error."""
+    if not callable(when):
+        raise InvalidServerDefinition(
+            f"{where}: when= must be a function of the server object returning a bool "
+            f"(when=lambda self: ...), not {type(when).__name__} {when!r}"
+        )
+    hook = getattr(type(when), "__call__", None)  # noqa: B004 (an object whose __call__ is async)
+    if (
+        inspect.iscoroutinefunction(when)
+        or inspect.isasyncgenfunction(when)
+        or (not inspect.isfunction(when) and inspect.iscoroutinefunction(hook))
+    ):
+        raise InvalidServerDefinition(
+            f"{where}: when= must be a plain function, not async: a guard is evaluated in the "
+            f"server's turn, between handlers, and must not wait; read the state and return"
+        )
+    if isinstance(when, Handler):
+        raise InvalidServerDefinition(
+            f"{where}: when= got the handler {when.qualname}; a guard is a plain function of "
+            f"the server object (when=lambda self: ...)"
+        )
+    try:
+        signature = inspect.signature(when)
+    except (TypeError, ValueError):  # (a builtin without one: trust it)
+        pass
+    else:
+        try:
+            signature.bind(None)
+        except TypeError:
+            raise InvalidServerDefinition(
+                f"{where}: when= is called with the server object alone, and "
+                f"{name_of(when)}{signature} cannot take it"
+            ) from None
+    guard: Callable[[Any], object] = when
+    return guard
 
 
 def name_of(obj: object) -> str:
@@ -196,6 +249,7 @@ def _decorator(
     admission: object = True,
     thread: object = False,
     crash: object = False,
+    when: object = None,
 ) -> Any:
     if fn is BARE:
         given = [
@@ -205,12 +259,13 @@ def _decorator(
                 ("admission", admission, True),
                 ("thread", thread, False),
                 ("crash", crash, False),
+                ("when", when, None),
             )
             if value is not default
         ]
 
         def mark(method: object) -> Handler[Any, Any, Any]:
-            return _mark(kind, method, timeout, admission, thread, crash)
+            return _mark(kind, method, timeout, admission, thread, crash, when)
 
         written = f"{kind}({', '.join(given)})"
         return PendingMark(kind, written, f"@{written}", mark)
@@ -228,7 +283,7 @@ def _decorator(
             )
 
         return PendingMark(kind, f"{kind}({fn!r})", meant, refuse)
-    return _mark(kind, fn, timeout, admission, thread, crash)
+    return _mark(kind, fn, timeout, admission, thread, crash, when)
 
 
 @overload
@@ -239,7 +294,11 @@ def call(  # pyright: ignore[reportOverlappingOverload]
 def call(fn: Callable[Concatenate[S, P], R], /) -> Handler[S, P, R]: ...
 @overload
 def call(
-    *, timeout: float | None = ..., admission: bool = ..., thread: bool = ...
+    *,
+    timeout: float | None = ...,
+    admission: bool = ...,
+    thread: bool = ...,
+    when: Callable[[Any], bool] | None = ...,
 ) -> _CallDecorator: ...
 def call(
     fn: object = BARE,
@@ -248,6 +307,7 @@ def call(
     timeout: object = INHERIT,
     admission: object = True,
     thread: object = False,
+    when: object = None,
 ) -> Any:
     """Mark a method as a request/reply call of its server.
 
@@ -272,6 +332,16 @@ def call(
         result). See `server`'s ``max_abandoned_threads``. Called by a handler
         of its own server, it runs inline under that handler's budget, not its
         own.
+      when: A guard, ``predicate(self) -> bool``: a plain function of the
+        server's state. A request whose guard is false waits in the mailbox
+        without holding the server (the requests behind it run), until the
+        guard holds; guards are evaluated in the server's turn, when the
+        request arrives and whenever the server is free to start its next
+        request, never polled. Among requests whose guard holds, the oldest
+        starts first. While it waits the request is queued: its caller's
+        deadline or cancellation withdraws it, a stop tells it
+        `ServerStopped`; its budget starts with its handler. A guard that
+        raises gives the caller that exception (counted ``failed``).
 
     Returns:
       The mark; `server` turns it into a method of the handle that returns the
@@ -286,7 +356,9 @@ def call(
       The handler's own exception reaches the caller as itself.
       `CallTimeout` when its deadline cut the handler; `ServerOverloaded`
       when admission or a full mailbox refused it (it never started);
-      `ServerStopped`, `DeadlockError` as the contract says; `TypeError` for
+      `ServerStopped`, `DeadlockError` as the contract says (and for a
+      handler calling a guarded method of its own server whose guard is
+      false: it would wait on itself); `TypeError` for
       arguments that do not fit the signature, raised in the caller before
       anything is queued. `ForeignRunError` from another thread's
       `trio.run`, `NotTrioError` outside trio: raised before anything of
@@ -298,9 +370,10 @@ def call(
         number, or one too large for a float), a mark stacked on another, or
         a mark on something that is not a method. A mark left in a class
         body without a method (``x = call(timeout=3)``, ``x = call(42)``) is
-        refused when `server` collects the class.
+        refused when `server` collects the class. A ``when`` that is not
+        callable, is ``async``, or cannot take the server object alone.
     """
-    return _decorator("call", fn, timeout, admission, thread)
+    return _decorator("call", fn, timeout, admission, thread, False, when)
 
 
 @overload
@@ -316,6 +389,7 @@ def cast(
     timeout: object = INHERIT,
     thread: object = False,
     crash: object = False,
+    when: object = None,
 ) -> Any:
     """Mark a method as a cast: fire and forget.
 
@@ -346,6 +420,7 @@ def cast(
       `ForeignRunError` and `NotTrioError` as for `call`.
 
     Raises:
-      InvalidServerDefinition: at definition time, as for `call`.
+      InvalidServerDefinition: at definition time, as for `call`; and for
+        ``when=`` (a guard makes its caller wait; a cast's caller does not).
     """
-    return _decorator("cast", fn, timeout, True, thread, crash)
+    return _decorator("cast", fn, timeout, True, thread, crash, when)

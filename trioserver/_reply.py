@@ -50,6 +50,7 @@ def finish(
     if the cast is marked to crash its server (the loop stops it)."""
     if state.current is request:
         state.current = None
+    state.turns += 1
     now = state.now()
     status = request.state
     request.state = DONE

@@ -22,7 +22,8 @@ class Owner(Protocol):
 # A request's life: QUEUED -> RUNNING -> DONE; or QUEUED -> WITHDRAWN (its caller left or its
 # deadline passed) | DROPPED (the server stopped); or, while its handler runs, RUNNING ->
 # TIMED_OUT (its deadline passed; its caller was told) | ABANDONED (its caller left) |
-# STOPPED -> DONE.
+# STOPPED -> DONE. A guarded call whose guard was false is GUARDED (still queued: it leaves
+# as a QUEUED one does) until its guard holds and it starts.
 QUEUED = 0
 RUNNING = 1
 DONE = 2
@@ -31,6 +32,7 @@ DROPPED = 4
 TIMED_OUT = 5
 ABANDONED = 6
 STOPPED = 7
+GUARDED = 8
 
 
 class Request:

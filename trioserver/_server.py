@@ -178,6 +178,8 @@ def _make_server(
             thread=mark.thread,
             crash=mark.crash,
             run=_in_worker_thread(mark.fn) if mark.thread else mark.fn,
+            guard=mark.guard,
+            handoff=not mark.thread and mark.guard is None,
         )
         for attr, mark in marks.items()
     }
@@ -191,6 +193,7 @@ def _make_server(
         mailbox_size=mailbox_size if isinstance(mailbox_size, int) else None,
         when_full="refuse" if when_full == "refuse" else "wait",
         max_abandoned_threads=max_abandoned_threads,
+        guarded=any(method.guard is not None for method in methods.values()),
     )
     for attr, method in methods.items():
         setattr(cls, attr, handle_method(method))

@@ -34,6 +34,10 @@ class Method:
     thread: bool  # a plain def run in a worker thread
     crash: bool  # a cast whose error crashes the server
     run: Callable[..., Any]  # what the server calls: `fn`, or `fn` in a worker thread
+    guard: Callable[[Any], object] | None  # `when=`: it starts only while this holds
+    handoff: (
+        bool  # an idle server may run it in its caller's step (`_handoff`): no thread, no guard
+    )
 
 
 @attrs.frozen(eq=False)
@@ -49,6 +53,7 @@ class ServerSpec:
     mailbox_size: int | None
     when_full: WhenFull
     max_abandoned_threads: int
+    guarded: bool  # some method has a guard (`when=`)
 
     @property
     def threaded(self) -> bool:

@@ -27,7 +27,7 @@ from ._instrument import (
     run_instruments,
 )
 from ._mailbox import Mailbox
-from ._request import ABANDONED, QUEUED, RUNNING, TIMED_OUT, Request, cut_message, deliver
+from ._request import ABANDONED, GUARDED, QUEUED, RUNNING, TIMED_OUT, Request, cut_message, deliver
 from ._statistics import MethodRecorder, ServerStatistics
 from ._threads import WorkerThreads
 from ._timers import timers
@@ -64,6 +64,8 @@ class ServerState:
         "dropped",
         "failed",
         "fatal",
+        "guard_evaluations",
+        "guards_seen",
         "handled",
         "instruments",
         "keeper",
@@ -93,6 +95,7 @@ class ServerState:
         "threads",
         "timed_out",
         "timers",
+        "turns",
         "withdrawn",
     )
 
@@ -139,6 +142,10 @@ class ServerState:
         self.dropped = 0
         self.handled = 0
         self.failed = 0
+        self.guard_evaluations = 0
+        # handlers that ended (or released the server): what guards read may have changed
+        self.turns = 0
+        self.guards_seen = -1  # `turns` when the waiting guards were last evaluated
         self.timed_out = 0
         self.cancelled = 0
         shared = run_instruments()
@@ -150,6 +157,7 @@ class ServerState:
     def statistics(self) -> ServerStatistics:
         return ServerStatistics(
             queued=self.mailbox.queued,
+            waiting_on_guard=self.mailbox.guarded,
             running=0 if self.current is None else 1,
             peak_queued=self.mailbox.peak_queued,
             withdrawn=self.withdrawn,
@@ -159,6 +167,7 @@ class ServerState:
             failed=self.failed,
             timed_out=self.timed_out,
             cancelled=self.cancelled,
+            guard_evaluations=self.guard_evaluations,
             loop_blocks=self.loop_blocks,
             longest_block=self.longest_block,
             abandoned_threads=0 if self.threads is None else self.threads.abandoned,
@@ -183,8 +192,8 @@ class ServerState:
         """`RETIRE_AFTER` passed: end the task if it is parked idle and no request came since;
         else look again `RETIRE_AFTER` later (a busy server costs one timer entry per period)."""
         self.retiring = False
-        if self.task is None or self.stopping:
-            return
+        if self.task is None or self.stopping or self.mailbox.guarded:
+            return  # (while guarded calls wait, it stays; parking again looks again)
         if self.parked and self.retire_number == self.numbered:
             self.parked = False
             reschedule(self.task, Value(RETIRE))
@@ -227,7 +236,7 @@ class ServerState:
         """trio is cancelling a waiting caller (`Request.abort`): withdraw its request if it
         is queued, or cut its running handler."""
         request.waiting = False
-        if request.state == QUEUED:
+        if request.state == QUEUED or request.state == GUARDED:
             self.mailbox.withdraw(request)
             self.withdrawn += 1
             if "call_withdrawn" in self.instruments.hooked:

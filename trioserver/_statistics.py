@@ -90,7 +90,11 @@ class ServerStatistics:
     """
 
     queued: int = 0
-    """How many requests wait in the mailbox now."""
+    """How many requests wait in the mailbox now (guarded calls waiting for their guard
+    included)."""
+    waiting_on_guard: int = 0
+    """How many guarded calls (``@call(when=...)``) wait for their guard now (counted in
+    `queued` too)."""
     running: int = 0
     """How many handlers run now (1 or 0)."""
     peak_queued: int = 0
@@ -114,6 +118,8 @@ class ServerStatistics:
     cancelled: int = 0
     """Handlers that started and were cut because their caller was cancelled (other than by
     its deadline) or the server stopped."""
+    guard_evaluations: int = 0
+    """How many times the server evaluated a guard (``@call(when=...)``), in all."""
     loop_blocks: int = 0
     """How many steps of the server's task held the event loop past `BlockDetector`'s
     threshold (0 unless one is installed)."""

@@ -39,7 +39,7 @@ class NotRunning:
     async def call(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
         last = self.last
         if last is not None and last.task is current_task():  # on_stop calling its own server
-            return await run_inline(last.obj, method, args, kwargs)
+            return await run_inline(last, method, args, kwargs)
         raise self._refuse(method)
 
     async def cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
