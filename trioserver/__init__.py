@@ -6,6 +6,7 @@ from ._errors import DeadlockError as DeadlockError
 from ._errors import ForeignRunError as ForeignRunError
 from ._errors import HandleNotCopyable as HandleNotCopyable
 from ._errors import InvalidServerDefinition as InvalidServerDefinition
+from ._errors import NotInHandlerError as NotInHandlerError
 from ._errors import NotTrioError as NotTrioError
 from ._errors import ServerCrashed as ServerCrashed
 from ._errors import ServerOverloaded as ServerOverloaded
@@ -20,6 +21,7 @@ from ._lifecycle import open_server as open_server
 from ._lifecycle import serve as serve
 from ._marks import call as call
 from ._marks import cast as cast
+from ._released import released as released
 from ._server import server as server
 from ._statistics import MethodStatistics as MethodStatistics
 from ._statistics import ServerStatistics as ServerStatistics
@@ -42,6 +44,7 @@ __all__ = [
     "Instrument",
     "InvalidServerDefinition",
     "LoggingInstrument",
+    "NotInHandlerError",
     "NotTrioError",
     "MethodStatistics",
     "ServerCrashed",
@@ -58,6 +61,7 @@ __all__ = [
     "cast",
     "open_server",
     "open_supervisor",
+    "released",
     "remove_instrument",
     "serve",
     "server",

@@ -29,6 +29,10 @@ class DeadlockError(TrioServerError, RuntimeError):
     """Raised to a caller that would wait on itself: a task started by the running handler."""
 
 
+class NotInHandlerError(TrioServerError, RuntimeError):
+    """Raised by `released` used outside a handler holding its server."""
+
+
 class InvalidServerDefinition(TrioServerError, TypeError):
     """Raised when a server class or one of its handlers is declared wrongly."""
 

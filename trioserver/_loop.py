@@ -25,6 +25,7 @@ from ._guards import next_request
 from ._handoff import RAISE, go_on
 from ._reply import expire, finish, shed_at_start, start
 from ._request import DROPPED, RUNNING, STOPPED, Request, deliver, seconds
+from ._serving import SERVING
 from ._state import RETIRE, ServerState
 from ._stopped import NotRunning
 
@@ -32,6 +33,7 @@ logger = logging.getLogger("trioserver")
 
 _INF = math.inf
 _SPAWNING: Any = object()  # the server's task while it is being started
+YIELD: Any = object()  # sent to the idle server's parked task: a released handler took over
 
 
 def wake(state: ServerState) -> None:
@@ -43,19 +45,51 @@ def wake(state: ServerState) -> None:
         spawn(state)
 
 
-def spawn(state: ServerState) -> None:
+def spawn(state: ServerState, *, here: bool = False) -> None:
     """Start a task for the server, in its nursery and with its contextvars: the first one
     (which runs `on_start`), another when a request comes after it went idle, or the last
-    one, to run `on_stop`."""
+    one, to run `on_stop`; or (`here`: with a copy of the running task's contextvars) one to
+    serve while a handler is in a released block."""
     state.task = _SPAWNING
     assert state.nursery is not None
     begin: Any = state.nursery.start_soon
-    state.context.run(begin, run, state, name=f"trioserver: {state.spec.name}")
+    name = f"trioserver: {state.spec.name}"
+    if here:
+        begin(run, state, name=name)
+    else:
+        state.context.run(begin, run, state, name=name)
+
+
+def free_the_server(state: ServerState) -> bool:
+    """A released handler would take the server back: True if it may now (no handler holds
+    it, and its task, if any, is idle: it is told to end, or not to begin)."""
+    if state.current is not None:
+        return False
+    task = state.task
+    if task is None or task is _SPAWNING:
+        return True
+    if state.parked:
+        state.parked = False
+        reschedule(task, Value(YIELD))
+        return True
+    return False
+
+
+def hand_back(state: ServerState) -> None:
+    """The server's task is between requests: the first released handler waiting to take
+    the server back gets it (its task is the server's now); this task ends."""
+    assert state.retakers
+    block = state.retakers.pop(0)
+    state.task = block.task
+    reschedule(block.task)
 
 
 async def run(state: ServerState) -> None:
     """A task of the server: it serves until stopped, or until it has been idle a while."""
+    if state.task is not None and state.task is not _SPAWNING:
+        return  # a released handler took the server back before this task began
     state.task = current_task()
+    SERVING.set(state)
     try:
         if state.started is not None:
             if state.spec.on_start is not None:
@@ -76,6 +110,15 @@ async def run(state: ServerState) -> None:
         _stop_for(state, exc)
     finally:
         _started(state)
+    if state.task is not current_task():
+        return  # it handed the server to a released handler taking it back
+    if state.stopping and state.blocks:
+        # Released handlers still run: the last of them to end runs on_stop.
+        if state.retakers:
+            hand_back(state)
+        else:
+            state.task = None
+        return
     if state.stopping:
         await _on_stop(state)
         state.task = None
@@ -105,6 +148,9 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
     now_fn = state.now
     records = state.records
     while True:
+        if state.retakers:  # a released handler waits to take the server back: it comes first
+            hand_back(state)
+            return True
         if mailbox.queued and not _private.passes_cancel_point(state.task):  # type: ignore[arg-type]
             # The server's task is cancelled (its nursery, as a stop begins): the next request
             # must not start; it stays queued, and the stop tells its caller.
@@ -121,7 +167,8 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
             woken = await _park(state)
             resume = state.resume
             if resume is None:
-                if woken.unwrap() is RETIRE and not mailbox.queued:  # (Cancelled: stopping)
+                message = woken.unwrap()  # (Cancelled: stopping)
+                if message is YIELD or (message is RETIRE and not mailbox.queued):
                     return True
                 continue
             state.resume = None
@@ -288,6 +335,15 @@ def stop(state: ServerState, why: str, error: type[TrioServerError] = ServerStop
         if current.task is not None:
             message = f"{current.method.label}: {name} stopped ({why}) while handling this call"
             deliver(current, Error(error(message)))
+    for block in list((state.blocks or {}).values()):
+        request = block.request
+        if request.state == RUNNING:
+            request.state = STOPPED
+            if request.task is not None:
+                message = f"{request.method.label}: {name} stopped ({why}) while handling this call"
+                deliver(request, Error(error(message)))
+        block.cancelled = True
+        block.scope.cancel(reason=f"{name} stopped")
     for request in state.mailbox.drain():
         request.state = DROPPED
         state.dropped += 1

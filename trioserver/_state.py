@@ -54,10 +54,31 @@ class Records(dict[str, MethodRecorder]):
         return record
 
 
+class Block:
+    """A handler in a released block (`_released`): it holds no server until it retakes it."""
+
+    __slots__ = ("cancelled", "entered_at", "request", "scope", "task")
+
+    def __init__(
+        self,
+        request: Request,
+        task: Task,
+        scope: trio.CancelScope,
+        cancelled: bool,
+        entered_at: float,
+    ) -> None:
+        self.request = request
+        self.task = task  # the handler's task, which was the server's
+        self.scope = scope  # the handler's cancel scope: its deadline and its cut
+        self.cancelled = cancelled  # we cancelled `scope` (as `ServerState.scope_cancelled`)
+        self.entered_at = entered_at
+
+
 class ServerState:
     """One run of a server object, from `open_server` to its stop."""
 
     __slots__ = (
+        "blocks",
         "cancelled",
         "context",
         "current",
@@ -79,7 +100,9 @@ class ServerState:
         "obj",
         "parked",
         "records",
+        "released_seconds",
         "resume",
+        "retakers",
         "retire_number",
         "retiring",
         "scope",
@@ -117,7 +140,11 @@ class ServerState:
         self.timers = timers()  # the run's: handlers' deadlines, and this task's retirement
         self.task: Task | None = None  # the server's task now; None while it is idle
         self.context = contextvars.copy_context()  # the server's contextvars
-        self.current: Request | None = None  # the request whose handler is running
+        self.current: Request | None = None  # the request whose handler holds the server
+        # handlers in released blocks (`_released`), and those waiting to take the server back
+        self.blocks: dict[Request, Block] | None = None
+        self.retakers: list[Block] | None = None
+        self.released_seconds = 0.0
         self.parked = False  # the server's task is parked idle: a caller may lend it its step
         # a handler that began in its caller's step and suspended (or raised a BaseException),
         # for the server's task to go on with: (coroutine, request, what to yield or raise)
@@ -159,6 +186,8 @@ class ServerState:
             queued=self.mailbox.queued,
             waiting_on_guard=self.mailbox.guarded,
             running=0 if self.current is None else 1,
+            released=len(self.blocks or ()),
+            released_seconds=self.released_seconds,
             peak_queued=self.mailbox.peak_queued,
             withdrawn=self.withdrawn,
             shed=self.shed,
@@ -229,8 +258,7 @@ class ServerState:
         if request.task is not None:
             request.state = TIMED_OUT
             deliver(request, Error(CallTimeout(cut_message(request))))
-        self.scope_cancelled = True
-        self.scope.cancel(reason=f"{request.method.label} reached its deadline")
+        self.cut(request, f"{request.method.label} reached its deadline")
 
     def caller_left(self, request: Request) -> Abort:
         """trio is cancelling a waiting caller (`Request.abort`): withdraw its request if it
@@ -249,9 +277,18 @@ class ServerState:
         else:
             request.state = ABANDONED
             reason = f"the caller of {request.method.label} left"
-        self.scope_cancelled = True
-        self.scope.cancel(reason=reason)
+        self.cut(request, reason)
         return Abort.SUCCEEDED
+
+    def cut(self, request: Request, reason: str) -> None:
+        """Cancel the running handler of `request`: the server's, or a released one."""
+        block = None if self.blocks is None else self.blocks.get(request)
+        if block is None:
+            self.scope_cancelled = True
+            self.scope.cancel(reason=reason)
+        else:
+            block.cancelled = True
+            block.scope.cancel(reason=reason)
 
     # -- reports ------------------------------------------------------------------------
 

@@ -96,7 +96,13 @@ class ServerStatistics:
     """How many guarded calls (``@call(when=...)``) wait for their guard now (counted in
     `queued` too)."""
     running: int = 0
-    """How many handlers run now (1 or 0)."""
+    """How many handlers hold the server now (1 or 0)."""
+    released: int = 0
+    """How many handlers are in a released block now (``trioserver.released()``), not
+    holding the server (waiting to take it back included)."""
+    released_seconds: float = 0.0
+    """The time handlers spent in released blocks, in all (on trio's clock), counted as each
+    takes the server back."""
     peak_queued: int = 0
     """The most requests that ever waited at once."""
     withdrawn: int = 0
