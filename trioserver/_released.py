@@ -11,7 +11,7 @@ the server's task again, and the rest of the handler runs holding the server.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
 import trio
@@ -26,7 +26,7 @@ from ._state import Block, ServerState
 
 
 @asynccontextmanager
-async def released() -> AsyncIterator[None]:
+async def released() -> AsyncGenerator[None]:
     """Give the server back for the block: it serves other requests meanwhile.
 
     Use it inside a handler, around a wait that does not need the server's state (a payment,
@@ -55,10 +55,9 @@ async def released() -> AsyncIterator[None]:
             "of a @call or @cast handler (not in a task it started, not in on_start or "
             "on_stop, not inside another released block)"
         )
+    request = state.current
     await _private.schedule_point()  # (a handler run in its caller's step is now in its own)
-    if state.current is None or state.task is not task:
-        raise NotInHandlerError("the server stopped before the released block began")
-    block = _release(state, state.current, task)
+    block = _release(state, request, task)
     try:
         yield
     finally:
