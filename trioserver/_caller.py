@@ -25,6 +25,7 @@ from trio.lowlevel import (
 
 from . import _private
 from ._admission import refusal_at_queue
+from ._cycles import closing_cycle, describe, handling
 from ._errors import (
     CallTimeout,
     DeadlockError,
@@ -82,6 +83,15 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             f"{state.current.method.label}: it would wait for the handler, which waits "
             f"for the task. Call it from the handler itself (runs inline) or cast it."
         )
+    mine = handling(task)  # (a handler calling another server: a link of a wait chain)
+    if mine is not None and method.guard is None:
+        cycle = closing_cycle(state, mine)
+        if cycle is not None:
+            raise DeadlockError(
+                f"{method.label} would close a cycle of requests waiting on each other: "
+                f"{describe(cycle, method.label)}. Each waits for the next; none could go on "
+                f"until a budget cut it. Cast one of them, or release the server around the call."
+            )
     deadline = _private.effective_deadline(task)
     mailbox = state.mailbox
     waited = mailbox.capacity is not None and mailbox.full()
@@ -114,7 +124,13 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
         if "call_queued" in state.instruments.hooked:
             state.emit("call_queued", request)
-        reply = run_here(state, request, record, task)
+        if mine is not None:
+            mine.awaiting = request
+        try:
+            reply = run_here(state, request, record, task)
+        finally:
+            if mine is not None:
+                mine.awaiting = None
         if reply is not HANDED_OVER:
             await _private.schedule_point()
             if reply is SETTLED:
@@ -127,6 +143,8 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         wake(state)
         if "call_queued" in state.instruments.hooked:
             state.emit("call_queued", request)
+    if mine is not None:
+        mine.awaiting = request
     try:
         return await _private.wait(request.abort)
     except Expired:
@@ -137,6 +155,9 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     except CallTimeout:  # (from the run's timers: its handler reached its deadline)
         await checkpoint_if_cancelled()  # the caller's own cancellation comes first
         raise
+    finally:
+        if mine is not None:
+            mine.awaiting = None
 
 
 def _started_by(task: Task, ancestor: Task | None) -> bool:

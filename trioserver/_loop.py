@@ -32,7 +32,8 @@ from ._stopped import NotRunning
 logger = logging.getLogger("trioserver")
 
 _INF = math.inf
-_SPAWNING: Any = object()  # the server's task while it is being started
+
+_SPAWNING: Any = object()  # the server's task while one is being started
 YIELD: Any = object()  # sent to the idle server's parked task: a released handler took over
 
 
@@ -51,13 +52,14 @@ def spawn(state: ServerState, *, here: bool = False) -> None:
     one, to run `on_stop`; or (`here`: with a copy of the running task's contextvars) one to
     serve while a handler is in a released block."""
     state.task = _SPAWNING
+    state.spawns += 1
     assert state.nursery is not None
     begin: Any = state.nursery.start_soon
     name = f"trioserver: {state.spec.name}"
     if here:
-        begin(run, state, name=name)
+        begin(run, state, state.spawns, name=name)
     else:
-        state.context.run(begin, run, state, name=name)
+        state.context.run(begin, run, state, state.spawns, name=name)
 
 
 def free_the_server(state: ServerState) -> bool:
@@ -66,7 +68,10 @@ def free_the_server(state: ServerState) -> bool:
     if state.current is not None:
         return False
     task = state.task
-    if task is None or task is _SPAWNING:
+    if task is None:
+        return True
+    if task is _SPAWNING:
+        state.spawns += 1  # the task being started is not wanted: it ends as it begins
         return True
     if state.parked:
         state.parked = False
@@ -84,9 +89,11 @@ def hand_back(state: ServerState) -> None:
     reschedule(block.task)
 
 
-async def run(state: ServerState) -> None:
-    """A task of the server: it serves until stopped, or until it has been idle a while."""
-    if state.task is not None and state.task is not _SPAWNING:
+async def run(state: ServerState, number: int | None = None) -> None:
+    """A task of the server: it serves until stopped, or until it has been idle a while.
+
+    `number`: which of `spawn`'s starts this is (None: `serve` runs it in its own task)."""
+    if number is not None and (state.task is not _SPAWNING or state.spawns != number):
         return  # a released handler took the server back before this task began
     state.task = current_task()
     SERVING.set(state)

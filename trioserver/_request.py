@@ -12,7 +12,10 @@ if TYPE_CHECKING:
 
 
 class Owner(Protocol):
-    """The server a request was sent to, as the request's abort function needs it."""
+    """The server a request was sent to, as its request sees it."""
+
+    @property
+    def current(self) -> Request | None: ...
 
     def caller_left(self, request: Request, /) -> Abort: ...
 
@@ -40,6 +43,7 @@ class Request:
 
     __slots__ = (
         "args",
+        "awaiting",
         "cost",
         "cut_at",
         "deadline",
@@ -81,6 +85,7 @@ class Request:
         self.started_at = queued_at
         self.cost = cost  # its method's expected service time when it was queued
         self.number = number
+        self.awaiting: Request | None = None  # the call its handler waits for (`_cycles`)
 
     def abort(self, _: Any) -> Abort:
         """trio calls this when the waiting caller is cancelled."""

@@ -108,6 +108,7 @@ class ServerState:
         "scope",
         "scope_cancelled",
         "shed",
+        "spawns",
         "spec",
         "start_error",
         "started",
@@ -139,6 +140,7 @@ class ServerState:
         self.now = trio.lowlevel.current_clock().current_time
         self.timers = timers()  # the run's: handlers' deadlines, and this task's retirement
         self.task: Task | None = None  # the server's task now; None while it is idle
+        self.spawns = 0  # tasks started: the one being started checks it is still wanted
         self.context = contextvars.copy_context()  # the server's contextvars
         self.current: Request | None = None  # the request whose handler holds the server
         # handlers in released blocks (`_released`), and those waiting to take the server back
