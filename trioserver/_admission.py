@@ -5,6 +5,12 @@ callers' timeout, so every request starts too late to finish. Refusing, when a r
 queued and again when it would start, any request whose caller's remaining time is shorter
 than the expected wait plus the method's expected service time keeps the queue short enough
 that what is admitted finishes in time.
+
+The expected wait counts what the requests ahead will *hold* the server: a handler's time in
+released blocks (`trioserver.released`) is not a wait for the others, and a guarded call
+waiting for its guard holds nothing (it is not in the mailbox's backlog; when its guard
+holds it starts, and is judged then, as any request that starts). A request's own need is
+its method's whole expected service time, released blocks included.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ def refusal_at_queue(
     wait = runtime.mailbox.backlog
     current = runtime.current
     if current is not None:
-        expected = runtime.records[current.method.name].expected
-        wait += max(0.0, expected - (now - current.started_at))
+        hold = runtime.records[current.method.name].hold
+        wait += max(0.0, hold - (now - current.started_at - current.released_for))
     needed = wait + record.expected
     remaining = deadline - now
     if remaining > needed or _probe(record, now):

@@ -107,9 +107,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             await checkpoint()
             raise _refuse(state, method, now, refusal)
     state.numbered += 1
-    request = Request(
-        method, args, kwargs, task, deadline, state, now, record.expected, state.numbered
-    )
+    request = Request(method, args, kwargs, task, deadline, state, now, record.hold, state.numbered)
     # An idle server runs the request in this step (instruments see it queued, then started).
     if (
         state.parked

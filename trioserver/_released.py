@@ -87,7 +87,9 @@ async def _retake(state: ServerState, block: Block) -> None:
         await _private.park(_refuse_abort)  # (`_loop.hand_back` wakes it)
     assert state.blocks is not None
     del state.blocks[block.request]
-    state.released_seconds += state.now() - block.entered_at
+    seconds = state.now() - block.entered_at
+    state.released_seconds += seconds
+    block.request.released_for += seconds
     state.task = block.task
     state.scope = block.scope
     state.scope_cancelled = block.cancelled

@@ -57,13 +57,13 @@ def finish(
     record = state.records[request.method.name]
     crash: BaseException | None = None
     if status == RUNNING and isinstance(outcome, Value):
-        record.ended(now - request.started_at, now)
+        record.ended(now - request.started_at, now, False, request.released_for)
         state.handled += 1
         ending = "handled"
         if request.task is not None:
             deliver(request, outcome)
     elif status == RUNNING:
-        record.ended(now - request.started_at, now, outcome is None)
+        record.ended(now - request.started_at, now, outcome is None, request.released_for)
         if outcome is None:
             state.timed_out += 1
             ending = "timed_out"

@@ -52,6 +52,7 @@ class Request:
         "number",
         "outcome",
         "queued_at",
+        "released_for",
         "server",
         "started_at",
         "state",
@@ -83,7 +84,8 @@ class Request:
         self.outcome: Outcome[Any] | None = None  # a reply that came while it was not parked
         self.queued_at = queued_at
         self.started_at = queued_at
-        self.cost = cost  # its method's expected service time when it was queued
+        self.cost = cost  # how long it is expected to hold the server (`MethodRecorder.hold`)
+        self.released_for = 0.0  # seconds its handler spent in released blocks
         self.number = number
         self.awaiting: Request | None = None  # the call its handler waits for (`_cycles`)
 

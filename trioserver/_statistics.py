@@ -229,25 +229,39 @@ class MethodRecorder:
     that its service time was longer than its deadline allowed.
     """
 
-    __slots__ = ("expected", "learned", "learned_at", "probing", "queue_wait", "service")
+    __slots__ = (
+        "expected",
+        "hold",
+        "learned",
+        "learned_at",
+        "probing",
+        "queue_wait",
+        "service",
+    )
 
     def __init__(self) -> None:
         self.queue_wait = TimingRecorder()
         self.service = TimingRecorder()
         self.expected = 0.0
+        # the part of it spent holding the server (not in released blocks): what the requests
+        # behind wait for
+        self.hold = 0.0
         self.learned = 0  # how many runs taught `expected`
         self.learned_at = 0.0  # when the last one ended
         self.probing = False  # admission let one request through to re-learn `expected`
 
-    def ended(self, seconds: float, now: float, cut: bool = False) -> None:
+    def ended(self, seconds: float, now: float, cut: bool = False, released: float = 0.0) -> None:
+        """A handler ended after `seconds`, `released` of them in released blocks."""
         self.service.add(seconds)
         probed, self.probing = self.probing, False
         if cut:
             return
         if self.learned and not probed:
             self.expected += SMOOTHING * (seconds - self.expected)
+            self.hold += SMOOTHING * (seconds - released - self.hold)
         else:  # the first run, or the first since the expectation went stale: start afresh
             self.expected = seconds
+            self.hold = seconds - released
         self.learned += 1
         self.learned_at = now
 
