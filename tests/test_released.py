@@ -268,3 +268,30 @@ async def test_released_outside_a_handler_is_refused(autojump_clock: trio.abc.Cl
         with pytest.raises(NotInHandlerError):
             await misuse.nested()
         assert statistics(misuse).failed == 2
+
+
+async def test_a_task_told_to_end_does_not_take_a_handler_handed_to_its_successor() -> None:
+    # Real clock, two callers calling twice: the idle task told to end (a released handler
+    # took the server back) must not run what was handed to the handler's task meanwhile.
+    @server
+    class Short:
+        def __init__(self) -> None:
+            self.done = 0
+
+        @call
+        async def f(self) -> None:
+            async with released():
+                await trio.sleep(0.001)
+            self.done += 1
+
+    short = Short()
+    async with open_server(short) as handle, trio.open_nursery() as nursery:
+        for _ in range(4):
+
+            async def twice() -> None:
+                for _ in range(3):
+                    await handle.f()
+
+            nursery.start_soon(twice)
+    assert short.done == 12
+    assert statistics(handle).handled == 12

@@ -35,6 +35,7 @@ _INF = math.inf
 
 _SPAWNING: Any = object()  # the server's task while one is being started
 YIELD: Any = object()  # sent to the idle server's parked task: a released handler took over
+# (it ends on seeing that `state.task` is another task now)
 
 
 def wake(state: ServerState) -> None:
@@ -171,11 +172,14 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
         if request is None:
             if state.stopping or not state.numbered:  # (not one request yet: no need to wait)
                 return True
+            me = state.task
             woken = await _park(state)
+            if state.task is not me:  # told to end (`YIELD`): a released handler took over;
+                return True  # what came since (a handler to go on with) is its task's
             resume = state.resume
             if resume is None:
                 message = woken.unwrap()  # (Cancelled: stopping)
-                if message is YIELD or (message is RETIRE and not mailbox.queued):
+                if message is RETIRE and not mailbox.queued:
                     return True
                 continue
             state.resume = None
