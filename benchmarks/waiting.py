@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -174,14 +174,17 @@ def _no_handler(task: trio.lowlevel.Task) -> None:
 
 
 @contextmanager
-def detection_stubbed() -> Iterator[None]:
-    """`trioserver._caller.handling` replaced by `_no_handler`, restored on leaving."""
-    real = trioserver._caller.handling
-    trioserver._caller.handling = _no_handler
+def detection_stubbed() -> Generator[None]:
+    """`trioserver._caller.handling` replaced by `_no_handler`, restored on leaving.
+
+    (The module's global, which `call` looks up on every call: `_cycles.handling` stays.)"""
+    namespace = trioserver._caller.__dict__
+    real = namespace["handling"]
+    namespace["handling"] = _no_handler
     try:
         yield
     finally:
-        trioserver._caller.handling = real
+        namespace["handling"] = real
 
 
 @server
@@ -660,6 +663,6 @@ def run_waiting(*, rounds: int, calls: int, seed: int, quick: bool = False) -> d
 def _why(exc: BaseException) -> str:
     """One line: the exception (the first of a group's, for a group), type and message."""
     while isinstance(exc, BaseExceptionGroup):
-        group: BaseExceptionGroup[BaseException] = exc
+        group: BaseExceptionGroup[BaseException] = exc  # pyright: ignore[reportUnknownVariableType]
         exc = group.exceptions[0]
     return f"{type(exc).__name__}: {exc}"[:2000]
