@@ -125,7 +125,9 @@ def cost_table(
     ratios: Sequence[tuple[str, str]] = (("x ref", "baseline"),),
 ) -> str:
     """One row per entry at `callers`: time and CPU time per `each` (the inverse of the
-    rates), the rate, latency, and the rates' ratios to each reference, wall and CPU."""
+    rates), the rate, latency, and the rates' ratios to each reference, wall and CPU; and the
+    Python-level calls per call, and how many more than the baseline's, where counted."""
+    counted = any("python_calls_per_call" in row for row in section["rows"])
     header = [
         "contender",
         f"µs/{each}",
@@ -136,6 +138,8 @@ def cost_table(
     ]
     for title, _ in ratios:
         header += [title, f"{title} CPU"]
+    if counted:
+        header += ["Py calls/call", "Δ Py calls"]
     rows: list[list[str]] = []
     for row in section["rows"]:
         if row["callers"] != callers:
@@ -150,6 +154,13 @@ def cost_table(
         ]
         for _, key in ratios:
             cells += [_ratio(row.get(f"ratio_to_{key}")), _ratio(row.get(f"ratio_to_{key}_cpu"))]
+        if counted:
+            count = row.get("python_calls_per_call")
+            more = row.get("python_calls_more_than_baseline")
+            cells += [
+                "" if count is None else f"{count:.1f}",
+                "" if more is None else f"{more:+.1f}",
+            ]
         rows.append(cells)
     return table(header, rows, markdown=markdown)
 

@@ -55,7 +55,8 @@ import trioserver._caller
 from trioserver import call, open_server, server
 
 from . import contenders
-from ._common import ROOT
+from ._child import count_calls
+from ._common import ROOT, median
 from .contenders import Bump, Contender, Opener
 from .roundtrip import Sample, interleaved
 
@@ -90,8 +91,9 @@ def unpack_base(into: Path, revision: str = BASE_REVISION) -> Path:
     return into
 
 
-def measure_in(tree: Path, body: str, callers: int, calls: int) -> Sample:
-    """One round trip measured by a fresh process that imports ``trioserver`` from `tree`."""
+def measure_in(tree: Path, body: str, callers: int, calls: int) -> tuple[Sample, float]:
+    """One round trip measured by a fresh process that imports ``trioserver`` from `tree`;
+    and the Python-level calls it counted per call (`_child.count_calls`)."""
     command = [
         sys.executable,
         "-P",  # (not the current directory first: the tree comes first)
@@ -111,13 +113,14 @@ def measure_in(tree: Path, body: str, callers: int, calls: int) -> Sample:
     figures: dict[str, Any] = json.loads(done.stdout)
     if not Path(figures["trioserver_file"]).is_relative_to(tree):  # (the child checked too)
         raise RuntimeError(f"measured {figures['trioserver_file']}, not the tree {tree}")
-    return Sample(
+    sample = Sample(
         calls=figures["calls"],
         seconds=figures["seconds"],
         cpu_seconds=figures["cpu_seconds"],
         p50_us=figures["p50_us"],
         p99_us=figures["p99_us"],
     )
+    return sample, figures["python_calls_per_call"]
 
 
 def tree_contenders(revision: str) -> list[Contender]:
@@ -142,10 +145,13 @@ def run_trees(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError) as exc:
             return {"error": f"could not unpack {BASE_REVISION}: {exc}"}
         where = {"this": ROOT, "base": base}
+        counts: dict[tuple[str, int], list[float]] = {}
 
         def measure_one(contender: Contender, callers: int, calls: int) -> Sample:
             body, tree = contender.name.rsplit("_", 1)
-            return measure_in(where[tree], body, callers, calls)
+            sample, count = measure_in(where[tree], body, callers, calls)
+            counts.setdefault((contender.name, callers), []).append(count)
+            return sample
 
         found = interleaved(
             tree_contenders(BASE_REVISION),
@@ -156,6 +162,7 @@ def run_trees(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
             title="waiting: trees",
             measure_one=measure_one,
         )
+    _add_counts(found, {key: median(values) for key, values in counts.items()})
     full = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", BASE_REVISION],
         capture_output=True,
@@ -163,6 +170,19 @@ def run_trees(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
         check=False,
     )
     return found | {"base_revision": BASE_REVISION, "base_commit": full.stdout.strip()}
+
+
+def _add_counts(section: dict[str, Any], counts: dict[tuple[str, int], float]) -> None:
+    """Add each row's Python-level calls per call, and how many more than its baseline's."""
+    rows: list[dict[str, Any]] = section["rows"]
+    for row in rows:
+        count = counts.get((row["name"], row["callers"]))
+        if count is None:
+            continue
+        row["python_calls_per_call"] = count
+        reference = counts.get((row.get("baseline", ""), row["callers"]))
+        if reference is not None:
+            row["python_calls_more_than_baseline"] = count - reference
 
 
 # -- detection: cycle detection stubbed out, against the real one -------------------------------
@@ -242,7 +262,7 @@ DETECTION: list[Contender] = [
 
 
 def run_detection(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
-    return interleaved(
+    found = interleaved(
         DETECTION,
         callers=(1, 100),
         rounds=rounds,
@@ -250,6 +270,13 @@ def run_detection(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
         seed=seed,
         title="waiting: detection",
     )
+    counts: dict[tuple[str, int], float] = {}
+    for contender in DETECTION:
+        assert contender.open is not None
+        for n in found["callers"]:
+            counts[contender.name, n] = count_calls(contender.open, n)
+    _add_counts(found, counts)
+    return found
 
 
 # -- pool: a guarded wake-up against the same pool by hand --------------------------------------
