@@ -148,7 +148,7 @@ def cost_table(
             row["label"],
             _us(1e6 / row["calls_per_s"]),
             _us(1e6 / row["calls_per_cpu_s"]),
-            _rate(row["calls_per_s"]),
+            _rate(row["calls_per_s"]) if row["calls_per_s"] >= 10_000 else _us(row["calls_per_s"]),
             _us(row["p50_us"]),
             _us(row["p99_us"]),
         ]
@@ -396,7 +396,7 @@ def targets_waiting(results: dict[str, Any]) -> list[Target]:
     base = trees.get("base_revision", "the base")
     if "error" in trees:
         found.append(Target(f"plain calls x {base}", f">= {TARGET_UNCHANGED}x", "failed", "", None))
-    else:
+    elif "rows" in trees:
         for body, what in TREE_BODIES.items():
             for n in trees["callers"]:
                 found += _at_least_cpu(
@@ -410,8 +410,8 @@ def targets_waiting(results: dict[str, Any]) -> list[Target]:
         found.append(
             Target("cycle detection x stubbed out", f">= {TARGET_DETECTION}x", "failed", "", None)
         )
-    else:
-        for p in detection.get("paired", []):
+    elif "paired" in detection:
+        for p in detection["paired"]:
             wall, cpu = p["ratio"], p["ratio_cpu"]
             found.append(
                 Target(

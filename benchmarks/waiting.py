@@ -10,14 +10,16 @@ of medians in the same run):
   callers, on this tree and on the tree before that work (`BASE_REVISION`, unpacked from git
   into a temporary directory). Each measurement is a fresh subprocess (`benchmarks._child`)
   importing ``trioserver`` from one tree, which it checks; a round runs every (tree, body,
-  callers) once. Ratio: this tree / the base.
+  callers) once. Ratio: this tree / the base. The child also counts the Python-level calls a
+  call makes (`_child.count_calls`), which machine load does not move.
 - ``detection``: the price of cycle detection on calls that close no cycle, in one process:
   `trioserver._caller.handling` replaced by a stub that finds no handler (so no chain is ever
   walked) against the real one, for calls from a plain task to a server, and for calls from a
   handler of server A to server B (the path where the chain walk runs). Ratio: real / stub,
   measured twice: in interleaved rounds of separate trio runs, as elsewhere, and paired, in
   alternating blocks within one trio run (`_paired`), which separate runs' differences (up to
-  a tenth on the relay path) do not blur; the target is judged on the paired figure.
+  a tenth on the relay path) do not blur; the target is judged on the paired figure. Python-level
+  calls per call counted too.
 - ``pool``: a guarded wake-up. A pool with one connection: ``acquire`` is
   ``@call(when=lambda self: bool(self.free))``, ``release`` a plain ``@call``. Workers loop
   ``conn = await acquire(); await release(conn)``: one holds the connection while the others
@@ -72,7 +74,6 @@ from .roundtrip import Sample, interleaved
 BASE_REVISION = "72668b1"
 """The tree before guarded calls, released blocks and cycle detection."""
 
-TREES = ("this", "base")
 TREE_BODIES = {
     "bump": "@call async, returns at once",
     "bump_def": "@call def",
@@ -103,6 +104,7 @@ def unpack_base(into: Path, revision: str = BASE_REVISION) -> Path:
 def measure_in(tree: Path, body: str, callers: int, calls: int) -> tuple[Sample, float]:
     """One round trip measured by a fresh process that imports ``trioserver`` from `tree`;
     and the Python-level calls it counted per call (`_child.count_calls`)."""
+    tree = tree.resolve()
     command = [
         sys.executable,
         "-P",  # (not the current directory first: the tree comes first)
