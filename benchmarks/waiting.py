@@ -298,8 +298,8 @@ def run_detection(*, rounds: int, calls: int, seed: int, blocks: int) -> dict[st
 
 async def _paired(path: str, callers: int, calls: int, blocks: int) -> dict[str, Any]:
     """Real and stubbed detection in one trio run, in alternating blocks of `calls` calls
-    (real then stub, then stub then real, ...): what differs from run to run (where the
-    allocator put things, trio's state) weighs on both alike. Ratios: per pair of blocks,
+    (real then stub, then stub then real, ...): whatever differs from run to run weighs on
+    both alike. Ratios: per pair of blocks,
     the stub's time over the real one's (the real one's speed, x the stub's); their median."""
     async with open_server(contenders.Counter()) as b, AsyncExitStack() as stack:
         bump: Bump = b.bump
