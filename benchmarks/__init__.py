@@ -4,6 +4,7 @@ Sections: ``roundtrip`` (calls/s and latency against the alternatives), ``budget
 of time limits), ``awaiting`` (handlers that await another task), ``casts`` (fire and forget,
 until done), ``instrument`` (the price of a no-op instrument), ``statistics`` (the price of a
 read), ``memory`` (bytes per idle server), ``overload`` (bursts and sustained overload, on
-virtual time) and ``profile`` (where a round trip's time goes). The report ends with the
+virtual time), ``profile`` (where a round trip's time goes) and ``waiting`` (what guarded calls,
+released blocks and cycle detection cost, and what they buy). The report ends with the
 issues' targets, met or not.
 """

@@ -21,6 +21,7 @@ SECTIONS = (
     "statistics",
     "memory",
     "overload",
+    "waiting",
     "profile",
 )
 
@@ -30,7 +31,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="trioserver against the alternatives: round trips, the price of time "
         "limits, handlers that await, casts, instruments and statistics reads, memory per "
-        "idle server, overload, a profile of the call path, and the targets they meet.",
+        "idle server, overload, a profile of the call path, waiting without holding the server "
+        "(guarded calls, released blocks, cycle detection), and the targets they meet.",
     )
     parser.add_argument(
         "--quick",
@@ -111,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         from .overload import run_overload
 
         results["overload"] = run_overload()
+    if "waiting" in sections:
+        from .waiting import run_waiting
+
+        results["waiting"] = run_waiting(
+            rounds=rounds, calls=calls, seed=args.seed + 6, quick=args.quick
+        )
     if "profile" in sections:
         from .profiling import format_profile, run_profile
 

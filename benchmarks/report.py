@@ -30,6 +30,19 @@ IDLE_KINDS = {
 BUSY_KIND = "trioserver_busy"
 BODIES = ("event", "channel", "sleep0")
 
+# Guarantees 14-16's targets (waiting without holding the server), met by CPU time.
+TARGET_UNCHANGED = 0.97  # plain calls on this tree, times the tree before guarantees 14-16
+TARGET_DETECTION = 0.97  # calls with cycle detection, times the same with it stubbed out
+TREE_BODIES = {
+    "bump": "@call async, returns at once",
+    "bump_def": "@call def",
+    "event": "@call awaiting an Event",
+}
+DETECTION_PATHS = {
+    "plain": "a plain task calls a server",
+    "relay": "A's handler calls B",
+}
+
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], *, markdown: bool) -> str:
     """Right-aligned columns except the first; Markdown pipes if asked."""
@@ -103,6 +116,55 @@ def roundtrip_table(
     return table(header, rows, markdown=markdown)
 
 
+def cost_table(
+    section: dict[str, Any],
+    callers: int,
+    *,
+    markdown: bool,
+    each: str = "call",
+    ratios: Sequence[tuple[str, str]] = (("x ref", "baseline"),),
+) -> str:
+    """One row per entry at `callers`: time and CPU time per `each` (the inverse of the
+    rates), the rate, latency, and the rates' ratios to each reference, wall and CPU; and the
+    Python-level calls per call, and how many more than the baseline's, where counted."""
+    counted = any("python_calls_per_call" in row for row in section["rows"])
+    header = [
+        "contender",
+        f"µs/{each}",
+        f"CPU µs/{each}",
+        f"{each}s/s",
+        "p50 µs",
+        "p99 µs",
+    ]
+    for title, _ in ratios:
+        header += [title, f"{title} CPU"]
+    if counted:
+        header += ["Py calls/call", "Δ Py calls"]
+    rows: list[list[str]] = []
+    for row in section["rows"]:
+        if row["callers"] != callers:
+            continue
+        cells = [
+            row["label"],
+            _us(1e6 / row["calls_per_s"]),
+            _us(1e6 / row["calls_per_cpu_s"]),
+            _rate(row["calls_per_s"]) if row["calls_per_s"] >= 10_000 else _us(row["calls_per_s"]),
+            _us(row["p50_us"]),
+            _us(row["p99_us"]),
+        ]
+        for _, key in ratios:
+            cells += [_ratio(row.get(f"ratio_to_{key}")), _ratio(row.get(f"ratio_to_{key}_cpu"))]
+        if counted:
+            count = row.get("python_calls_per_call")
+            more = row.get("python_calls_more_than_baseline")
+            cells += [
+                "" if count is None else f"{count:.1f}",
+                "" if more is None else f"{more:+.1f}",
+            ]
+        rows.append(cells)
+    return table(header, rows, markdown=markdown)
+
+
 def memory_table(section: dict[str, Any], *, markdown: bool) -> str:
     header = ["kind", "servers", "bytes/server", "tasks", "start s"]
     rows: list[list[str]] = []
@@ -164,7 +226,7 @@ class Target:
     goal: str
     measured: str
     by_cpu: str
-    met: bool | None  # by both measures; None: not measured (a failed run)
+    met: bool | None  # by both measures (guarantees 14-16: by CPU time); None: not measured
     value: float | None = None
     value_cpu: float | None = None
 
@@ -315,17 +377,140 @@ def targets_issue_12(results: dict[str, Any]) -> list[Target]:
     return found
 
 
+def _at_least_cpu(what: str, row: dict[str, Any] | None, key: str, goal: float) -> Iterator[Target]:
+    """As `_at_least`, met by the CPU-time ratio alone (the steadier one on a shared machine);
+    three decimals, since the goal is near 1."""
+    if row is None or f"ratio_to_{key}" not in row:
+        return
+    wall, cpu = row[f"ratio_to_{key}"], row[f"ratio_to_{key}_cpu"]
+    yield Target(what, f">= {goal}x", f"{wall:.3f}x", f"{cpu:.3f}x", cpu >= goal, wall, cpu)
+
+
+def targets_waiting(results: dict[str, Any]) -> list[Target]:
+    """Guarantees 14-16's targets that this run measured; met by CPU time."""
+    found: list[Target] = []
+    waiting = results.get("waiting")
+    if waiting is None:
+        return found
+    trees = waiting.get("trees", {})
+    base = trees.get("base_revision", "the base")
+    if "error" in trees:
+        found.append(Target(f"plain calls x {base}", f">= {TARGET_UNCHANGED}x", "failed", "", None))
+    elif "rows" in trees:
+        for body, what in TREE_BODIES.items():
+            for n in trees["callers"]:
+                found += _at_least_cpu(
+                    f"{what}, this tree x {base}, {_callers(n)}",
+                    _row(trees, f"{body}_this", n),
+                    "baseline",
+                    TARGET_UNCHANGED,
+                )
+    detection = waiting.get("detection", {})
+    if "error" in detection:
+        found.append(
+            Target("cycle detection x stubbed out", f">= {TARGET_DETECTION}x", "failed", "", None)
+        )
+    elif "paired" in detection:
+        for p in detection["paired"]:
+            wall, cpu = p["ratio"], p["ratio_cpu"]
+            found.append(
+                Target(
+                    f"cycle detection x stubbed out (paired), {DETECTION_PATHS[p['path']]}, "
+                    f"{_callers(p['callers'])}",
+                    f">= {TARGET_DETECTION}x",
+                    f"{wall:.3f}x",
+                    f"{cpu:.3f}x",
+                    cpu >= TARGET_DETECTION,
+                    wall,
+                    cpu,
+                )
+            )
+    return found
+
+
 def targets(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Every target this run measured, by issue, for the JSON file."""
     return {
         "issue_4": [attrs.asdict(t) | {"verdict": t.verdict} for t in targets_issue_4(results)],
         "issue_12": [attrs.asdict(t) | {"verdict": t.verdict} for t in targets_issue_12(results)],
+        "guarantees_14_16": [
+            attrs.asdict(t) | {"verdict": t.verdict} for t in targets_waiting(results)
+        ],
     }
 
 
 def targets_table(found: Sequence[Target], *, markdown: bool) -> str:
     rows = [[t.what, t.goal, t.measured, t.by_cpu, t.verdict] for t in found]
     return table(["target", "goal", "measured", "by CPU time", "verdict"], rows, markdown=markdown)
+
+
+WAITING_PARTS = (
+    # (part, title, the column of its ratios to its reference)
+    ("trees", "Plain calls, this tree x {base} (a fresh subprocess per measurement)", "x base"),
+    ("detection", "Cycle detection on calls that close no cycle, x stubbed out", "x stub"),
+    ("pool", "A guarded wake-up: one connection handed over, release -> acquire", "x actor"),
+    ("released", "A released block's round trip: async with released(): pass", "x no block"),
+    ("theater", "Handlers that sleep, inside released() or holding the server", "x holding"),
+)
+
+
+def waiting_parts(waiting: dict[str, Any], heading: str, *, markdown: bool) -> list[str]:
+    """The section "waiting": a titled table per part and number of callers."""
+    parts = [f"{heading}Waiting without holding the server (CPU-time ratios are the main figure)"]
+    for name, title, column in WAITING_PARTS:
+        s = waiting.get(name)
+        if s is None:
+            continue
+        title = title.format(base=s.get("base_revision", "base"))
+        if "error" in s:
+            parts.append(f"{title}: failed: {s['error']}")
+            continue
+        parts.append(
+            f"{title}: median of {s['rounds']} interleaved rounds, "
+            f"{s['calls_per_measurement']:,} {'hand-overs' if name == 'pool' else 'calls'} each"
+        )
+        ratios = [(column, "baseline")]
+        if name == "pool":
+            ratios.append(("x Condition", "condition"))
+        for n in s["callers"]:
+            who = f"{n} workers" if name == "pool" else _callers(n)
+            parts.append(f"{who}:")
+            each = "hand-over" if name == "pool" else "call"
+            parts.append(cost_table(s, n, markdown=markdown, each=each, ratios=ratios))
+        if "paired" in s:
+            first = s["paired"][0]
+            parts.append(
+                f"Paired in one trio run: {first['blocks']} blocks of "
+                f"{first['calls_per_block']:,} calls each way, alternating; median of the "
+                f"per-pair ratios"
+            )
+            parts.append(paired_table(s["paired"], markdown=markdown))
+    return parts
+
+
+def paired_table(paired: Sequence[dict[str, Any]], *, markdown: bool) -> str:
+    header = [
+        "path",
+        "µs/call real",
+        "µs/call stub",
+        "CPU µs real",
+        "CPU µs stub",
+        "x stub",
+        "x stub CPU",
+    ]
+    rows = [
+        [
+            f"{DETECTION_PATHS[p['path']]}, {_callers(p['callers'])}",
+            _us(p["real_us"]),
+            _us(p["stub_us"]),
+            _us(p["real_cpu_us"]),
+            _us(p["stub_cpu_us"]),
+            _ratio(p["ratio"]),
+            _ratio(p["ratio_cpu"]),
+        ]
+        for p in paired
+    ]
+    return table(header, rows, markdown=markdown)
 
 
 def render(results: dict[str, Any], *, markdown: bool = False) -> str:
@@ -401,8 +586,14 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
             f"callers give up after {s['patience_seconds']:g} s"
         )
         parts.append(overload_table(s, markdown=markdown))
+    if "waiting" in results:
+        parts += waiting_parts(results["waiting"], heading, markdown=markdown)
     for issue, found in (("4", targets_issue_4(results)), ("12", targets_issue_12(results))):
         if found:
             parts.append(f"{heading}Targets of issue {issue}")
             parts.append(targets_table(found, markdown=markdown))
+    found = targets_waiting(results)
+    if found:
+        parts.append(f"{heading}Targets of guarantees 14-16 (met by CPU time; wall clock shown)")
+        parts.append(targets_table(found, markdown=markdown))
     return "\n\n".join(parts) + "\n"

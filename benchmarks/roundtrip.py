@@ -234,8 +234,12 @@ def interleaved(
     calls: int,
     seed: int,
     title: str,
+    measure_one: Callable[[Contender, int, int], Sample] = measure,
 ) -> dict[str, Any]:
-    """Measure every (contender, callers) pair once a round, in a shuffled order; summarize."""
+    """Measure every (contender, callers) pair once a round, in a shuffled order; summarize.
+
+    `measure_one(contender, callers, calls)` makes one measurement (default: `measure`).
+    """
     rng = random.Random(seed)
     pairs = [(c, n) for c in contenders for n in callers]
     samples: dict[tuple[str, int], list[Sample]] = {(c.name, n): [] for c, n in pairs}
@@ -244,7 +248,7 @@ def interleaved(
         order = pairs[:]
         rng.shuffle(order)
         for contender, n in order:
-            samples[contender.name, n].append(measure(contender, n, calls))
+            samples[contender.name, n].append(measure_one(contender, n, calls))
         print(
             f"  {title}: round {round_ + 1}/{rounds} done ({time.perf_counter() - began:.0f} s)",
             file=sys.stderr,
