@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+
 import pytest
 import trio
 import trio.testing
@@ -295,3 +297,69 @@ async def test_a_task_told_to_end_does_not_take_a_handler_handed_to_its_successo
             nursery.start_soon(twice)
     assert short.done == 12
     assert statistics(handle).handled == 12
+
+
+async def test_a_retake_waiting_as_the_idle_task_retires_is_not_lost(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server
+    class Pay:
+        @call(timeout=None)
+        async def pay(self, seconds: float) -> float:
+            async with released():
+                await trio.sleep(seconds)
+            return trio.current_time()
+
+    for _ in range(20):  # (the retire timer and the retake race: trio's batch order varies)
+        async with open_server(Pay()) as pay, trio.open_nursery() as nursery:
+            retook: dict[str, float] = {}
+
+            async def one(
+                name: str, seconds: float, handle: Pay = pay, retook: dict[str, float] = retook
+            ) -> None:
+                retook[name] = await handle.pay(seconds)
+
+            began = trio.current_time()
+            nursery.start_soon(one, "a", 1.0)
+            await trio.sleep(0.1)
+            nursery.start_soon(one, "b", 1.0)
+        assert retook == {"a": began + 1.0, "b": began + 1.1}
+
+
+VAR: contextvars.ContextVar[str] = contextvars.ContextVar("VAR", default="unset")
+
+
+async def test_contextvars_set_during_a_block_by_other_requests_stay_set(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server
+    class Ctx:
+        @call
+        def set(self, value: str) -> None:
+            VAR.set(value)
+
+        @call
+        def get(self) -> str:
+            return VAR.get()
+
+        @call
+        async def block(self) -> str:
+            async with released():
+                VAR.set("mine")  # the handler's own, in the block
+                await trio.sleep(2.0)
+            return VAR.get()
+
+    async with open_server(Ctx()) as ctx, trio.open_nursery() as nursery:
+        await ctx.set("before")
+        results: list[str] = []
+
+        async def block() -> None:
+            results.append(await ctx.block())
+
+        nursery.start_soon(block)
+        await trio.sleep(1.0)
+        assert await ctx.get() == "before"  # (what the block set is its own)
+        await ctx.set("during")
+        await trio.sleep(2.0)
+        assert results == ["during"]  # set by a request served during the block: it stays
+        assert await ctx.get() == "during"

@@ -26,7 +26,7 @@ from ._handoff import RAISE, go_on
 from ._reply import expire, finish, shed_at_start, start
 from ._request import DROPPED, RUNNING, STOPPED, Request, deliver, seconds
 from ._serving import SERVING
-from ._state import RETIRE, ServerState
+from ._state import RETIRE, Block, ServerState
 from ._stopped import NotRunning
 
 logger = logging.getLogger("trioserver")
@@ -63,19 +63,21 @@ def spawn(state: ServerState, *, here: bool = False) -> None:
         state.context.run(begin, run, state, state.spawns, name=name)
 
 
-def free_the_server(state: ServerState) -> bool:
+def free_the_server(state: ServerState, block: Block) -> bool:
     """A released handler would take the server back: True if it may now (no handler holds
     it, and its task, if any, is idle: it is told to end, or not to begin)."""
     if state.current is not None:
         return False
     task = state.task
     if task is None:
+        block.source = state.context  # (the contextvars the retired task left)
         return True
     if task is _SPAWNING:
         state.spawns += 1  # the task being started is not wanted: it ends as it begins
         return True
     if state.parked:
         state.parked = False
+        block.source = task.context
         reschedule(task, Value(YIELD))
         return True
     return False
@@ -86,6 +88,7 @@ def hand_back(state: ServerState) -> None:
     the server back gets it (its task is the server's now); this task ends."""
     assert state.retakers
     block = state.retakers.pop(0)
+    block.source = current_task().context
     state.task = block.task
     reschedule(block.task)
 
@@ -126,6 +129,7 @@ async def run(state: ServerState, number: int | None = None) -> None:
             hand_back(state)
         else:
             state.task = None
+            state.context = current_task().context  # (for the handler that retakes it)
         return
     if state.stopping:
         await _on_stop(state)
@@ -179,8 +183,8 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
             resume = state.resume
             if resume is None:
                 message = woken.unwrap()  # (Cancelled: stopping)
-                if message is RETIRE and not mailbox.queued:
-                    return True
+                if message is RETIRE and not mailbox.queued and not state.retakers:
+                    return True  # (a released handler waiting to retake: hand it the server)
                 continue
             state.resume = None
             handler, request, pending = resume

@@ -73,6 +73,7 @@ def _release(state: ServerState, request: Request, task: trio.lowlevel.Task) -> 
     state.current = None
     state.turns += 1  # (what guards read may have changed: the next choice looks again)
     state.task = None
+    state.context = block.snapshot  # the server's contextvars, for the task that serves next
     if not state.stopping:
         spawn(state, here=True)  # a task serves the requests behind, from the next batch
     return block
@@ -80,7 +81,7 @@ def _release(state: ServerState, request: Request, task: trio.lowlevel.Task) -> 
 
 async def _retake(state: ServerState, block: Block) -> None:
     """Take the server back for `block`'s handler: now if it is free, else in turn."""
-    if not free_the_server(state):
+    if not free_the_server(state, block):
         if state.retakers is None:
             state.retakers = []
         state.retakers.append(block)
@@ -95,6 +96,19 @@ async def _retake(state: ServerState, block: Block) -> None:
     state.scope_cancelled = block.cancelled
     state.current = block.request
     state.parked = False
+    _adopt(block)
+
+
+def _adopt(block: Block) -> None:
+    """The contextvars the requests served during the block set stay set: the handler takes
+    them over (those it set itself in the block stay, where the others did not set them)."""
+    source, snapshot = block.source, block.snapshot
+    if source is None:
+        return
+    missing = object()
+    for var, value in source.items():
+        if snapshot.get(var, missing) is not value:
+            var.set(value)
 
 
 def _refuse_abort(_: object) -> Abort:

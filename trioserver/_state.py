@@ -57,7 +57,7 @@ class Records(dict[str, MethodRecorder]):
 class Block:
     """A handler in a released block (`_released`): it holds no server until it retakes it."""
 
-    __slots__ = ("cancelled", "entered_at", "request", "scope", "task")
+    __slots__ = ("cancelled", "entered_at", "request", "scope", "snapshot", "source", "task")
 
     def __init__(
         self,
@@ -72,6 +72,9 @@ class Block:
         self.scope = scope  # the handler's cancel scope: its deadline and its cut
         self.cancelled = cancelled  # we cancelled `scope` (as `ServerState.scope_cancelled`)
         self.entered_at = entered_at
+        self.snapshot = contextvars.copy_context()  # its contextvars as the block began
+        # the contextvars of the task that held the server last, as the handler retakes it
+        self.source: contextvars.Context | None = None
 
 
 class ServerState:
