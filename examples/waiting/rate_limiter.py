@@ -17,6 +17,7 @@ runs the same 1.2 seconds on the real clock.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 
 import attrs
@@ -116,11 +117,12 @@ async def main() -> Result:
         stats = statistics(handle)
     elapsed = story.now()
     after_burst = sorted(granted.values())[BURST:]
-    gaps = [round(b - a, 3) for a, b in zip(after_burst, after_burst[1:], strict=False)]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(after_burst)]
     print(
-        f"{len(granted)} tokens granted in {elapsed:.2f} s: {BURST} from the full bucket, then one every "
-        f"{min(gaps):.2f} s or more; withdrawn {stats.withdrawn}; tokens left {limiter.tokens}"
+        f"{len(granted)} tokens granted in {elapsed:.2f} s: {BURST} from the full bucket, "
+        f"then one every {min(gaps):.2f} s or more"
     )
+    print(f"withdrawn {stats.withdrawn}, tokens left {limiter.tokens}")
     return Result(
         lines=tuple(story.lines),
         granted=dict(granted),
