@@ -86,9 +86,10 @@ async def use(pool: Pool, user: User, story: Story, *, shield: bool = True) -> N
     with trio.CancelScope() as scope:
         if user.cancelled_at is not None:
             scope.deadline = story.start + user.cancelled_at  # (stands for any cancellation)
-        with trio.move_on_after(user.patience) as waiting:
+        conn = None
+        with trio.move_on_after(user.patience):
             conn = await pool.checkout(user.name)
-        if waiting.cancelled_caught:
+        if conn is None:
             story.say(f"{user.name} gave up waiting: request withdrawn")
             return
         try:
