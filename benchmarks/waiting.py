@@ -199,8 +199,10 @@ def _add_counts(section: dict[str, Any], counts: dict[tuple[str, int], float]) -
 # -- detection: cycle detection stubbed out, against the real one -------------------------------
 
 
-def _no_handler(task: trio.lowlevel.Task) -> None:
-    """The stub: no task runs a handler, so no call is a link of a chain."""
+def _no_handler(state: object, task: trio.lowlevel.Task) -> None:
+    """The stub: no task runs a handler, so no call is a link of a chain. (From a plain task
+    `call` reads `SERVING` and finds no server, and calls neither the real one nor this: the
+    stub changes nothing there, and the tree comparison above is the plain path's cost.)"""
     return None
 
 

@@ -26,6 +26,7 @@ from trio.lowlevel import (
 from . import _private
 from ._admission import refusal_at_queue
 from ._cycles import closing_cycle, describe, handling
+from ._serving import SERVING
 from ._errors import (
     CallTimeout,
     DeadlockError,
@@ -83,7 +84,8 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             f"{state.current.method.label}: it would wait for the handler, which waits "
             f"for the task. Call it from the handler itself (runs inline) or cast it."
         )
-    mine = handling(task)  # (a handler calling another server: a link of a wait chain)
+    serving = SERVING.get()  # (a handler calling another server: a link of a wait chain)
+    mine = None if serving is None else handling(serving, task)
     if mine is not None and method.guard is None:
         cycle = closing_cycle(state, mine)
         if cycle is not None:

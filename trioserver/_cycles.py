@@ -16,17 +16,14 @@ from typing import TYPE_CHECKING
 from trio.lowlevel import Task
 
 from ._request import QUEUED, RUNNING, Request
-from ._serving import SERVING
 
 if TYPE_CHECKING:
     from ._state import ServerState
 
 
-def handling(task: Task) -> Request | None:
-    """The request whose handler `task` runs (holding its server, or released), or None."""
-    state = SERVING.get()
-    if state is None:
-        return None
+def handling(state: ServerState, task: Task) -> Request | None:
+    """The request whose handler `task` runs (holding `state`'s server, or released), or
+    None; `state` is the server whose context `task` runs in (`SERVING`)."""
     if state.task is task:
         return state.current
     if state.blocks:
