@@ -157,3 +157,29 @@ async def test_calls_that_merely_queue_behind_each_other_are_not_cycles(
         nursery.start_soon(slow.work, 2.0)
         await trio.testing.wait_all_tasks_blocked()
         assert await slow.work(1.0) == 3.0
+
+
+@server
+class Guarded:
+    def __init__(self) -> None:
+        self.peer: Any = None
+
+    @call(timeout=1.0)
+    async def f(self) -> str:
+        return str(await self.peer.g())
+
+    @call(timeout=1.0, when=lambda self: True)
+    async def h(self) -> str:
+        return "h"
+
+
+async def test_a_guarded_call_behind_the_holder_it_waits_for_closes_a_cycle_too(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Guarded.h cannot even have its guard evaluated before Guarded.f ends: it waits for f.
+    a, b = Guarded(), B()
+    async with open_server(a) as ha, open_server(b) as hb:
+        a.peer, b.peer = hb, ha
+        with pytest.raises(DeadlockError, match=r"Guarded\.f -> B\.g -> Guarded\.h"):
+            await ha.f()
+        assert trio.current_time() == 0.0

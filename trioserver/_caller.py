@@ -86,7 +86,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         )
     serving = SERVING.get()  # (a handler calling another server: a link of a wait chain)
     mine = None if serving is None else handling(serving, task)
-    if mine is not None and method.guard is None:
+    if mine is not None:  # (a guarded call too: it waits for the holder before its guard)
         cycle = closing_cycle(state, mine)
         if cycle is not None:
             raise DeadlockError(
