@@ -7,20 +7,39 @@ and how each server is stopped. `run_scenario` runs it in one ``trio.run`` on a 
 (autojump), records a log of every call and every handler run, and `check` returns the
 violations of the invariants, each naming its invariant; `story` prints the scenario.
 
-The numbered invariants (the brief's, after guarantees 1-13 of docs/explanation/contract.md):
+The numbered invariants (the brief's, after guarantees 1-16 of docs/explanation/contract.md):
 
 1. every call ends in exactly one allowed outcome, and no caller is still waiting at the end
    (HANG otherwise);
 2. no caller finishes after its own deadline or cancellation (exact, virtual time);
-3. at most one handler of a server runs at a time (inline self-calls and child tasks are part
-   of their handler);
-4. FIFO start order among requests to one server (only where guarantee 1 clearly requires it);
-5. a handler's deadline is ``min(start + budget, caller's deadline)``;
-6. statistics add up after the stop;
+3. at most one handler of a server *holds* it at a time (guarantee 15: code inside a released
+   block does not hold it; inline self-calls and child tasks are part of their handler);
+4. start order: among the requests waiting for a server, the oldest whose guard holds starts
+   first (guarantee 14; an unguarded request's guard always holds, so among those it is
+   FIFO), and a released handler leaving its block retakes the server ahead of every request
+   not yet started (guarantee 15); only where guarantee 1 clearly requires it (not behind a
+   mailbox whose callers wait for room);
+5. a handler's deadline is ``min(start + budget, caller's deadline)`` (a guarded request's
+   budget starts with its handler);
+6. statistics add up after the stop (and, sampled whenever a handler takes or gives back the
+   server, ``running`` is 1 while one holds it and ``released`` counts the handlers in
+   released blocks);
 7. no task is left after the scenario;
 9. an instrument installed on a server sees each request's life once, in order (queued, then
    started, then finished; or queued, then withdrawn or shed; or shed before queueing), and
-   its events add up to the statistics (drawn per server: instrumented or not).
+   its events add up to the statistics (drawn per server: instrumented or not);
+14. guarded calls: a guarded handler starts only while its guard holds; a guard that raises
+   gives its caller that very exception (counted ``failed``); guards are evaluated only in
+   the server's turn (never while a handler other than an inline caller holds the server); a
+   server free while a waiting request's guard holds does not stay free; an inline self-call
+   to a guarded method whose guard is false is a ``DeadlockError`` at once;
+15. released blocks: a handler in a block retakes the server as soon as it is free (and only
+   waits while another handler holds it); a call from a block to its own server is queued,
+   not run inline; the block ends by the request's deadline or its caller's cancellation;
+   every handler, released ones included, has ended before its server's stop completes;
+16. cross-server cycles: a call that would close a cycle of waits (A's handler awaits B's
+   request, which waits for A's holder...) may only end as the guarantee says; see
+   `CYCLES_DETECTED`.
 
 Invariant 8 (no leaked thread) is checked by the thread test in test_faults.py.
 """
@@ -50,6 +69,7 @@ from trioserver import (
     CallTimeout,
     DeadlockError,
     Instrument,
+    NotInHandlerError,
     ServerCrashed,
     ServerOverloaded,
     ServerStopped,
@@ -57,6 +77,7 @@ from trioserver import (
     cast,
     open_server,
     open_supervisor,
+    released,
     serve,
     server,
     statistics,
@@ -71,6 +92,40 @@ SCENARIO_LIMIT = 100.0
 INHERIT = "inherit"
 """A method or server option that is not given (the default applies)."""
 
+# TODO(guarantee 16): once cross-server cycle detection lands on main, set this to True: a
+# call that closes a cycle of waits must then raise DeadlockError at once (nothing queued,
+# nothing counted). Until then, such a call may also end as the cycle's budgets run out
+# (CallTimeout at a handler's deadline, or the closing call cancelled with its handler).
+CYCLES_DETECTED = os.environ.get("TRIOSERVER_CYCLES_DETECTED", "0") == "1"
+
+GUARD_STOP = 30.0
+"""In a scenario with guarded calls, a server stopped "once every caller finished" is stopped
+at this virtual time at the latest: a caller with no deadline may wait for its guard forever,
+which guarantee 14 allows (the stop tells it ServerStopped)."""
+
+GUARDS = {
+    "free": "tokens >= 1",
+    "two": "tokens >= 2",
+    "flaky": "raises if tokens == 1, else tokens >= 2",
+}
+"""The guards a guarded method may have: plain functions of the server's token count."""
+
+NEEDS = {"free": 1, "two": 2, "flaky": 1}
+"""How many tokens a guarded handler takes at its start (its guard promised them)."""
+
+
+def guard_verdict(guard: str | None, tokens: int) -> bool | str:
+    """What guard `guard` says with `tokens` tokens: True, False, or "raise"."""
+    if guard is None:
+        return True
+    if guard == "free":
+        return tokens >= 1
+    if guard == "two":
+        return tokens >= 2
+    if tokens == 1:
+        return "raise"
+    return tokens >= 2
+
 
 # -- the scenario ----------------------------------------------------------------------------
 
@@ -82,8 +137,14 @@ class Action:
     kind: ``return``, ``raise``, ``sleep`` (``seconds``), ``shield`` (a shielded sleep of
     ``seconds``), ``children`` (``count`` child tasks sleeping ``seconds``; with ``deadlock``
     one of them calls the handler's own server, which must be refused), ``self`` (an inline
-    call of method ``method`` of its own server, doing ``inner``), ``other`` (a call of method
-    ``method`` of server ``server``, doing ``inner``).
+    call of method ``method`` of its own server, doing ``inner``; from inside a released block
+    it is queued instead), ``other`` (a call of method ``method`` of server ``server``, doing
+    ``inner``), ``released`` (``async with trioserver.released():`` doing ``inner``; then,
+    holding the server again, in a ``finally``, it gives ``give`` tokens back, and if
+    ``after`` is not None it sleeps ``after`` seconds holding it).
+
+    ``give``: tokens the handler adds to its server's count, holding it (at its start, or
+    after its released block).
     """
 
     kind: str
@@ -93,8 +154,14 @@ class Action:
     server: int = -1
     method: str = ""
     inner: Action | None = None
+    give: int = 0
+    after: float | None = None
 
     def __str__(self) -> str:
+        give = f"give {self.give}; " if self.give and self.kind != "released" else ""
+        return give + self._what()
+
+    def _what(self) -> str:
         if self.kind in ("return", "raise"):
             return self.kind
         if self.kind == "sleep":
@@ -105,7 +172,13 @@ class Action:
             extra = ", one calls its own server" if self.deadlock else ""
             return f"{self.count} children sleeping {self.seconds}{extra}"
         if self.kind == "self":
-            return f"inline self-call .{self.method}() doing [{self.inner}]"
+            return f"self-call .{self.method}() doing [{self.inner}]"
+        if self.kind == "released":
+            after = "" if self.after is None else f"; sleep({self.after}) holding"
+            return (
+                f"async with released(): [{self.inner}]; finally (holding): "
+                f"give {self.give}{after}"
+            )
         return f"call S{self.server}.{self.method}() doing [{self.inner}]"
 
 
@@ -117,9 +190,12 @@ class MethodSpec:
     timeout: float | str | None = INHERIT
     crash: bool = False
     admission: bool = True
+    guard: str | None = None  # a key of GUARDS: @call(when=...)
 
     def __str__(self) -> str:
         options = []
+        if self.guard is not None:
+            options.append(f"when={GUARDS[self.guard]}, takes {NEEDS[self.guard]}")
         if self.timeout != INHERIT:
             options.append(f"timeout={self.timeout}")
         if self.crash:
@@ -141,6 +217,7 @@ class ServerSpec:
     lifetime: str = "open_exit"  # open_exit, open_cancel, serve, supervised
     stop_at: float | None = None  # None: once every caller has finished
     instrumented: bool = False  # an `EventLog` instrument installed (not when supervised)
+    tokens: int = 0  # the server's token count at its start (what guards read)
 
     def method(self, name: str) -> MethodSpec:
         return next(m for m in self.methods if m.name == name)
@@ -150,6 +227,13 @@ class ServerSpec:
         if timeout == INHERIT:
             return DEFAULT_TIMEOUT
         return math.inf if timeout is None else float(timeout)
+
+    def guarded(self) -> bool:
+        return any(m.guard is not None for m in self.methods)
+
+    def bounded_wait(self) -> bool:
+        """Callers may wait for room, outside the mailbox (where start order is unobservable)."""
+        return self.mailbox_size is not None and self.when_full == "wait"
 
     def options(self) -> str:
         options = []
@@ -169,7 +253,8 @@ class ServerSpec:
             "supervised": "await supervisor.start(S{i}) under open_supervisor",
         }[self.lifetime].format(i=self.index)
         stop = "once every caller finished" if self.stop_at is None else f"at t={self.stop_at}"
-        lines = [f"@server({self.options()}) class S{self.index}: {how}; stopped {stop}"]
+        tokens = f"; {self.tokens} tokens at its start" if self.tokens else ""
+        lines = [f"@server({self.options()}) class S{self.index}: {how}; stopped {stop}{tokens}"]
         lines += [f"    {m}" for m in self.methods]
         if self.instrumented:
             lines.append("    (an instrument installed: it logs every event)")
@@ -203,8 +288,14 @@ class Scenario:
     servers: tuple[ServerSpec, ...]
     callers: tuple[CallerSpec, ...]
 
+    def guarded(self) -> bool:
+        return any(s.guarded() for s in self.servers)
+
     def __str__(self) -> str:
-        return "\n".join(["scenario:", *map(str, self.servers), *map(str, self.callers)])
+        lines = ["scenario:", *map(str, self.servers), *map(str, self.callers)]
+        if self.guarded():
+            lines.append(f"(servers stopped once every caller finished: at t={GUARD_STOP} latest)")
+        return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # Hypothesis prints the story
         printer.text("\n".join(["", *map(str, self.servers), *map(str, self.callers)]))
@@ -212,60 +303,10 @@ class Scenario:
 
 # -- strategies ------------------------------------------------------------------------------
 
-TIMES = st.sampled_from([0.0, 0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 2.0])
 SLEEPS = st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 3.0])
 DEADLINES = st.sampled_from([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 6.0])
-BUDGETS = st.sampled_from([INHERIT, INHERIT, None, 0.0, 0.5, 1.0, 2.0])
-
-
-def leaf_actions(is_async: bool) -> st.SearchStrategy[Action]:
-    simple = st.sampled_from([Action("return"), Action("raise")])
-    if not is_async:
-        return simple
-    return st.one_of(
-        simple,
-        st.builds(Action, kind=st.just("sleep"), seconds=SLEEPS),
-        st.builds(Action, kind=st.just("shield"), seconds=SLEEPS),
-        st.builds(
-            Action,
-            kind=st.just("children"),
-            seconds=SLEEPS,
-            count=st.integers(1, 3),
-            deadlock=st.booleans(),
-        ),
-    )
-
-
-@st.composite
-def actions(
-    draw: st.DrawFn, servers: tuple[ServerSpec, ...], spec: ServerSpec, method: MethodSpec
-) -> Action:
-    if not method.is_async:
-        return draw(leaf_actions(False))
-    choices = ["leaf", "leaf", "leaf"]
-    own_calls = [m for m in spec.methods if m.kind == "call"]
-    if own_calls:
-        choices.append("self")
-    later = servers[spec.index + 1 :]
-    if later:
-        choices.append("other")
-    choice = draw(st.sampled_from(choices))
-    if choice == "leaf":
-        action = draw(leaf_actions(True))
-        if action.kind == "children" and action.deadlock and not own_calls:
-            action = attrs.evolve(action, deadlock=False)
-        return action
-    if choice == "self":
-        target = draw(st.sampled_from(own_calls))
-        return Action("self", method=target.name, inner=draw(leaf_actions(target.is_async)))
-    other = draw(st.sampled_from(later))
-    target = draw(st.sampled_from(other.methods))
-    return Action(
-        "other",
-        server=other.index,
-        method=target.name,
-        inner=draw(leaf_actions(target.is_async)),
-    )
+BUDGETS = (INHERIT, INHERIT, None, 0.0, 0.5, 1.0, 2.0)
+SERVER_BUDGETS = (INHERIT, INHERIT, None, 0.5, 1.0, 2.0)
 
 
 @attrs.frozen
@@ -285,9 +326,28 @@ class Focus:
     cancel_after: tuple[float | None, ...] = (None, None, None, 0.0, 0.25, 0.5, 1.0, 2.0)
     max_callers: int = 7
     repeat: int = 3  # 1 in `repeat` callers repeats the previous one (a burst)
+    times: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 2.0)  # callers' starts
+    asyncs: tuple[bool, ...] = (False, True)  # whether a method is `async def`
+    budgets: tuple[float | str | None, ...] = BUDGETS  # a method's timeout
+    server_budgets: tuple[float | str | None, ...] = SERVER_BUDGETS  # @server(timeout=...)
+    # guarantee 14: a call's guard (None: unguarded), the tokens a server starts with, and the
+    # tokens an action gives back
+    guards: tuple[str | None, ...] = (None,) * 9 + ("free", "two", "flaky")
+    tokens: tuple[int, ...] = (0, 0, 1, 2)
+    gives: tuple[int, ...] = (0, 0, 0, 1)
+    # guarantee 15: how many of the handler's action choices are a released block (of 3 leaf
+    # choices, 1 for an inline self-call and 1 for a call to another server), what the block
+    # sleeps, and what the handler sleeps after it (None: nothing)
+    released: int = 0
+    block_sleeps: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 6.0)
+    afters: tuple[float | None, ...] = (None, None, None, 0.0, 0.5)
+    # guarantee 16: calls to any other server (not only later ones), nested two deep; how
+    # many of the action choices are such a call
+    cycles: bool = False
+    calls: int = 1
 
 
-GENERAL = Focus()
+GENERAL = Focus(released=1)
 BURSTS = Focus(
     servers=(1, 1, 2),
     mailbox_sizes=(1, 1, 1, 2, 3, None),
@@ -303,12 +363,173 @@ STOPS = Focus(
     kinds=("cast", "call"),
     mailbox_sizes=(None, None, 1, 2),
     max_callers=5,
+    released=2,
 )
 SUPERVISED = Focus(
     lifetimes=("supervised", "supervised", "open_exit", "serve"),
     kinds=("cast", "call"),
     max_callers=6,
 )
+GUARDED = Focus(
+    servers=(1, 1, 2),
+    times=(0.0, 0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0),
+    asyncs=(False, True, True),
+    mailbox_sizes=(None, None, None, 1, 2),
+    stop_at=(None, None, None, None, 0.5, 1.0, 2.0, 4.0),
+    guards=(None, None, "free", "free", "two", "flaky"),
+    tokens=(0, 0, 1, 1, 2),
+    gives=(0, 1, 1, 2),
+    released=1,
+    max_callers=8,
+)
+RELEASED = Focus(
+    servers=(1, 1, 2),
+    times=(0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 2.0),
+    asyncs=(True, True, True, False),
+    stop_at=(None, None, None, 0.0, 0.25, 0.5, 1.0, 2.0, 3.0),
+    guards=(None, None, None, None, "free", "two", "flaky"),
+    gives=(0, 0, 1),
+    released=6,
+    max_callers=7,
+)
+CYCLES = Focus(
+    lifetimes=("open_exit", "open_cancel", "serve"),
+    servers=(2, 2, 3),
+    asyncs=(True, True, False),
+    mailbox_sizes=(None,),
+    stop_at=(None, None, None, None, 1.0, 3.0),
+    kinds=("call", "call", "call", "cast"),
+    # finite budgets only: until cycles are detected (guarantee 16), a cycle ends as its
+    # budgets run out; with none it would wait forever
+    budgets=(INHERIT, INHERIT, 0.5, 1.0, 2.0),
+    server_budgets=(INHERIT, 1.0, 2.0, 3.0),
+    guards=(None, None, None, None, None, "free"),
+    released=2,
+    cycles=True,
+    calls=8,
+    repeat=2,
+)
+
+
+def leaf_actions(is_async: bool, focus: Focus, gives: bool = True) -> st.SearchStrategy[Action]:
+    give = st.sampled_from(focus.gives) if gives else st.just(0)
+    simple = st.builds(Action, kind=st.sampled_from(["return", "raise"]), give=give)
+    if not is_async:
+        return simple
+    return st.one_of(
+        simple,
+        st.builds(Action, kind=st.just("sleep"), seconds=SLEEPS, give=give),
+        st.builds(Action, kind=st.just("shield"), seconds=SLEEPS, give=give),
+        st.builds(
+            Action,
+            kind=st.just("children"),
+            seconds=SLEEPS,
+            count=st.integers(1, 3),
+            deadlock=st.booleans(),
+            give=give,
+        ),
+    )
+
+
+def call_targets(servers: tuple[ServerSpec, ...], spec: ServerSpec, focus: Focus) -> list[ServerSpec]:
+    """The servers a handler of `spec` may call: later ones (no cycle possible), or with
+    `focus.cycles` every other one."""
+    if focus.cycles:
+        return [s for s in servers if s.index != spec.index]
+    return list(servers[spec.index + 1 :])
+
+
+@st.composite
+def actions(
+    draw: st.DrawFn,
+    servers: tuple[ServerSpec, ...],
+    spec: ServerSpec,
+    method: MethodSpec,
+    focus: Focus = GENERAL,
+    depth: int = 0,
+) -> Action:
+    """What a handler of `spec.method` does. At `depth` 0 a call it makes may itself call
+    on (with `focus.cycles`), or enter a released block."""
+    if not method.is_async:
+        return draw(leaf_actions(False, focus))
+    choices = ["leaf", "leaf", "leaf"]
+    own_calls = [m for m in spec.methods if m.kind == "call"]
+    if own_calls:
+        choices.append("self")
+    targets = call_targets(servers, spec, focus)
+    if targets:
+        choices += ["other"] * focus.calls
+    if depth <= 1:
+        choices += ["released"] * focus.released
+    choice = draw(st.sampled_from(choices))
+    if choice == "leaf":
+        action = draw(leaf_actions(True, focus))
+        if action.kind == "children" and action.deadlock and not own_calls:
+            action = attrs.evolve(action, deadlock=False)
+        return action
+    if choice == "released":
+        return draw(released_actions(servers, spec, focus, depth))
+    give = draw(st.sampled_from(focus.gives))
+    if choice == "self":
+        target = draw(st.sampled_from(own_calls))
+        if depth == 0 and target.is_async and focus.released and draw(st.integers(0, 3)) == 0:
+            inner = draw(released_actions(servers, spec, focus, depth=1))  # an inline block
+        else:
+            inner = draw(leaf_actions(target.is_async, focus))
+        return Action("self", method=target.name, inner=inner, give=give)
+    other = draw(st.sampled_from(targets))
+    target = draw(st.sampled_from(other.methods))
+    if depth == 0 and focus.cycles:
+        inner = draw(actions(servers, other, target, focus, depth=1))
+    else:
+        inner = draw(leaf_actions(target.is_async, focus))
+    return Action("other", server=other.index, method=target.name, inner=inner, give=give)
+
+
+@st.composite
+def released_actions(
+    draw: st.DrawFn, servers: tuple[ServerSpec, ...], spec: ServerSpec, focus: Focus, depth: int
+) -> Action:
+    return Action(
+        "released",
+        inner=draw(block_actions(servers, spec, focus, depth)),
+        give=draw(st.sampled_from(focus.gives)),
+        after=draw(st.sampled_from(focus.afters)),
+    )
+
+
+@st.composite
+def block_actions(
+    draw: st.DrawFn, servers: tuple[ServerSpec, ...], spec: ServerSpec, focus: Focus, depth: int
+) -> Action:
+    """What a released block does: sleep (within or past the budget), raise, a shielded
+    sleep, children, a (queued) call to its own server, or a call to another server."""
+    choices = ["sleep", "sleep", "sleep", "raise", "shield", "children"]
+    own_calls = [m for m in spec.methods if m.kind == "call"]
+    if own_calls:
+        choices.append("self")
+    targets = call_targets(servers, spec, focus)
+    if targets:
+        choices.append("other")
+    choice = draw(st.sampled_from(choices))
+    seconds = draw(st.sampled_from(focus.block_sleeps))
+    if choice in ("sleep", "shield"):
+        return Action(choice, seconds=seconds)
+    if choice == "raise":
+        return Action("raise")
+    if choice == "children":
+        count = draw(st.integers(1, 2))
+        return Action("children", seconds=seconds, count=count, deadlock=bool(own_calls))
+    if choice == "self":
+        target = draw(st.sampled_from(own_calls))
+        return Action("self", method=target.name, inner=draw(leaf_actions(target.is_async, focus)))
+    other = draw(st.sampled_from(targets))
+    target = draw(st.sampled_from(other.methods))
+    if depth == 0 and focus.cycles:
+        inner = draw(actions(servers, other, target, focus, depth=1))
+    else:
+        inner = draw(leaf_actions(target.is_async, focus))
+    return Action("other", server=other.index, method=target.name, inner=inner)
 
 
 @st.composite
@@ -317,29 +538,33 @@ def server_specs(draw: st.DrawFn, index: int, focus: Focus) -> ServerSpec:
     methods = []
     for number in range(draw(st.integers(1, 3))):
         kind = draw(st.sampled_from(focus.kinds))
-        is_async = draw(st.booleans())
+        is_async = draw(st.sampled_from(focus.asyncs))
         crash = kind == "cast" and lifetime == "supervised" and draw(st.booleans())
         admission = kind == "cast" or draw(st.sampled_from([True, True, False]))
+        guard = draw(st.sampled_from(focus.guards)) if kind == "call" else None
         methods.append(
             MethodSpec(
                 f"m{number}",
                 kind,
                 is_async,
-                timeout=draw(BUDGETS),
+                timeout=draw(st.sampled_from(focus.budgets)),
                 crash=crash,
                 admission=admission,
+                guard=guard,
             )
         )
+    guarded = any(m.guard is not None for m in methods)
     return ServerSpec(
         index=index,
         methods=tuple(methods),
-        timeout=draw(st.sampled_from([INHERIT, INHERIT, None, 0.5, 1.0, 2.0])),
+        timeout=draw(st.sampled_from(focus.server_budgets)),
         mailbox_size=draw(st.sampled_from(focus.mailbox_sizes)),
         when_full=draw(st.sampled_from(focus.when_full)),
         admission=draw(st.booleans()),
         lifetime=lifetime,
         stop_at=draw(st.sampled_from(focus.stop_at)),
         instrumented=lifetime != "supervised" and draw(st.booleans()),
+        tokens=draw(st.sampled_from(focus.tokens)) if guarded else 0,
     )
 
 
@@ -354,8 +579,8 @@ def callers(
         index=index,
         server=spec.index,
         method=method.name,
-        action=draw(actions(servers, spec, method)),
-        start=draw(TIMES),
+        action=draw(actions(servers, spec, method, focus)),
+        start=draw(st.sampled_from(focus.times)),
         deadline=deadline,
         seconds=0.0 if deadline == "none" else draw(DEADLINES),
         cancel_after=draw(st.sampled_from(focus.cancel_after)),
@@ -381,6 +606,10 @@ def scenarios(draw: st.DrawFn, focus: Focus = GENERAL) -> Scenario:
 
 class Boom(Exception):
     """A handler's own exception: each one is a fresh object, compared by identity."""
+
+
+class GuardBoom(Exception):
+    """A guard's own exception (the ``flaky`` guard, with one token): a fresh object each time."""
 
 
 @attrs.define(eq=False)
@@ -409,6 +638,44 @@ class HandlerRun:
     error: BaseException | None = None
     overlap: str = ""
     parent: HandlerRun | None = None
+    end_order: int | None = None
+    tokens: int = 0  # the server's tokens as the handler started (before it took any)
+    task: object = None  # the task it started in
+    # its released block (guarantee 15): entered, left (the block's code ended), taken back
+    block_in: float | None = None
+    block_out: float | None = None
+    block_out_order: int | None = None
+    retake: float | None = None
+    retake_order: int | None = None
+    late: float = -math.inf  # the last time it (or an inline self-call in it) retook the server
+    # (top-level runs) the call it (or an inline self-call in it) waits for now; whether it is
+    # in a released block now (then it holds no server)
+    awaiting: CallRecord | None = None
+    in_block: bool = False
+
+    def top(self) -> HandlerRun:
+        """The top-level run this one is part of (itself, unless an inline self-call)."""
+        return self.parent.top() if self.inline and self.parent is not None else self
+
+
+@attrs.frozen
+class Hold:
+    """A handler of a server takes it (``start``, ``retake``) or gives it back (``end``,
+    ``release``), with the server's tokens then (before a start takes any)."""
+
+    order: int
+    time: float
+    server: int
+    obj: int
+    rid: str
+    kind: str
+    tokens: int
+
+    def begins(self) -> bool:
+        return self.kind in ("start", "retake")
+
+    def __str__(self) -> str:
+        return f"t={self.time} #{self.order} S{self.server} {self.kind} {self.rid} tokens={self.tokens}"
 
 
 @attrs.define(eq=False)
@@ -430,6 +697,13 @@ class CallRecord:
     outcome_kind: str = "pending"  # value, exception, cancelled
     own_scope_caught: bool = False
     finish: float | None = None
+    # an inline self-call to a guarded method: what its guard said at the call
+    inline_guard: bool | str | None = None
+    # a call from a handler to another server (or its own, from a released block): whether it
+    # closes a cycle of waits at the call ("yes", "no", "maybe": it cannot be told from outside)
+    cycle: str = ""
+    in_block: bool = False  # made from inside a released block
+    caller_task: object = None  # the task that made it
 
     def describe(self) -> str:
         if self.outcome_kind == "pending":
@@ -442,9 +716,16 @@ class CallRecord:
             got = f"got {self.outcome!r}"
         own = "" if self.own_limit == math.inf else f" (own limit t={self.own_limit})"
         finish = "" if self.finish is None else f" at t={self.finish}"
+        extra = ""
+        if self.cycle in ("yes", "maybe"):
+            extra += f" (closes a cycle: {self.cycle})"
+        if self.inline_guard is not None:
+            extra += f" (inline; its guard said {self.inline_guard})"
+        if self.in_block:
+            extra += " (from a released block)"
         return (
             f"{self.who} [{self.rid}] {self.kind} S{self.server}.{self.method} "
-            f"from t={self.start}{own}: {got}{finish}"
+            f"from t={self.start}{own}{extra}: {got}{finish}"
         )
 
 
@@ -489,6 +770,17 @@ class Log:
     errors: list[str] = attrs.Factory(list)
     notes: list[str] = attrs.Factory(list)
     counter: Any = attrs.Factory(itertools.count)
+    # guarantees 14-16
+    holds: list[Hold] = attrs.Factory(list)
+    guard_evals: list[tuple[int, int, float, int, str]] = attrs.Factory(list)  # server, obj, t
+    # server, obj, error, whether evaluated for an inline self-call
+    guard_errors: list[tuple[int, int, GuardBoom, bool]] = attrs.Factory(list)
+    live: list[str] = attrs.Factory(list)  # violations seen as they happened
+    holder: dict[int, HandlerRun | None] = attrs.Factory(dict)  # per server, the holding run
+    active: dict[str, HandlerRun] = attrs.Factory(dict)  # rid -> its running top-level run
+    objs: dict[int, int] = attrs.Factory(dict)  # per server, its current object's number
+    objects: dict[int, Any] = attrs.Factory(dict)  # per server, its current object
+    stop_done: dict[int, int] = attrs.Factory(dict)  # per server, the order its stop completed
 
     def now(self) -> float:
         return trio.current_time() - self.t0
@@ -501,13 +793,108 @@ class Log:
 
 
 class FaultServerBase:
-    """Every generated server's base: the handlers run `act`, which logs."""
+    """Every generated server's base: the handlers run `fi_act`, which logs.
+
+    The server's state is a token count (``fi_tokens``): guards read it, guarded handlers take
+    from it as they start, actions give back to it, always holding the server (never inside a
+    released block), so that a guard's verdict when the server chose a request is still true
+    when its handler starts, and the count at any moment is the count at the last hold event.
+    """
 
     def __init__(self, log: Log, index: int) -> None:
         self.fi_log = log
         self.fi_index = index
         self.fi_obj = log.next()
-        self.fi_active = 0
+        self.fi_active = 0  # handlers running, inline ones included
+        self.fi_holders = 0  # top-level handlers holding the server (not in a released block)
+        self.fi_holder_task: object = None
+        self.fi_in_block = 0  # handlers in a released block (waiting to retake included)
+        self.fi_tokens = log.scenario.servers[index].tokens
+        log.objs[index] = self.fi_obj
+        log.objects[index] = self
+        log.holder[index] = None
+
+    # -- holding the server (guarantees 1 and 15) ------------------------------------------
+
+    def fi_hold(self, kind: str, top: HandlerRun) -> Hold:
+        """`top` (a top-level run) takes the server or gives it back: log it, and check that
+        nobody else holds it and that the statistics say the same."""
+        log = self.fi_log
+        now = log.now()
+        if kind in ("start", "retake"):
+            if self.fi_holders > 0:
+                holding = [
+                    r.rid
+                    for r in log.runs
+                    if r.obj == self.fi_obj
+                    and not r.inline
+                    and r.end is None
+                    and not r.in_block
+                    and r is not top
+                ]
+                what = "started" if kind == "start" else "took the server back"
+                top.overlap = top.overlap or f"{what} at t={now} while {holding} held it"
+            self.fi_holders += 1
+            self.fi_holder_task = trio.lowlevel.current_task()
+            if kind == "retake":
+                self.fi_in_block -= 1
+                top.in_block = False
+            if log.objs.get(self.fi_index) == self.fi_obj:
+                log.holder[self.fi_index] = top
+        else:
+            self.fi_holders -= 1
+            if kind == "release":
+                self.fi_in_block += 1
+                top.in_block = True
+            if log.holder.get(self.fi_index) is top:
+                log.holder[self.fi_index] = None
+        hold = Hold(log.next(), now, self.fi_index, self.fi_obj, top.rid, kind, self.fi_tokens)
+        log.holds.append(hold)
+        spec = log.scenario.servers[self.fi_index]
+        handle = log.handles.get(self.fi_index)
+        if spec.lifetime != "supervised" and handle is not None:
+            stats = statistics(handle)
+            running = 0 if kind == "release" else 1
+            if (
+                stats.running != running
+                or stats.released != self.fi_in_block
+                or stats.waiting_on_guard > stats.queued
+            ):
+                log.live.append(
+                    f"invariant 6 (statistics now): at the {kind} of {top.rid}'s handler on "
+                    f"S{self.fi_index} at t={now}: running={stats.running}, "
+                    f"released={stats.released}, waiting_on_guard={stats.waiting_on_guard}, "
+                    f"queued={stats.queued}; expected running={running}, "
+                    f"released={self.fi_in_block}, waiting_on_guard <= queued"
+                )
+        return hold
+
+    # -- guards (guarantee 14) -------------------------------------------------------------
+
+    def fi_guard(self, kind: str) -> bool:
+        log = self.fi_log
+        now = log.now()
+        log.guard_evals.append((self.fi_index, self.fi_obj, now, self.fi_tokens, kind))
+        if self.fi_holders > 0 and trio.lowlevel.current_task() is not self.fi_holder_task:
+            holding = [
+                r.rid
+                for r in log.runs
+                if r.obj == self.fi_obj and not r.inline and r.end is None and not r.in_block
+            ]
+            log.live.append(
+                f"invariant 14 (guard evaluated out of the server's turn): a guard of "
+                f"S{self.fi_index} was evaluated at t={now} while {holding} held the server"
+            )
+        verdict = guard_verdict(kind, self.fi_tokens)
+        if verdict == "raise":
+            error = GuardBoom(f"guard {GUARDS[kind]!r} of S{self.fi_index} at t={now}, #{log.next()}")
+            # (an inline self-call's guard is evaluated in the task of the handler holding)
+            inline = self.fi_holders > 0 and trio.lowlevel.current_task() is self.fi_holder_task
+            log.guard_errors.append((self.fi_index, self.fi_obj, error, inline))
+            raise error
+        return bool(verdict)
+
+    # -- a handler's life ------------------------------------------------------------------
 
     def fi_begin(self, method: str, req: Req) -> HandlerRun:
         log = self.fi_log
@@ -521,26 +908,41 @@ class FaultServerBase:
             deadline=trio.current_effective_deadline() - log.t0,
             order=log.next(),
             parent=req.parent,
+            tokens=self.fi_tokens,
+            task=trio.lowlevel.current_task(),
         )
-        if req.inline and self.fi_active == 0:
-            run.overlap = "an inline self-call ran outside its outer handler"
-        elif not req.inline and self.fi_active > 0:
-            running = [
-                r.rid for r in log.runs if r.obj == self.fi_obj and r.end is None and not r.inline
-            ]
-            run.overlap = f"started while {running} still ran"
+        if req.inline and self.fi_holders == 0:
+            run.overlap = "an inline self-call ran while no handler held its server"
         self.fi_active += 1
         log.runs.append(run)
+        if not req.inline:
+            log.active[run.rid] = run
+            self.fi_hold("start", run)
+        guard = log.scenario.servers[self.fi_index].method(method).guard
+        if guard is not None:
+            verdict = guard_verdict(guard, self.fi_tokens)
+            if verdict is not True:
+                log.live.append(
+                    f"invariant 14 (guard): the handler S{self.fi_index}.{method} of {req.rid} "
+                    f"started at t={run.start} with {self.fi_tokens} tokens, where its guard "
+                    f"({GUARDS[guard]}) says {verdict}"
+                )
+            self.fi_tokens -= NEEDS[guard]
         return run
 
     def fi_end(self, run: HandlerRun, ending: str, error: BaseException | None = None) -> None:
+        log = self.fi_log
         self.fi_active -= 1
-        run.end = self.fi_log.now()
+        run.end = log.now()
         run.ending = ending
         run.error = error
+        if not run.inline:
+            run.end_order = self.fi_hold("end", run).order
+            log.active.pop(run.rid, None)
 
     def fi_sync(self, method: str, req: Req) -> object:
         run = self.fi_begin(method, req)
+        self.fi_tokens += req.action.give
         if req.action.kind == "raise":
             error = Boom(f"{req.rid} from S{self.fi_index}.{method}")
             self.fi_end(run, "raised", error)
@@ -552,7 +954,7 @@ class FaultServerBase:
     async def fi_async(self, method: str, req: Req) -> object:
         run = self.fi_begin(method, req)
         try:
-            await self.fi_act(req, run)
+            await self.fi_do(req.action, req, run, in_block=False)
         except Boom as error:
             self.fi_end(run, "raised", error)
             raise
@@ -563,9 +965,12 @@ class FaultServerBase:
         self.fi_end(run, "returned")
         return token
 
-    async def fi_act(self, req: Req, run: HandlerRun) -> None:
+    async def fi_do(self, action: Action, req: Req, run: HandlerRun, in_block: bool) -> None:
+        """Do `action` in the handler of `run` (`in_block`: inside its released block)."""
         log = self.fi_log
-        action = req.action
+        if action.kind != "released":
+            assert not (in_block and action.give), "only a holder changes the state"
+            self.fi_tokens += action.give
         if action.kind == "raise":
             raise Boom(f"{req.rid} from S{self.fi_index}.{run.method}")
         if action.kind == "sleep":
@@ -581,19 +986,24 @@ class FaultServerBase:
                     m for m in log.scenario.servers[self.fi_index].methods if m.kind == "call"
                 ]
                 # (an inner action is drawn before its server is known: one with no call
-                # of its own has nothing to deadlock on)
+                # of its own has nothing to deadlock on). From a released block the call is
+                # queued like any call (guarantee 15): the handler holds nothing to wait for.
                 if action.deadlock and own_calls:
                     target = own_calls[0]
                     nursery.start_soon(
-                        make_call,
-                        log,
-                        self,
-                        self.fi_index,
-                        target,
-                        Action("return"),
-                        f"a child task of {req.rid}'s handler",
-                        False,
-                        True,
+                        functools.partial(
+                            make_call,
+                            log,
+                            self,
+                            self.fi_index,
+                            target,
+                            Action("return"),
+                            f"a child task of {req.rid}'s handler"
+                            + (" in its released block" if in_block else ""),
+                            False,
+                            expect_deadlock=not in_block,
+                            in_block=in_block,
+                        )
                     )
         elif action.kind == "self":
             assert action.inner is not None
@@ -604,17 +1014,58 @@ class FaultServerBase:
                 self.fi_index,
                 target,
                 action.inner,
-                f"{req.rid}'s handler",
-                True,
-                parent=run,
+                f"{req.rid}'s handler" + (" in its released block" if in_block else ""),
+                inline=not in_block,  # guarantee 15: from a block it is queued
+                parent=None if in_block else run,
+                caller=run,
+                in_block=in_block,
             )
         elif action.kind == "other":
             assert action.inner is not None
             target = log.scenario.servers[action.server].method(action.method)
             handle = log.handles[action.server]
             await make_call(
-                log, handle, action.server, target, action.inner, f"{req.rid}'s handler"
+                log,
+                handle,
+                action.server,
+                target,
+                action.inner,
+                f"{req.rid}'s handler" + (" in its released block" if in_block else ""),
+                caller=run,
+                in_block=in_block,
             )
+        elif action.kind == "released":
+            assert action.inner is not None
+            await self.fi_released(action, action.inner, req, run)
+
+    async def fi_released(self, action: Action, inner: Action, req: Req, run: HandlerRun) -> None:
+        """``async with released():`` doing `inner`; then, holding the server again, give
+        tokens back (in a ``finally``: the cleanup runs whatever ended the block), and sleep
+        ``action.after`` holding it."""
+        log = self.fi_log
+        top = run.top()
+        entered = False
+        try:
+            async with released():
+                # (the server was given back as the block was entered; nothing else has run)
+                entered = True
+                run.block_in = log.now()
+                self.fi_hold("release", top)
+                try:
+                    await self.fi_do(inner, req, run, in_block=True)
+                finally:
+                    run.block_out = log.now()
+                    run.block_out_order = log.next()
+        finally:
+            if entered:
+                # (the server was taken back as the block was left; nothing else has run)
+                hold = self.fi_hold("retake", top)
+                run.retake, run.retake_order = hold.time, hold.order
+                run.late = max(run.late, hold.time)
+                top.late = max(top.late, hold.time)
+                self.fi_tokens += action.give
+        if action.after is not None:
+            await trio.sleep(action.after)
 
 
 def only_cancelled(error: BaseException) -> bool:
@@ -628,7 +1079,15 @@ def shielded(action: Action) -> bool:
     """Whether a handler doing `action` may outlive its deadline (shields, here or inline)."""
     if action.kind == "shield":
         return True
-    return action.kind == "self" and action.inner is not None and shielded(action.inner)
+    return action.kind in ("self", "released") and action.inner is not None and shielded(action.inner)
+
+
+def overruns(action: Action) -> bool:
+    """Whether a call doing `action` inline may end after its deadline: a shield, or a
+    released block (its handler waits, shielded, to take the server back)."""
+    if action.kind in ("shield", "released"):
+        return True
+    return action.kind == "self" and action.inner is not None and overruns(action.inner)
 
 
 def make_class(log: Log, spec: ServerSpec) -> type:
@@ -657,6 +1116,12 @@ def _make_class(spec: ServerSpec) -> type:
         kwargs: dict[str, Any] = {}
         if method.timeout != INHERIT:
             kwargs["timeout"] = method.timeout
+        if method.guard is not None:
+
+            def guard(self: FaultServerBase, _kind: str = method.guard) -> bool:
+                return self.fi_guard(_kind)
+
+            kwargs["when"] = guard
         if method.kind == "call":
             if not method.admission:
                 kwargs["admission"] = False
@@ -688,8 +1153,13 @@ async def make_call(
     inline: bool = False,
     expect_deadlock: bool = False,
     parent: HandlerRun | None = None,
+    caller: HandlerRun | None = None,
+    in_block: bool = False,
 ) -> None:
-    """A call made inside a handler (or a child task of one): logged like any call."""
+    """A call made inside a handler (or a child task of one): logged like any call.
+
+    `caller`: the run of the handler making it from its own task (for the waits of
+    guarantee 16: while the call waits, that handler waits for the call's request)."""
     record = CallRecord(
         rid=f"r{log.next()}",
         who=who,
@@ -703,8 +1173,17 @@ async def make_call(
         arrival=log.next(),
         inline=inline,
         expect_deadlock=expect_deadlock,
+        in_block=in_block,
+        caller_task=trio.lowlevel.current_task(),
     )
     record.own_limit = record.caller_deadline
+    if inline and method.guard is not None:
+        record.inline_guard = guard_verdict(method.guard, handle.fi_tokens)
+    top = None if caller is None else caller.top()
+    if top is not None and not inline:
+        record.cycle = cycle_verdict(log, top, server_index, method)
+        if method.kind == "call":
+            top.awaiting = record
     log.calls.append(record)
     try:
         value = await getattr(handle, method.name)(Req(record.rid, action, inline, parent))
@@ -720,7 +1199,71 @@ async def make_call(
     else:
         record.outcome_kind = "value"
         record.outcome = value
+    finally:
+        if top is not None and top.awaiting is record:
+            top.awaiting = None
     record.finish = log.now()
+
+
+def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSpec) -> str:
+    """Whether a call by the handler of `top` to `method` of server `server_index` closes a
+    cycle of waits (guarantee 16): "yes", "no", or "maybe" (where the public API cannot tell:
+    a guarded request may wait for its guard, which is no link; a supervised server restarts;
+    a bounded mailbox makes callers wait for room; a request may start at this very instant).
+
+    The links: a handler awaiting a call waits for that call's request; a queued request waits
+    for the request holding its server; a request in a released block holds nothing.
+    """
+    if method.kind != "call":
+        return "no"  # a cast waits for no request
+
+    def may_wait_for_guard(spec: ServerSpec, guard: str | None) -> bool:
+        # a guard true now stays true while its server's holder waits in the chain
+        tokens = log.objects[spec.index].fi_tokens
+        return guard is not None and guard_verdict(guard, tokens) is not True
+
+    spec = log.scenario.servers[server_index]
+    unsure = may_wait_for_guard(spec, method.guard)
+    seen: set[int] = set()
+    while True:
+        if spec.lifetime == "supervised" or spec.bounded_wait() or spec.index in log.stop_time:
+            unsure = True
+        holder = log.holder.get(spec.index)
+        if holder is None:
+            retaking = any(
+                r.server == spec.index and r.block_out is not None and r.retake is None
+                for r in log.runs
+            )
+            return "maybe" if retaking else "no"  # (a handler about to take the server back)
+        if holder is top:
+            return "maybe" if unsure else "yes"
+        if id(holder) in seen:
+            return "maybe"  # a cycle that does not pass through this caller
+        seen.add(id(holder))
+        waits_for = holder.awaiting
+        if waits_for is None:
+            return "no"
+        if waits_for.finish is not None:
+            return "maybe"  # it has its answer, and its handler has not yet run on
+        running = log.active.get(waits_for.rid)
+        while running is not None:
+            # the awaited request runs (holding its server, or released): it waits for what
+            # it awaits
+            if running is top:
+                return "maybe" if unsure else "yes"
+            if id(running) in seen:
+                return "maybe"
+            seen.add(id(running))
+            waits_for = running.awaiting
+            if waits_for is None:
+                return "no"
+            if waits_for.finish is not None:
+                return "maybe"
+            running = log.active.get(waits_for.rid)
+        # the awaited request is queued (or about to start): it waits for its server's holder
+        spec = log.scenario.servers[waits_for.server]
+        if may_wait_for_guard(spec, spec.method(waits_for.method).guard):
+            unsure = True  # it may wait for its guard: a state, not a request
 
 
 async def run_caller(log: Log, spec: CallerSpec, all_done: Callable[[], None]) -> None:
@@ -804,7 +1347,10 @@ async def run_server(
 
     async def stop_trigger() -> None:
         if spec.stop_at is None:
-            await callers_done.wait()
+            # (a caller may wait for a guard forever: guarantee 14 allows it)
+            limit = GUARD_STOP if log.scenario.guarded() else math.inf
+            with trio.move_on_at(log.t0 + limit):
+                await callers_done.wait()
         else:
             await trio.sleep_until(log.t0 + spec.stop_at)
         log.stop_time[spec.index] = log.now()
@@ -838,6 +1384,7 @@ async def run_server(
             log.handles[spec.index] = handle
             task_status.started(handle)
             await stop_trigger()
+    log.stop_done[spec.index] = log.next()
     log.stats[spec.index] = statistics(handle)
 
 
@@ -962,9 +1509,9 @@ def run_scenario(scenario: Scenario) -> Log:
 
 
 def check(log: Log) -> list[str]:
-    """The violations of invariants 1-7 in one scenario's log, each naming its invariant."""
+    """The violations of the invariants in one scenario's log, each naming its invariant."""
     scenario = log.scenario
-    problems: list[str] = list(log.errors)
+    problems: list[str] = list(log.errors) + list(log.live)
     servers = {s.index: s for s in scenario.servers}
     runs_by_rid: dict[str, list[HandlerRun]] = {}
     for run in log.runs:
@@ -1010,6 +1557,20 @@ def check(log: Log) -> list[str]:
         elif isinstance(outcome, Boom):
             if not any(run.error is outcome for run in runs):
                 bad("1", f"{story}: not the exception object its handler raised")
+        elif isinstance(outcome, GuardBoom):
+            raised = [
+                inline
+                for server, _, error, inline in log.guard_errors
+                if error is outcome and server == record.server
+            ]
+            if not raised:
+                bad("1/14", f"{story}: not the exception object its guard raised")
+            elif raised[0] != record.inline:
+                bad("14", f"{story}: a guard raised for {'an' if raised[0] else 'no'} inline call")
+            elif record.inline and record.inline_guard != "raise":
+                bad("14", f"{story}: its guard said {record.inline_guard} at the call")
+            if runs and not record.inline:
+                bad("14", f"{story}: its guard raised, yet its handler ran")
         elif isinstance(outcome, CallTimeout):
             if record.kind == "cast":
                 bad("1", f"{story}: a cast waited for its handler")
@@ -1040,10 +1601,43 @@ def check(log: Log) -> list[str]:
             if not (refuse or admits):
                 bad("1", f"{story}: ServerOverloaded without a bound that refuses, or admission")
         elif isinstance(outcome, DeadlockError):
-            if not record.expect_deadlock:
+            expected = (
+                record.expect_deadlock
+                or record.inline_guard is False
+                or record.cycle in ("yes", "maybe")
+            )
+            if not expected:
                 bad("1", f"{story}: DeadlockError, yet nothing waits on itself")
+            if record.finish != record.start:
+                bad("2/16 (DeadlockError at once)", f"{story}: not at once")
+            if runs:
+                bad("16", f"{story}: DeadlockError, yet its handler ran")
         else:
             bad("1", f"{story}: not an allowed outcome")
+        # 14: an inline self-call to a guarded method (guarantees 2 and 14)
+        if record.outcome_kind != "cancelled" and record.inline_guard is not None:
+            wanted = {False: DeadlockError, "raise": GuardBoom}.get(record.inline_guard)
+            if wanted is not None and not isinstance(outcome, wanted):
+                bad(
+                    "14 (inline call to a guarded method)",
+                    f"{story}: its guard said {record.inline_guard} at the call, so "
+                    f"{wanted.__name__} was expected",
+                )
+            if record.inline_guard is True and isinstance(outcome, DeadlockError | GuardBoom):
+                bad("14 (inline call to a guarded method)", f"{story}: its guard held")
+        # 16: a call that closes a cycle of waits
+        if (
+            CYCLES_DETECTED
+            and record.cycle == "yes"
+            and not isinstance(outcome, DeadlockError)
+            and record.outcome_kind != "cancelled"
+        ):
+            bad("16 (cycle)", f"{story}: it closed a cycle of waits: DeadlockError expected")
+        # 15: a call to its own server from a released block is queued, not run inline
+        if record.in_block and not record.inline:
+            for run in runs:
+                if run.task is record.caller_task:
+                    bad("15", f"{story}: its handler ran inline, in the released block's task")
         if (
             record.expect_deadlock
             and record.outcome_kind == "exception"
@@ -1052,7 +1646,7 @@ def check(log: Log) -> list[str]:
             bad("1/2", f"{story}: expected DeadlockError")
         # 2: never past its own deadline or cancellation
         late = record.finish > max(record.own_limit, record.start)
-        if late and not (record.inline and shielded(record.action)):
+        if late and not (record.inline and overruns(record.action)):
             bad("2", f"{story}: finished after its own limit t={record.own_limit}")
         # a request is run at most once
         top = [run for run in runs if not run.inline]
@@ -1124,7 +1718,7 @@ def check(log: Log) -> list[str]:
                 and record.cancelled_at is not None
                 and run.start <= record.cancelled_at
                 and run.end is not None
-                and run.end > record.cancelled_at
+                and run.end > max(record.cancelled_at, run.late)  # (waiting to retake: 15)
             ):
                 bad(
                     "7 (handler not cut when its caller left)",
@@ -1138,36 +1732,61 @@ def check(log: Log) -> list[str]:
         spec = servers[run.server]
         method = spec.method(run.method)
         shields = record is not None and shielded(record.action)
+        # (a released handler waits, shielded, to take the server back, then cleans up)
         if (
             method.is_async
             and not shields
             and run.end is not None
-            and run.end > max(run.deadline, run.start)
+            and run.end > max(run.deadline, run.start, run.late)
         ):
             bad(
                 "3/4 (handler not cut at its deadline)",
                 f"handler S{run.server}.{run.method} of {run.rid} started at t={run.start}, "
                 f"deadline t={run.deadline}, ended at t={run.end}",
             )
-    # 4: FIFO
+        # 15: its released block ends by its deadline, its caller's cancellation, the stop
+        if run.block_out is not None and run.block_in is not None and not shields:
+            limits = [run.deadline]
+            if record is not None and record.cancelled_at is not None and record.kind == "call":
+                limits.append(record.cancelled_at)
+            stop = log.stop_time.get(run.server)
+            if stop is not None and spec.lifetime != "supervised":
+                limits.append(stop)
+            if run.block_out > max(min(limits), run.block_in):
+                bad(
+                    "15 (released block not cut)",
+                    f"handler S{run.server}.{run.method} of {run.rid}: its block ran from "
+                    f"t={run.block_in} to t={run.block_out}, past t={min(limits)} (deadline "
+                    f"t={run.deadline}, caller cancelled at "
+                    f"{None if record is None else record.cancelled_at}, stop at {stop})",
+                )
+    # 4, 14, 15: start order, guards' liveness, retakes
     by_rid = {c.rid: c for c in log.calls}
     for spec in scenario.servers:
-        if spec.mailbox_size is not None and spec.when_full == "wait":
+        if spec.bounded_wait():
             continue
-        top = [r for r in log.runs if r.server == spec.index and not r.inline]
-        for a, b in itertools.combinations(top, 2):
-            if a.obj != b.obj:
-                continue
-            ca, cb = by_rid[a.rid], by_rid[b.rid]
-            first, second = (a, b) if ca.start < cb.start else (b, a)
-            c_first, c_second = by_rid[first.rid], by_rid[second.rid]
-            if c_first.start < c_second.start and first.order > second.order:
-                bad(
-                    "4 (FIFO)",
-                    f"{c_second.rid} (arrived t={c_second.start}) started at "
-                    f"t={second.start} before {c_first.rid} (arrived t={c_first.start}), "
-                    f"started t={first.start}",
-                )
+        if spec.lifetime == "supervised":
+            # restarts: only pairs of runs of one object, the older unguarded
+            top = [r for r in log.runs if r.server == spec.index and not r.inline]
+            for a, b in itertools.combinations(top, 2):
+                if a.obj != b.obj:
+                    continue
+                first, second = (a, b) if by_rid[a.rid].start < by_rid[b.rid].start else (b, a)
+                c_first, c_second = by_rid[first.rid], by_rid[second.rid]
+                if (
+                    c_first.start < c_second.start
+                    and first.order > second.order
+                    and spec.method(c_first.method).guard is None
+                ):
+                    bad(
+                        "4 (FIFO)",
+                        f"{c_second.rid} (arrived t={c_second.start}) started at "
+                        f"t={second.start} before {c_first.rid} (arrived t={c_first.start}), "
+                        f"started t={first.start}",
+                    )
+            continue
+        if not log.hang:
+            problems.extend(order_problems(log, spec))
     # 6: statistics
     if not log.hang:
         for spec in scenario.servers:
@@ -1175,16 +1794,55 @@ def check(log: Log) -> list[str]:
             if stats is None or spec.lifetime == "supervised":
                 continue
             mine = [r for r in log.runs if r.server == spec.index and not r.inline]
+            # a guard that raised ended its request as a failed start, with no handler run
+            guard_failures = sum(
+                1 for server, _, _, inline in log.guard_errors if server == spec.index and not inline
+            )
             counted = stats.handled + stats.failed + stats.timed_out + stats.cancelled
             where = f"S{spec.index} after its stop: {stats!r}"
-            if counted != len(mine):
+            if counted != len(mine) + guard_failures:
                 bad(
                     "6",
                     f"{where}: handled+failed+timed_out+cancelled = {counted}, "
-                    f"but {len(mine)} handlers started",
+                    f"but {len(mine)} handlers started and {guard_failures} guards raised",
                 )
-            if stats.running != 0 or stats.queued != 0:
-                bad("6", f"{where}: running={stats.running} queued={stats.queued} after stop")
+            if stats.running != 0 or stats.queued != 0 or stats.released != 0:
+                bad(
+                    "6",
+                    f"{where}: running={stats.running} queued={stats.queued} "
+                    f"released={stats.released} after stop",
+                )
+            if stats.waiting_on_guard != 0:
+                bad("6", f"{where}: waiting_on_guard={stats.waiting_on_guard} after stop")
+            evaluations = sum(1 for e in log.guard_evals if e[0] == spec.index)
+            if stats.guard_evaluations != evaluations:
+                bad(
+                    "6",
+                    f"{where}: guard_evaluations={stats.guard_evaluations}, but the guards "
+                    f"were called {evaluations} times",
+                )
+            blocks = [r for r in log.runs if r.server == spec.index and r.block_in is not None]
+            spent = sum(
+                (r.retake if r.retake is not None else math.nan) - (r.block_in or 0.0)
+                for r in blocks
+            )
+            if not math.isclose(stats.released_seconds, spent, abs_tol=1e-9):
+                bad(
+                    "6",
+                    f"{where}: released_seconds={stats.released_seconds}, but the blocks "
+                    f"were released {spent} s in all (from entering to taking the server back)",
+                )
+            unfinished = [
+                r.rid
+                for r in mine
+                if r.end_order is None or r.end_order > log.stop_done.get(spec.index, -1)
+            ]
+            if unfinished:
+                bad(
+                    "11/15 (handlers outlive the stop)",
+                    f"S{spec.index}: the handlers of {unfinished} had not ended when its stop "
+                    f"completed",
+                )
             records = [c for c in log.calls if c.server == spec.index and not c.inline]
             overloaded = sum(isinstance(c.outcome, ServerOverloaded) for c in records)
             if stats.shed != overloaded:
@@ -1192,7 +1850,7 @@ def check(log: Log) -> list[str]:
             values = sum(c.outcome_kind == "value" and c.kind == "call" for c in records)
             if stats.handled < values:
                 bad("6", f"{where}: handled={stats.handled} < {values} values received")
-            own_errors = sum(isinstance(c.outcome, Boom) for c in records)
+            own_errors = sum(isinstance(c.outcome, Boom | GuardBoom) for c in records)
             if stats.failed < own_errors:
                 bad("6", f"{where}: failed={stats.failed} < {own_errors} exceptions received")
             total = counted + stats.withdrawn + stats.shed + stats.dropped
@@ -1208,6 +1866,132 @@ def check(log: Log) -> list[str]:
     # 7: no task left
     if log.leftover_tasks:
         bad("7", f"tasks left after the scenario: {log.leftover_tasks}")
+    return problems
+
+
+@attrs.frozen
+class Waiter:
+    """A request to a server as the start-order checks see it."""
+
+    record: CallRecord
+    run: HandlerRun | None  # its top-level handler run, if it started
+    arrived: float
+    left: float  # when it stopped waiting (its handler's start, or its end unstarted)
+    guard: str | None
+
+    def waiting_at(self, order: int, time: float) -> bool:
+        """Whether it was waiting (arrived, not started, not gone) at event `order`, `time`."""
+        if self.run is not None:
+            return self.run.order > order
+        return self.left > time
+
+
+def order_problems(log: Log, spec: ServerSpec) -> list[str]:
+    """Invariants 4, 14 and 15 for one server (not supervised, no callers waiting for room).
+
+    From the hold events (who takes the server, who gives it back, with the tokens then):
+    a start never passes an older request whose guard held (or would raise: it would have
+    been evaluated first); the server is never free, for any time, while a waiting request's
+    guard holds, nor while a released handler waits to take it back; no request starts while
+    a released handler waits to take the server back.
+    """
+    problems: list[str] = []
+    index = spec.index
+    stop = log.stop_time.get(index, math.inf)
+    runs = {r.rid: r for r in log.runs if r.server == index and not r.inline}
+    records = {c.rid: c for c in log.calls}
+    waiters: list[Waiter] = []
+    for record in log.calls:
+        if record.server != index or record.inline or record.finish is None:
+            continue
+        run = runs.get(record.rid)
+        if run is not None:
+            left = run.start
+        elif record.kind == "cast" and record.outcome_kind == "value":
+            left = stop  # queued, never started: dropped at the stop
+        else:
+            left = record.finish
+        if record.start >= stop:
+            continue
+        guard = spec.method(record.method).guard
+        waiters.append(Waiter(record, run, record.start, left, guard))
+    holds = [h for h in log.holds if h.server == index]
+    # 4: each start, against the older requests still waiting
+    for hold in holds:
+        if hold.kind != "start":
+            continue
+        run = runs.get(hold.rid)
+        if run is None:
+            continue
+        run_record = records[hold.rid]
+        for waiter in waiters:
+            if waiter.arrived >= run_record.start or not waiter.waiting_at(hold.order, hold.time):
+                continue
+            verdict = guard_verdict(waiter.guard, hold.tokens)
+            if verdict is not False:
+                what = "unguarded" if waiter.guard is None else f"its guard said {verdict}"
+                problems.append(
+                    f"invariant 4 (start order): {run_record.rid} (arrived "
+                    f"t={run_record.start}) started at t={hold.time} with {hold.tokens} tokens "
+                    f"before {waiter.record.rid} (arrived t={waiter.arrived}, {what}), "
+                    f"which was still waiting"
+                    + ("" if waiter.run is None else f" (it started at t={waiter.run.start})")
+                )
+    # the intervals where the server was free: (from event, to event or None, tokens)
+    free: list[tuple[int, float, int | None, float, int]] = []
+    holding = 0
+    since: tuple[int, float, int] | None = (-1, 0.0, spec.tokens)
+    for hold in holds:
+        if hold.begins():
+            if holding == 0 and since is not None:
+                free.append((since[0], since[1], hold.order, hold.time, since[2]))
+                since = None
+            holding += 1
+        else:
+            holding -= 1
+            if holding == 0:
+                since = (hold.order, hold.time, hold.tokens)
+    if since is not None:
+        free.append((since[0], since[1], None, math.inf, since[2]))
+    # 14: never free for a while when a waiting request could start
+    for f_order, f_time, _, h_time, tokens in free:
+        for waiter in waiters:
+            verdict = guard_verdict(waiter.guard, tokens)
+            if verdict is False:
+                continue
+            lo = max(waiter.arrived, f_time)
+            hi = min(h_time, stop, waiter.left)
+            if lo < hi:
+                what = "unguarded" if waiter.guard is None else f"its guard said {verdict}"
+                problems.append(
+                    f"invariant 14 (free server, startable request): S{index} was free from "
+                    f"t={lo} to t={hi} with {tokens} tokens while {waiter.record.rid} "
+                    f"(arrived t={waiter.arrived}, {what}) waited"
+                )
+    # 15: a released handler waiting to take the server back waits only for its holder
+    for run in log.runs:
+        if run.server != index or run.block_out_order is None or run.retake_order is None:
+            continue
+        assert run.block_out is not None and run.retake is not None
+        for hold in holds:
+            if hold.kind == "start" and run.block_out_order < hold.order < run.retake_order:
+                problems.append(
+                    f"invariant 15 (retake ahead of unstarted requests): {hold.rid} started "
+                    f"at t={hold.time} while {run.rid}'s handler, out of its block since "
+                    f"t={run.block_out}, waited to take S{index} back (it did at t={run.retake})"
+                )
+        for f_order, f_time, h_order, h_time, _ in free:
+            if h_order is not None and h_order < run.block_out_order:
+                continue
+            if f_order > run.retake_order:
+                continue
+            lo, hi = max(f_time, run.block_out), min(h_time, run.retake)
+            if lo < hi:
+                problems.append(
+                    f"invariant 15 (retake at once): {run.rid}'s handler left its block at "
+                    f"t={run.block_out} and took S{index} back at t={run.retake}, but the "
+                    f"server was free from t={lo} to t={hi}"
+                )
     return problems
 
 
@@ -1250,10 +2034,23 @@ def report(log: Log, problems: list[str]) -> str:
     for run in log.runs:
         end = "never ended" if run.end is None else f"{run.ending} at t={run.end}"
         inline = " (inline)" if run.inline else ""
+        block = ""
+        if run.block_in is not None:
+            block = (
+                f"; released t={run.block_in}, block left t={run.block_out}, "
+                f"server taken back t={run.retake}"
+            )
         lines.append(
             f"  handler S{run.server}#{run.obj}.{run.method} of {run.rid}{inline}: "
-            f"started t={run.start} deadline t={run.deadline}, {end}"
+            f"started t={run.start} (#{run.order}, {run.tokens} tokens) deadline "
+            f"t={run.deadline}, {end}{block}"
         )
+    if log.holds:
+        lines.append("  the servers taken and given back:")
+        lines += [f"    {hold}" for hold in log.holds]
+    if log.guard_evals:
+        evals = [f"S{i} t={t} tokens={k} ({kind})" for i, _, t, k, kind in log.guard_evals]
+        lines.append(f"  guards evaluated: {'; '.join(evals)}")
     for index, stop in sorted(log.stop_time.items()):
         lines.append(f"  S{index} stopped at t={stop}; statistics {log.stats.get(index)!r}")
     lines += ["", "violations:", *(f"  {p}" for p in problems)]
@@ -1287,6 +2084,52 @@ def outcome_events(log: Log) -> None:
         hypothesis.event("a supervisor restarted a server")
     for note in log.notes:
         hypothesis.event(f"note: {note}")
+    runs = log.runs
+    guarded = {
+        (s.index, m.name) for s in log.scenario.servers for m in s.methods if m.guard is not None
+    }
+    if any((r.server, r.method) in guarded and not r.inline for r in runs):
+        hypothesis.event("14: a guarded handler ran")
+    if any(r.tokens == 0 and (r.server, r.method) in guarded for r in runs):
+        hypothesis.event("14: a guarded handler ran with no tokens (a violation)")
+    waited = [
+        c
+        for c in log.calls
+        if (c.server, c.method) in guarded
+        and any(r.rid == c.rid and r.start > c.start for r in runs)
+    ]
+    if waited:
+        hypothesis.event("14: a guarded request waited, then started")
+    if any(not inline for *_, inline in log.guard_errors):
+        hypothesis.event("14: a guard raised")
+    if any(c.inline_guard is not None for c in log.calls):
+        hypothesis.event(f"14: an inline call to a guarded method")
+    if any(c.outcome_kind != "value" and (c.server, c.method) in guarded and not any(
+        r.rid == c.rid for r in runs
+    ) for c in log.calls):
+        hypothesis.event("14: a guarded request never started")
+    blocks = [r for r in runs if r.block_in is not None]
+    if blocks:
+        hypothesis.event("15: a released block")
+    if any(r.retake is not None and r.block_out is not None and r.retake > r.block_out for r in blocks):
+        hypothesis.event("15: a handler waited to take the server back")
+    if any(r.block_out is not None and r.block_out > r.deadline - 1e-9 and r.block_in is not None
+           and r.block_in < r.deadline for r in blocks):
+        hypothesis.event("15: a block cut by its deadline")
+    if any(r.block_in is not None and r.server in log.stop_time and r.block_in <= log.stop_time[r.server] and (r.block_out or 0) >= log.stop_time[r.server] for r in blocks):
+        hypothesis.event("15: a server stopped while a handler was in a block")
+    if any(r.inline for r in blocks):
+        hypothesis.event("15: an inline self-call entered a released block")
+    if any(c.in_block and c.server == next((r.server for r in runs if r.rid == c.rid), -1) for c in log.calls):
+        hypothesis.event("15: a call from a block")
+    if any(h.kind == "start" and any(r.in_block or r.block_in is not None for r in runs) for h in log.holds):
+        pass
+    for c in log.calls:
+        if c.cycle:
+            kind = "exception" if c.outcome_kind == "exception" else c.outcome_kind
+            name = type(c.outcome).__name__ if kind == "exception" else kind
+            if c.cycle != "no":
+                hypothesis.event(f"16: a call closing a cycle ({c.cycle}) got {name}")
 
 
 def assert_invariants(scenario: Scenario) -> None:

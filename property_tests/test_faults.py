@@ -21,7 +21,10 @@ from hypothesis import HealthCheck, given
 
 from property_tests.faults import (
     BURSTS,
+    CYCLES,
     GENERAL,
+    GUARDED,
+    RELEASED,
     STOPS,
     SUPERVISED,
     Scenario,
@@ -78,6 +81,24 @@ def test_servers_stopped_mid_flight(scenario: Scenario) -> None:
 @fault_settings(120)
 @given(scenarios(SUPERVISED))
 def test_supervised_servers_crash_and_restart(scenario: Scenario) -> None:
+    assert_invariants(scenario)
+
+
+@fault_settings(200)
+@given(scenarios(GUARDED))
+def test_guarded_calls_wait_for_state_others_change(scenario: Scenario) -> None:
+    assert_invariants(scenario)
+
+
+@fault_settings(200)
+@given(scenarios(RELEASED))
+def test_handlers_release_the_server_and_take_it_back(scenario: Scenario) -> None:
+    assert_invariants(scenario)
+
+
+@fault_settings(150)
+@given(scenarios(CYCLES))
+def test_handlers_call_each_others_servers(scenario: Scenario) -> None:
     assert_invariants(scenario)
 
 
