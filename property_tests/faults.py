@@ -140,11 +140,10 @@ class Action:
     call of method ``method`` of its own server, doing ``inner``; from inside a released block
     it is queued instead), ``other`` (a call of method ``method`` of server ``server``, doing
     ``inner``), ``released`` (``async with trioserver.released():`` doing ``inner``; then,
-    holding the server again, in a ``finally``, it gives ``give`` tokens back, and if
+    holding the server again, in a ``finally``, it gives ``regive`` tokens back, and if
     ``after`` is not None it sleeps ``after`` seconds holding it).
 
-    ``give``: tokens the handler adds to its server's count, holding it (at its start, or
-    after its released block).
+    ``give``: tokens the handler adds to its server's count as it starts, holding it.
     """
 
     kind: str
@@ -155,10 +154,11 @@ class Action:
     method: str = ""
     inner: Action | None = None
     give: int = 0
+    regive: int = 0
     after: float | None = None
 
     def __str__(self) -> str:
-        give = f"give {self.give}; " if self.give and self.kind != "released" else ""
+        give = f"give {self.give}; " if self.give else ""
         return give + self._what()
 
     def _what(self) -> str:
@@ -177,7 +177,7 @@ class Action:
             after = "" if self.after is None else f"; sleep({self.after}) holding"
             return (
                 f"async with released(): [{self.inner}]; finally (holding): "
-                f"give {self.give}{after}"
+                f"give {self.regive}{after}"
             )
         return f"call S{self.server}.{self.method}() doing [{self.inner}]"
 
@@ -325,6 +325,7 @@ class Focus:
     deadlines: tuple[str, ...] = ("none", "none", "move_on_after", "fail_after")
     cancel_after: tuple[float | None, ...] = (None, None, None, 0.0, 0.25, 0.5, 1.0, 2.0)
     max_callers: int = 7
+    min_callers: int = 1
     repeat: int = 3  # 1 in `repeat` callers repeats the previous one (a burst)
     times: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 2.0)  # callers' starts
     asyncs: tuple[bool, ...] = (False, True)  # whether a method is `async def`
@@ -379,18 +380,22 @@ GUARDED = Focus(
     guards=(None, None, "free", "free", "two", "flaky"),
     tokens=(0, 0, 1, 1, 2),
     gives=(0, 1, 1, 2),
-    released=1,
+    released=2,
+    min_callers=3,
     max_callers=8,
 )
 RELEASED = Focus(
-    servers=(1, 1, 2),
+    servers=(1, 1, 1, 2),
     times=(0.0, 0.0, 0.0, 0.25, 0.5, 1.0, 2.0),
     asyncs=(True, True, True, False),
     stop_at=(None, None, None, 0.0, 0.25, 0.5, 1.0, 2.0, 3.0),
     guards=(None, None, None, None, "free", "two", "flaky"),
     gives=(0, 0, 1),
-    released=6,
-    max_callers=7,
+    released=4,
+    block_sleeps=(0.0, 0.25, 0.5, 0.5, 1.0, 2.0, 3.0, 6.0),
+    min_callers=3,
+    max_callers=8,
+    repeat=2,
 )
 CYCLES = Focus(
     lifetimes=("open_exit", "open_cancel", "serve"),
@@ -407,6 +412,7 @@ CYCLES = Focus(
     released=2,
     cycles=True,
     calls=8,
+    min_callers=2,
     repeat=2,
 )
 
@@ -494,6 +500,7 @@ def released_actions(
         "released",
         inner=draw(block_actions(servers, spec, focus, depth)),
         give=draw(st.sampled_from(focus.gives)),
+        regive=draw(st.sampled_from(focus.gives)),
         after=draw(st.sampled_from(focus.afters)),
     )
 
@@ -593,7 +600,7 @@ def scenarios(draw: st.DrawFn, focus: Focus = GENERAL) -> Scenario:
     servers = tuple(draw(server_specs(i, focus)) for i in range(count))
     # bursts: often a caller repeats the previous one (same start, method and action)
     drawn: list[CallerSpec] = []
-    for index in range(draw(st.integers(1, focus.max_callers))):
+    for index in range(draw(st.integers(focus.min_callers, focus.max_callers))):
         if drawn and draw(st.integers(0, focus.repeat)) == 0:
             drawn.append(attrs.evolve(drawn[-1], index=index))
         else:
@@ -867,7 +874,45 @@ class FaultServerBase:
                     f"queued={stats.queued}; expected running={running}, "
                     f"released={self.fi_in_block}, waiting_on_guard <= queued"
                 )
+            if kind == "start" and spec.guarded() and not spec.bounded_wait():
+                self.fi_waiting_on_guard(stats, top, hold)
         return hold
+
+    def fi_waiting_on_guard(self, stats: Any, top: HandlerRun, hold: Hold) -> None:
+        """As a request starts, the guarded requests still waiting that arrived before it (at
+        an earlier instant) have reached the front, so each waits on its guard (a true one
+        would start first: invariant 4); no more than the guarded requests in flight do."""
+        log = self.fi_log
+        spec = log.scenario.servers[self.fi_index]
+        if hold.time >= log.stop_time.get(self.fi_index, math.inf):
+            return
+        started = {r.rid for r in log.runs}
+        mine = next((c for c in log.calls if c.rid == top.rid), None)
+        if mine is None:
+            return
+        upper = lower = 0
+        for record in log.calls:
+            if record.server != self.fi_index or record.inline or record.finish is not None:
+                continue
+            guard = spec.method(record.method).guard
+            if guard is None or record.rid in started:
+                continue
+            upper += 1
+            if (
+                record.who == record.rid  # a caller of the scenario's (not a handler's call,
+                # which may be withdrawn this instant as its handler is cut)
+                and record.start < mine.start
+                and record.own_limit > hold.time
+                and guard_verdict(guard, hold.tokens) is False
+            ):
+                lower += 1
+        if not lower <= stats.waiting_on_guard <= upper:
+            log.live.append(
+                f"invariant 6 (statistics now): as {top.rid}'s handler started on "
+                f"S{self.fi_index} at t={hold.time}, waiting_on_guard={stats.waiting_on_guard}, "
+                f"but {lower} older guarded requests waited with their guard false, and "
+                f"{upper} guarded requests were in flight"
+            )
 
     # -- guards (guarantee 14) -------------------------------------------------------------
 
@@ -968,9 +1013,8 @@ class FaultServerBase:
     async def fi_do(self, action: Action, req: Req, run: HandlerRun, in_block: bool) -> None:
         """Do `action` in the handler of `run` (`in_block`: inside its released block)."""
         log = self.fi_log
-        if action.kind != "released":
-            assert not (in_block and action.give), "only a holder changes the state"
-            self.fi_tokens += action.give
+        assert not (in_block and action.give), "only a holder changes the state"
+        self.fi_tokens += action.give
         if action.kind == "raise":
             raise Boom(f"{req.rid} from S{self.fi_index}.{run.method}")
         if action.kind == "sleep":
@@ -1063,7 +1107,7 @@ class FaultServerBase:
                 run.retake, run.retake_order = hold.time, hold.order
                 run.late = max(run.late, hold.time)
                 top.late = max(top.late, hold.time)
-                self.fi_tokens += action.give
+                self.fi_tokens += action.regive
         if action.after is not None:
             await trio.sleep(action.after)
 
