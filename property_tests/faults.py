@@ -92,11 +92,12 @@ SCENARIO_LIMIT = 100.0
 INHERIT = "inherit"
 """A method or server option that is not given (the default applies)."""
 
-# TODO(guarantee 16): once cross-server cycle detection lands on main, set this to True: a
-# call that closes a cycle of waits must then raise DeadlockError at once (nothing queued,
-# nothing counted). Until then, such a call may also end as the cycle's budgets run out
-# (CallTimeout at a handler's deadline, or the closing call cancelled with its handler).
-CYCLES_DETECTED = os.environ.get("TRIOSERVER_CYCLES_DETECTED", "0") == "1"
+# Guarantee 16 (cross-server cycle detection, on main since 0b4ffd7): a call that closes a
+# cycle of waits raises DeadlockError at once (nothing queued, nothing counted).
+# TRIOSERVER_CYCLES_DETECTED=0 loosens this for code without the detection: such a call may
+# then also end as the cycle's budgets run out (CallTimeout at a handler's deadline, or the
+# closing call cancelled with its handler).
+CYCLES_DETECTED = os.environ.get("TRIOSERVER_CYCLES_DETECTED", "1") == "1"
 
 GUARD_STOP = 30.0
 """In a scenario with guarded calls, a server stopped "once every caller finished" is stopped
