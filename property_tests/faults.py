@@ -410,8 +410,8 @@ CYCLES = Focus(
     mailbox_sizes=(None,),
     stop_at=(None, None, None, None, 1.0, 3.0),
     kinds=("call", "call", "call", "cast"),
-    # finite budgets only: until cycles are detected (guarantee 16), a cycle ends as its
-    # budgets run out; with none it would wait forever
+    # finite budgets only: a cycle of waits closed by a released handler taking its server
+    # back (not by a call, so guarantee 16 does not refuse it) ends only as budgets run out
     budgets=(INHERIT, INHERIT, 0.5, 1.0, 2.0),
     server_budgets=(INHERIT, 1.0, 2.0, 3.0),
     guards=(None, None, None, None, None, "free"),
