@@ -288,18 +288,27 @@ class CallerSpec:
 class Scenario:
     servers: tuple[ServerSpec, ...]
     callers: tuple[CallerSpec, ...]
+    # what seeded trio's scheduler (`st.random_module()`: trio registers the Random with which
+    # it reverses or shuffles each batch of runnable tasks), so the interleaving is drawn
+    # too; None: as it was
+    order: Any = attrs.field(default=None, eq=False)
 
     def guarded(self) -> bool:
         return any(s.guarded() for s in self.servers)
 
-    def __str__(self) -> str:
-        lines = ["scenario:", *map(str, self.servers), *map(str, self.callers)]
+    def lines(self) -> list[str]:
+        lines = [*map(str, self.servers), *map(str, self.callers)]
         if self.guarded():
             lines.append(f"(servers stopped once every caller finished: at t={GUARD_STOP} latest)")
-        return "\n".join(lines)
+        if self.order is not None:
+            lines.append(f"(trio's scheduler: {self.order!r})")
+        return lines
+
+    def __str__(self) -> str:
+        return "\n".join(["scenario:", *self.lines()])
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # Hypothesis prints the story
-        printer.text("\n".join(["", *map(str, self.servers), *map(str, self.callers)]))
+        printer.text("\n".join(["", *self.lines()]))
 
 
 # -- strategies ------------------------------------------------------------------------------
@@ -341,7 +350,9 @@ class Focus:
     # choices, 1 for an inline self-call and 1 for a call to another server), what the block
     # sleeps, and what the handler sleeps after it (None: nothing)
     released: int = 0
-    block_sleeps: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 6.0)
+    # (0.1 and 0.2: an idle server's task retires 0.1 s after it parks, trioserver's
+    # RETIRE_AFTER: a block may end just as it does)
+    block_sleeps: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0, 6.0, 0.1, 0.2)
     afters: tuple[float | None, ...] = (None, None, None, 0.0, 0.5)
     # guarantee 16: calls to any other server (not only later ones), nested two deep; how
     # many of the action choices are such a call
@@ -397,7 +408,7 @@ RELEASED = Focus(
     guards=(None, None, None, None, "free", "two", "flaky"),
     gives=(0, 0, 1),
     released=3,
-    block_sleeps=(0.0, 0.25, 0.25, 0.5, 0.5, 1.0, 2.0, 3.0, 6.0),
+    block_sleeps=(0.0, 0.25, 0.25, 0.5, 0.5, 1.0, 2.0, 3.0, 6.0, 0.1, 0.2),
     retakes=True,
     min_callers=3,
     max_callers=8,
@@ -610,7 +621,7 @@ def retake_pattern(
     methods = [m for m in spec.methods if m.is_async]
     if not methods:
         return []
-    block = draw(st.sampled_from([0.5, 1.0]))
+    block = draw(st.sampled_from([0.5, 1.0, 0.2]))
     release = Action(
         "released",
         inner=Action("sleep", seconds=block),
@@ -649,7 +660,8 @@ def scenarios(draw: st.DrawFn, focus: Focus = GENERAL) -> Scenario:
             drawn.append(attrs.evolve(drawn[-1], index=index))
         else:
             drawn.append(draw(callers(servers, index, focus)))
-    return Scenario(servers, tuple(drawn))
+    # the interleaving: trio's scheduler seeded from the example (shrinks toward seed 0)
+    return Scenario(servers, tuple(drawn), draw(st.random_module()))
 
 
 # -- the log ---------------------------------------------------------------------------------
