@@ -842,6 +842,7 @@ class Log:
     live: list[str] = attrs.Factory(list)  # violations seen as they happened
     holder: dict[int, HandlerRun | None] = attrs.Factory(dict)  # per server, the holding run
     active: dict[str, HandlerRun] = attrs.Factory(dict)  # rid -> its running top-level run
+    started: set[str] = attrs.Factory(set)  # the rids whose top-level handler started
     objs: dict[int, int] = attrs.Factory(dict)  # per server, its current object's number
     objects: dict[int, Any] = attrs.Factory(dict)  # per server, its current object
     stop_done: dict[int, int] = attrs.Factory(dict)  # per server, the order its stop completed
@@ -1019,6 +1020,7 @@ class FaultServerBase:
         log.runs.append(run)
         if not req.inline:
             log.active[run.rid] = run
+            log.started.add(run.rid)
             self.fi_hold("start", run)
         guard = log.scenario.servers[self.fi_index].method(method).guard
         if guard is not None:
@@ -1347,6 +1349,8 @@ def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSp
         if waits_for.finish is not None:
             return "maybe"  # it has its answer, and its handler has not yet run on
         running = log.active.get(waits_for.rid)
+        if running is None and waits_for.rid in log.started:
+            return "maybe"  # its handler has ended: the reply is on its way
         while running is not None:
             # the awaited request runs (holding its server, or released): it waits for what
             # it awaits
@@ -1361,6 +1365,8 @@ def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSp
             if waits_for.finish is not None:
                 return "maybe"
             running = log.active.get(waits_for.rid)
+            if running is None and waits_for.rid in log.started:
+                return "maybe"
         # the awaited request is queued (or about to start): it waits for its server's holder
         spec = log.scenario.servers[waits_for.server]
         if may_wait_for_guard(spec, spec.method(waits_for.method).guard):
