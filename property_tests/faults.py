@@ -383,6 +383,7 @@ BURSTS = Focus(
     cancel_after=(None, None, None, None, 0.0, 0.5),
     max_callers=8,
     repeat=1,
+    guards=(None,),  # (as before guarantees 14-16: the other foci mix those in)
 )
 STOPS = Focus(
     stop_at=(0.5, 0.0, 0.25, 1.0, 2.0, None),
@@ -395,6 +396,8 @@ SUPERVISED = Focus(
     lifetimes=("supervised", "supervised", "open_exit", "serve"),
     kinds=("cast", "call"),
     max_callers=6,
+    guards=(None, None, None, None, None, "free"),
+    released=1,
 )
 GUARDED = Focus(
     servers=(1, 1, 2),
