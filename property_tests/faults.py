@@ -99,15 +99,6 @@ INHERIT = "inherit"
 # closing call cancelled with its handler).
 CYCLES_DETECTED = os.environ.get("TRIOSERVER_CYCLES_DETECTED", "1") == "1"
 
-# TEMPORARY (a known violation of guarantee 16, reported from the faults2 branch): a call to a
-# *guarded* method that closes a cycle of waits is never refused (trioserver/_caller.py runs
-# the cycle check only when ``method.guard is None``), though the new request waits for its
-# server's holder like any queued one (its guard is not even evaluated while the server is
-# held), and with its guard true nothing can break the cycle. Until that is fixed (or the
-# contract says such calls are exempt), such a call counts as "maybe" a cycle, not "yes".
-# TRIOSERVER_STRICT_GUARDED_CYCLES=1 demands DeadlockError for it.
-STRICT_GUARDED_CYCLES = os.environ.get("TRIOSERVER_STRICT_GUARDED_CYCLES", "0") == "1"
-
 GUARD_STOP = 30.0
 """In a scenario with guarded calls, a server stopped "once every caller finished" is stopped
 at this virtual time at the latest: a caller with no deadline may wait for its guard forever,
@@ -1339,9 +1330,9 @@ def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSp
 
     now = log.now()
     spec = log.scenario.servers[server_index]
+    # (a guarded call closes a cycle too: it waits for its server's holder before its guard
+    # is evaluated; main since 890b8a9. Its guard false now, it may be found waiting on it.)
     unsure = may_wait_for_guard(spec, method.guard)
-    if method.guard is not None and not STRICT_GUARDED_CYCLES:
-        unsure = True  # TEMPORARY: see STRICT_GUARDED_CYCLES
     seen: set[int] = set()
     while True:
         if spec.lifetime == "supervised" or spec.bounded_wait() or spec.index in log.stop_time:
