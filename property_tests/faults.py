@@ -69,7 +69,6 @@ from trioserver import (
     CallTimeout,
     DeadlockError,
     Instrument,
-    NotInHandlerError,
     ServerCrashed,
     ServerOverloaded,
     ServerStopped,
@@ -457,7 +456,9 @@ def leaf_actions(is_async: bool, focus: Focus, gives: bool = True) -> st.SearchS
     )
 
 
-def call_targets(servers: tuple[ServerSpec, ...], spec: ServerSpec, focus: Focus) -> list[ServerSpec]:
+def call_targets(
+    servers: tuple[ServerSpec, ...], spec: ServerSpec, focus: Focus
+) -> list[ServerSpec]:
     """The servers a handler of `spec` may call: later ones (no cycle possible), or with
     `focus.cycles` every other one."""
     if focus.cycles:
@@ -742,7 +743,8 @@ class Hold:
         return self.kind in ("start", "retake")
 
     def __str__(self) -> str:
-        return f"t={self.time} #{self.order} S{self.server} {self.kind} {self.rid} tokens={self.tokens}"
+        where = f"t={self.time} #{self.order} S{self.server}"
+        return f"{where} {self.kind} {self.rid} tokens={self.tokens}"
 
 
 @attrs.define(eq=False)
@@ -993,7 +995,9 @@ class FaultServerBase:
             )
         verdict = guard_verdict(kind, self.fi_tokens)
         if verdict == "raise":
-            error = GuardBoom(f"guard {GUARDS[kind]!r} of S{self.fi_index} at t={now}, #{log.next()}")
+            error = GuardBoom(
+                f"guard {GUARDS[kind]!r} of S{self.fi_index} at t={now}, #{log.next()}"
+            )
             # (an inline self-call's guard is evaluated in the task of the handler holding)
             inline = self.fi_holders > 0 and trio.lowlevel.current_task() is self.fi_holder_task
             log.guard_errors.append((self.fi_index, self.fi_obj, error, inline))
@@ -1185,7 +1189,9 @@ def shielded(action: Action) -> bool:
     """Whether a handler doing `action` may outlive its deadline (shields, here or inline)."""
     if action.kind == "shield":
         return True
-    return action.kind in ("self", "released") and action.inner is not None and shielded(action.inner)
+    return (
+        action.kind in ("self", "released") and action.inner is not None and shielded(action.inner)
+    )
 
 
 def overruns(action: Action) -> bool:
@@ -1720,12 +1726,12 @@ def check(log: Log) -> list[str]:
             if not (refuse or admits):
                 bad("1", f"{story}: ServerOverloaded without a bound that refuses, or admission")
         elif isinstance(outcome, DeadlockError):
-            expected = (
+            allowed = (
                 record.expect_deadlock
                 or record.inline_guard is False
                 or record.cycle in ("yes", "maybe")
             )
-            if not expected:
+            if not allowed:
                 bad("1", f"{story}: DeadlockError, yet nothing waits on itself")
             if record.finish != record.start:
                 bad("2/16 (DeadlockError at once)", f"{story}: not at once")
@@ -1915,7 +1921,9 @@ def check(log: Log) -> list[str]:
             mine = [r for r in log.runs if r.server == spec.index and not r.inline]
             # a guard that raised ended its request as a failed start, with no handler run
             guard_failures = sum(
-                1 for server, _, _, inline in log.guard_errors if server == spec.index and not inline
+                1
+                for server, _, _, inline in log.guard_errors
+                if server == spec.index and not inline
             )
             counted = stats.handled + stats.failed + stats.timed_out + stats.cancelled
             where = f"S{spec.index} after its stop: {stats!r}"
@@ -2073,7 +2081,7 @@ def order_problems(log: Log, spec: ServerSpec) -> list[str]:
     if since is not None:
         free.append((since[0], since[1], None, math.inf, since[2]))
     # 14: never free for a while when a waiting request could start
-    for f_order, f_time, _, h_time, tokens in free:
+    for _, f_time, _, h_time, tokens in free:
         for waiter in waiters:
             verdict = guard_verdict(waiter.guard, tokens)
             if verdict is False:
@@ -2091,7 +2099,8 @@ def order_problems(log: Log, spec: ServerSpec) -> list[str]:
     for run in log.runs:
         if run.server != index or run.block_out_order is None or run.retake_order is None:
             continue
-        assert run.block_out is not None and run.retake is not None
+        assert run.block_out is not None
+        assert run.retake is not None
         for hold in holds:
             if hold.kind == "start" and run.block_out_order < hold.order < run.retake_order:
                 problems.append(
