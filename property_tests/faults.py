@@ -838,7 +838,7 @@ class Log:
     leftover_tasks: list[str] = attrs.Factory(list)
     errors: list[str] = attrs.Factory(list)
     notes: list[str] = attrs.Factory(list)
-    counter: Any = attrs.Factory(itertools.count)
+    counter: itertools.count[int] = attrs.Factory(itertools.count)
     # guarantees 14-16
     holds: list[Hold] = attrs.Factory(list)
     guard_evals: list[tuple[int, int, float, int, str]] = attrs.Factory(list)  # server, obj, t
