@@ -28,6 +28,7 @@ from ._machine import ServerMachine as ServerMachine
 from ._machine import initialize as initialize
 from ._machine import invariant as invariant
 from ._machine import rule as rule
+from ._model import GuardIsFalse as GuardIsFalse
 from ._model import Model as Model
 from ._model import ServerModel as ServerModel
 from ._model import Snapshot as Snapshot
@@ -58,6 +59,7 @@ __all__ = [
     "Deviation",
     "Ending",
     "Entry",
+    "GuardIsFalse",
     "History",
     "Inconclusive",
     "IncompleteHistory",

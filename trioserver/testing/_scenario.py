@@ -187,6 +187,9 @@ class ScenarioTest(Generic[T]):
       max_deviations: The bound on deviations from the canonical scheduling order.
       budget: Linearizability search steps per partition before "inconclusive".
       name: How reports name the server; its class name by default.
+      settle_limit: Virtual seconds the lanes may run; then the calls still in flight are
+        cancelled (unknown outcomes) and the server stops. A guarded call whose guard never
+        holds waits in the mailbox with no deadline of its own: this ends it.
     """
 
     def __init__(
@@ -203,6 +206,7 @@ class ScenarioTest(Generic[T]):
         max_deviations: int = 4,
         budget: int = DEFAULT_BUDGET,
         name: str | None = None,
+        settle_limit: float = 3600.0,
     ) -> None:
         self.factory = factory
         self._sample = factory()
@@ -217,6 +221,7 @@ class ScenarioTest(Generic[T]):
         self.delays = tuple(delays)
         self.max_deviations = max_deviations
         self.budget = budget
+        self.settle_limit = settle_limit
         self.inconclusive = 0
         self._alone: dict[str, ModelMismatch | None] = {}  # steps run alone, by repr
 
@@ -262,9 +267,12 @@ class ScenarioTest(Generic[T]):
                     )
 
         async def main() -> None:
-            async with open_server(handle), trio.open_nursery() as nursery:
-                for caller, steps in zip(CALLERS * 8, scenario.lanes, strict=False):
-                    nursery.start_soon(lane, caller, steps, name=caller)
+            async with open_server(handle):
+                # (a call still waiting then, on a guard that never held, is cancelled)
+                with trio.move_on_after(self.settle_limit):
+                    async with trio.open_nursery() as nursery:
+                        for caller, steps in zip(CALLERS * 8, scenario.lanes, strict=False):
+                            nursery.start_soon(lane, caller, steps, name=caller)
 
         with steer(scenario.schedule) as decisions:
             trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
