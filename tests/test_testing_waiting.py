@@ -1,9 +1,13 @@
 """trioserver.testing with servers that wait without holding the server (guarantees 14-15):
 the default model runs a handler's released block as a server with nothing else to serve
 would, keeps a guarded call whose guard is false from taking effect, and a scenario's lanes
-end (their calls cancelled) at its settle limit, so a guard that never holds ends the run."""
+end (their calls cancelled) at its settle limit, so a guard that never holds ends the run. A
+run stuck for good (a deadlock) is reported as `RunStuck` and abandoned, not left to hang."""
 
 from __future__ import annotations
+
+import math
+import time
 
 import hypothesis
 import pytest
@@ -12,11 +16,14 @@ from hypothesis import strategies as st
 
 from trioserver import NotInHandlerError, call, cast, released, server
 from trioserver.testing import (
+    Deviation,
     GuardIsFalse,
+    IncompleteHistory,
     Operation,
     RaceFound,
     Raised,
     Returned,
+    RunStuck,
     Scenario,
     ScenarioTest,
     ServerModel,
@@ -170,3 +177,67 @@ def test_the_model_of_a_guarded_pool_agrees_with_the_pool_run_alone(gives: int, 
             assert isinstance(result, Raised)
             assert isinstance(result.error, GuardIsFalse)
     assert state.obj.free == max(0, gives - takes)
+
+
+# -- a run stuck for good is reported, not hung -------------------------------------------
+
+
+@server
+class Stubborn:
+    """A handler that waits, shielded, for what never comes: its server can never stop."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @call(timeout=None)
+    async def wait_forever(self) -> None:
+        self.calls += 1
+        with trio.CancelScope(shield=True):
+            await trio.Event().wait()
+
+    @call(thread=True, timeout=None)
+    def block_a_little(self) -> str:
+        time.sleep(0.3)  # real time, in a worker thread: no task runs, no deadline is due
+        return "done"
+
+    @call
+    def count(self) -> int:
+        return self.calls
+
+
+def test_a_deadlocked_run_is_reported_and_abandoned() -> None:
+    test = ScenarioTest(Stubborn, settle_limit=10.0, stuck_after=0.2)
+    scenario = Scenario(((Step(1.0, "wait_forever", ()),),), schedule=())
+    started = time.monotonic()
+    with pytest.raises(RunStuck) as caught:
+        test.check(scenario)
+    assert time.monotonic() - started < 5.0
+    stuck = caught.value
+    assert isinstance(stuck, IncompleteHistory)
+    assert "the run stopped for good at t=10.000" in stuck.report
+    assert "test.replay(" + repr(scenario) + ")" in stuck.report
+    assert any(line.startswith("trioserver: Stubborn: ") for line in stuck.waiting)
+    assert any("wait_forever" in line for line in stuck.waiting), stuck.waiting
+    (entry,) = stuck.history.entries
+    assert isinstance(entry.ending, Unknown)  # its caller was cancelled at the settle limit
+    # The abandoned run left nothing behind: the next one runs (and is steered) as usual.
+    lanes = ((Step(0.0, "count", ()),), (Step(0.0, "count", ()),))
+    run = test.run(Scenario(lanes, schedule=(Deviation(after=0, resume=1),)))
+    assert [e.ending for e in run.checked[0].history.entries] == [Returned(0)] * 2
+    assert run.decisions  # the schedule was followed
+
+
+def test_the_race_finder_reports_a_deadlock_and_shrinks_it() -> None:
+    test = ScenarioTest(Stubborn, settle_limit=10.0, stuck_after=0.05)
+    with pytest.raises(RunStuck) as caught:
+        test.hypothesis_test(race_settings(database=None, max_examples=20), seed=0)()
+    (entry,) = caught.value.history.entries
+    assert entry.operation.name == "wait_forever"
+
+
+def test_a_wait_for_a_worker_thread_is_not_taken_for_a_deadlock() -> None:
+    # (No deadline at all: with one, virtual time would jump to it while the thread runs.)
+    test = ScenarioTest(Stubborn, settle_limit=math.inf, stuck_after=2.0)
+    lanes = ((Step(0.0, "block_a_little", ()),), (Step(0.0, "block_a_little", ()),))
+    run = test.run(Scenario(lanes, schedule=()))
+    assert [e.ending for e in run.checked[0].history.entries] == [Returned("done")] * 2

@@ -9,6 +9,7 @@ from ._errors import IncompleteHistory as IncompleteHistory
 from ._errors import ModelMismatch as ModelMismatch
 from ._errors import NondeterministicTest as NondeterministicTest
 from ._errors import RaceFound as RaceFound
+from ._errors import RunStuck as RunStuck
 from ._history import Ending as Ending
 from ._history import Entry as Entry
 from ._history import History as History
@@ -74,6 +75,7 @@ __all__ = [
     "Result",
     "Returned",
     "Run",
+    "RunStuck",
     "Scenario",
     "ScenarioTest",
     "SchedulingFallbackWarning",
