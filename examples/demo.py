@@ -469,9 +469,9 @@ def report(virtual: bool) -> float:
         )
         st = result.statistics
         released_time = f" released_seconds={st.released_seconds:.2f}" if act == "4" else ""
+        print(f"       the longest wait for the server: {result.longest_wait:.3f} s;")
         print(
-            f"       the longest wait for the server {result.longest_wait:.3f} s; "
-            f"statistics(theater): handled={st.handled} failed={st.failed} "
+            f"       statistics(theater): handled={st.handled} failed={st.failed} "
             f"timed_out={st.timed_out}{released_time}"
         )
     print("       (failed: SeatTaken, once per seat tried and found sold, or held in act 4).")
