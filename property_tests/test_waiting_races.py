@@ -1,10 +1,10 @@
 """Waiting without holding the server, under the race finder: released blocks and guards are
 explored like any interleaving.
 
-Each race is found on every seed and shrunk to two operations (three for the refusing hold);
-each twin passes. Sizes follow `property_tests.scale`: ``make test`` runs 3 seeds per race
-and 200 examples per twin (100 for the state machine); ``TRIOSERVER_FULL_RACES=1`` is the
-large run: 20 seeds per race, 1,000 examples per twin.
+Each race is found on every seed and shrunk to two operations (three of one seat for the
+refusing hold); each twin passes. Sizes follow `property_tests.scale`: ``make test`` runs 3
+seeds per race and 200 examples per twin (100 for the state machine);
+``TRIOSERVER_FULL_RACES=1`` is the large run: 20 seeds per race, 1,000 examples per twin.
 """
 
 from __future__ import annotations
@@ -128,7 +128,10 @@ def test_refusing_a_held_seat_is_no_atomic_reservation(seed: int) -> None:
     # the user told "taken" saw a state no order of whole reservations has.
     found = hunt(refusing_hold_scenarios(), seed, max_examples=1000)
     assert isinstance(found.error, RaceFound), found.error
-    entries = found.error.history.entries
+    # Three reservations of one seat. The shrinker sometimes keeps a step on another seat
+    # that lines the others up in time (a lane's first step, delaying its second).
+    assert len(found.error.history.entries) <= 4, found.error.report
+    entries = found.error.violation.entries
     assert len(entries) == 3, found.error.report
     assert len({e.operation.args[0] for e in entries}) == 1, found.error.report
     endings = sorted(type(e.ending).__name__ for e in entries)
