@@ -9,6 +9,7 @@ from ._errors import IncompleteHistory as IncompleteHistory
 from ._errors import ModelMismatch as ModelMismatch
 from ._errors import NondeterministicTest as NondeterministicTest
 from ._errors import RaceFound as RaceFound
+from ._errors import RunStuck as RunStuck
 from ._history import Ending as Ending
 from ._history import Entry as Entry
 from ._history import History as History
@@ -28,6 +29,7 @@ from ._machine import ServerMachine as ServerMachine
 from ._machine import initialize as initialize
 from ._machine import invariant as invariant
 from ._machine import rule as rule
+from ._model import GuardIsFalse as GuardIsFalse
 from ._model import Model as Model
 from ._model import ServerModel as ServerModel
 from ._model import Snapshot as Snapshot
@@ -58,6 +60,7 @@ __all__ = [
     "Deviation",
     "Ending",
     "Entry",
+    "GuardIsFalse",
     "History",
     "Inconclusive",
     "IncompleteHistory",
@@ -72,6 +75,7 @@ __all__ = [
     "Result",
     "Returned",
     "Run",
+    "RunStuck",
     "Scenario",
     "ScenarioTest",
     "SchedulingFallbackWarning",

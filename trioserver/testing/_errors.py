@@ -37,6 +37,26 @@ class IncompleteHistory(AssertionError):
     """Raised when a call did not end with exactly one outcome (trioserver's guarantee 6)."""
 
 
+class RunStuck(IncompleteHistory):
+    """Raised when an example's trio run stopped for good: every task waits, no deadline is
+    pending (virtual time cannot move on), and no task has run for a while of real time. A
+    deadlock (a lost wake-up, waits in a cycle): the calls in flight would never end, nor
+    would the run, so it is abandoned and reported instead of hanging the test.
+
+    Attributes:
+      report: The message, as text: when it stopped, the tasks that wait and where, the calls
+        that never ended, and how to replay it.
+      history: The history as far as it went.
+      waiting: One line per task that waits (its name, and the innermost function it waits in).
+    """
+
+    def __init__(self, report: str, history: History, waiting: tuple[str, ...]) -> None:
+        super().__init__(report)
+        self.report = report
+        self.history = history
+        self.waiting = waiting
+
+
 class ModelMismatch(AssertionError):
     """Raised instead of `RaceFound` when the server and the model disagree on a call that ran
     alone: no other operation overlapped it or anything before it, so no interleaving is

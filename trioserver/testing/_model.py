@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
-from collections.abc import Callable, Hashable
+import math
+from collections.abc import Callable, Generator, Hashable
 from typing import Any, Generic, TypeVar
 
 import attrs
 import trio
 import trio.testing
 
+from .._request import Request
+from .._serving import SERVING
+from .._spec import SPEC, ServerSpec
+from .._state import ServerState
 from ._history import Operation, Raised, Result, Returned
 
 S = TypeVar("S")
@@ -58,6 +64,12 @@ class Model(Generic[S]):
         return freeze(state)
 
 
+class GuardIsFalse(Exception):
+    """What `ServerModel` says of a guarded call (``@call(when=...)``) tried on a state in which
+    its guard is false: it cannot take effect there (the server keeps it waiting), so no
+    outcome a caller saw matches it, and the checker places it elsewhere."""
+
+
 @attrs.frozen(eq=False)
 class Snapshot(Generic[T]):
     """A `ServerModel` state: an instance, and the operations that made it (to rebuild it)."""
@@ -76,8 +88,13 @@ class ServerModel(Model[Snapshot[T]]):
     trio; if it returns there, that is its result. Otherwise (it suspends, or
     it raised, perhaps because it used trio outside a run) it is run again on
     a fresh copy inside its own ``trio.run`` on a `trio.testing.MockClock` (autojump), so
-    its sleeps cost no time and it runs to completion, budget or not. A
-    ``@cast`` handler's effect is applied and its result is ``None`` (what its
+    its sleeps cost no time and it runs to completion, budget or not. There a
+    ``trioserver.released()`` block runs as in a server with nothing else to
+    serve: it gives the server back and takes it again, and nothing runs
+    between (operations run one at a time). A guarded call (``@call(when=...)``)
+    whose guard is false on the state cannot take effect there: its result is
+    ``Raised(GuardIsFalse(...))``, which matches no outcome a caller saw, and the
+    state is unchanged. A ``@cast`` handler's effect is applied and its result is ``None`` (what its
     caller sees, whatever the handler did). States
     are copied with ``copy.deepcopy``; a state that cannot be copied is rebuilt
     from `factory` by replaying its operations. Answers are remembered by
@@ -120,6 +137,9 @@ class ServerModel(Model[Snapshot[T]]):
     def _apply(self, state: Snapshot[T], operation: Operation) -> tuple[Snapshot[T], Result]:
         obj = self._copy(state)
         fn = self._function(obj, operation.name)
+        waits = _guard(obj, operation.name)
+        if waits is not None:
+            return state, waits  # it cannot start on this state: nothing changes
         result = _without_trio(fn, obj, operation)
         if result is None:  # it suspended, or raised (maybe trio's "must be called from async
             obj = self._copy(state)  # context"): run it in trio, on a fresh copy
@@ -131,8 +151,7 @@ class ServerModel(Model[Snapshot[T]]):
     @staticmethod
     def _is_cast(obj: object, name: str) -> bool:
         """Whether `name` is a ``@cast`` handler of `obj`'s server class."""
-        method = getattr(inspect.getattr_static(type(obj), name, None), "_trioserver_method", None)
-        return getattr(method, "kind", None) == "cast"
+        return getattr(_handler(obj, name), "kind", None) == "cast"
 
     def fingerprint(self, state: Snapshot[T]) -> Hashable:
         if self._fingerprint is not None:
@@ -160,6 +179,26 @@ class ServerModel(Model[Snapshot[T]]):
         return fn
 
 
+def _handler(obj: object, name: str) -> object:
+    """The ``@call``/``@cast`` mark of method `name` of `obj`'s class, or None."""
+    return getattr(inspect.getattr_static(type(obj), name, None), "_trioserver_method", None)
+
+
+def _guard(obj: object, name: str) -> Result | None:
+    """None if call `name` may start on `obj` (no guard, or it holds); else what the model
+    says: `GuardIsFalse`, or the exception the guard raised (the server gives its caller that)."""
+    guard: Callable[[Any], object] | None = getattr(_handler(obj, name), "guard", None)
+    if guard is None:
+        return None
+    try:
+        holds = bool(guard(obj))
+    except Exception as error:
+        return Raised(error)
+    if holds:
+        return None
+    return Raised(GuardIsFalse(f"{name}: its guard is false; the server would keep it waiting"))
+
+
 def _without_trio(fn: Callable[..., Any], obj: object, operation: Operation) -> Result | None:
     """A handler's result if it runs to its end without trio (a plain function that returns,
     or an ``async def`` that returns at its first step); None if it must run in trio."""
@@ -185,13 +224,48 @@ def _run_in_trio(fn: Callable[..., Any], obj: object, operation: Operation) -> R
     is_async = inspect.iscoroutinefunction(fn)
 
     async def run() -> Result:
-        try:
-            value = fn(obj, *operation.args, **dict(operation.kwargs))
-            return Returned(await value if is_async else value)
-        except Exception as error:
-            return Raised(error)
+        with _alone_in_its_server(obj, operation):
+            try:
+                value = fn(obj, *operation.args, **dict(operation.kwargs))
+                return Returned(await value if is_async else value)
+            except Exception as error:
+                return Raised(error)
 
     return trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@contextlib.contextmanager
+def _alone_in_its_server(obj: object, operation: Operation) -> Generator[None]:
+    """Run the handler as if it held `obj`'s server, which has nothing else to serve, so that
+    ``trioserver.released()`` works in it: it gives the server back (no task is started to
+    serve others: there are none) and takes it back at once when the block ends."""
+    spec = getattr(type(obj), SPEC, None)
+    method = spec.methods.get(operation.name) if isinstance(spec, ServerSpec) else None
+    if spec is None or method is None:
+        yield  # a plain class (a composite operation's model): released() is refused in it
+        return
+    state = ServerState(spec, obj, None)
+    now = trio.current_time()
+    kwargs = dict(operation.kwargs) or None
+    state.current = Request(method, operation.args, kwargs, None, math.inf, _NoOwner(), now, 0, 0)
+    state.task = trio.lowlevel.current_task()
+    state.scope = trio.CancelScope()
+    state.stopping = True  # (so a released block starts no task to serve the others)
+    token = SERVING.set(state)
+    try:
+        yield
+    finally:
+        SERVING.reset(token)
+
+
+class _NoOwner:
+    """The owner of the request a model runs: no caller waits for it, no deadline cuts it."""
+
+    def caller_left(self, request: Request, /) -> trio.lowlevel.Abort:
+        return trio.lowlevel.Abort.FAILED  # pragma: no cover (the model's request has no caller)
+
+    def deadline_passed(self, request: Request, /) -> None:
+        pass  # pragma: no cover (its deadline is infinite)
 
 
 def _attributes(obj: object) -> dict[str, Any]:

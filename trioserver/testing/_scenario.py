@@ -12,17 +12,18 @@ from typing import Any, Generic, TypeVar
 import attrs
 import hypothesis
 import trio
-import trio.testing
 from hypothesis import strategies as st
 
 from .._lifecycle import open_server
 from .._spec import SPEC, ServerSpec
-from ._errors import ModelMismatch, RaceFound
+from ._errors import ModelMismatch, RaceFound, RunStuck
 from ._history import History, Operation
 from ._linearizability import DEFAULT_BUDGET, Inconclusive
 from ._model import Model, ServerModel
-from ._scheduler import Deviation, schedule_strategy, steer
+from ._report import timeline
+from ._scheduler import Decision, Deviation, schedule_strategy, steer
 from ._settings import race_settings
+from ._stuck import STUCK_AFTER, Stopped, Watch, collect_abandoned
 from ._verify import Checked, Run, describe_inconclusive, verify
 
 T = TypeVar("T")
@@ -187,6 +188,13 @@ class ScenarioTest(Generic[T]):
       max_deviations: The bound on deviations from the canonical scheduling order.
       budget: Linearizability search steps per partition before "inconclusive".
       name: How reports name the server; its class name by default.
+      settle_limit: Virtual seconds the lanes may run; then the calls still in flight are
+        cancelled (unknown outcomes) and the server stops. A guarded call whose guard never
+        holds waits in the mailbox with no deadline of its own: this ends it.
+      stuck_after: Real seconds a run may go on with every task waiting, no deadline pending
+        and no task run, before it is taken for a deadlock and reported (`RunStuck`) instead
+        of hanging the test. Only a wait for a worker thread (``thread=True``) or for I/O
+        looks like that and is not one: raise it if one takes longer.
     """
 
     def __init__(
@@ -203,6 +211,8 @@ class ScenarioTest(Generic[T]):
         max_deviations: int = 4,
         budget: int = DEFAULT_BUDGET,
         name: str | None = None,
+        settle_limit: float = 3600.0,
+        stuck_after: float = STUCK_AFTER,
     ) -> None:
         self.factory = factory
         self._sample = factory()
@@ -217,6 +227,8 @@ class ScenarioTest(Generic[T]):
         self.delays = tuple(delays)
         self.max_deviations = max_deviations
         self.budget = budget
+        self.settle_limit = settle_limit
+        self.stuck_after = stuck_after
         self.inconclusive = 0
         self._alone: dict[str, ModelMismatch | None] = {}  # steps run alone, by repr
 
@@ -244,8 +256,34 @@ class ScenarioTest(Generic[T]):
 
         Returns:
           Its history and the scheduling decisions taken.
+
+        Raises:
+          RunStuck: The run stopped for good (a deadlock): it was abandoned.
         """
         history = History(self.name, partition=self.partition)
+        watch = Watch(self.stuck_after)
+        decisions: list[Decision] = []
+        stopped: Stopped | None = None
+        try:
+            with steer(scenario.schedule) as decisions:
+                trio.run(
+                    self._program(scenario, history),
+                    clock=watch.clock,
+                    instruments=[watch.instrument],
+                )
+        except trio.TrioInternalError as error:
+            if not isinstance(error.__cause__, Stopped):
+                raise
+            stopped = error.__cause__
+            stopped.__traceback__ = stopped.__context__ = None  # (they hold the whole run)
+        if stopped is not None:
+            collect_abandoned()  # (nothing here holds the run: its program is gone)
+            report = _stuck_report(self.name, stopped, history, decisions, scenario)
+            raise RunStuck(report, history, stopped.waiting)
+        return Run((Checked(history, self.model),), tuple(decisions))
+
+    def _program(self, scenario: Scenario, history: History) -> Callable[[], Awaitable[None]]:
+        """The example as a trio program: a fresh server, and the lanes' calls recorded."""
         handle = self.factory()
 
         async def lane(caller: str, steps: tuple[Step, ...]) -> None:
@@ -262,13 +300,14 @@ class ScenarioTest(Generic[T]):
                     )
 
         async def main() -> None:
-            async with open_server(handle), trio.open_nursery() as nursery:
-                for caller, steps in zip(CALLERS * 8, scenario.lanes, strict=False):
-                    nursery.start_soon(lane, caller, steps, name=caller)
+            async with open_server(handle):
+                # (a call still waiting then, on a guard that never held, is cancelled)
+                with trio.move_on_after(self.settle_limit):
+                    async with trio.open_nursery() as nursery:
+                        for caller, steps in zip(CALLERS * 8, scenario.lanes, strict=False):
+                            nursery.start_soon(lane, caller, steps, name=caller)
 
-        with steer(scenario.schedule) as decisions:
-            trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-        return Run((Checked(history, self.model),), tuple(decisions))
+        return main
 
     def check(self, scenario: Scenario) -> None:
         """Run one example and check it (the body of the Hypothesis test).
@@ -282,6 +321,7 @@ class ScenarioTest(Generic[T]):
             call run alone (in its history, or on a fresh server).
           NondeterministicTest: It failed, and ran differently the second time.
           IncompleteHistory: A call did not end with exactly one outcome.
+          RunStuck: The run stopped for good (a deadlock).
         """
         run = self.run(scenario)
         replay = (
@@ -368,6 +408,34 @@ class ScenarioTest(Generic[T]):
         if seed is not None:
             test = hypothesis.seed(seed)(test)
         return test
+
+
+def _stuck_report(
+    name: str,
+    stopped: Stopped,
+    history: History,
+    decisions: list[Decision],
+    scenario: Scenario,
+) -> str:
+    lines = [
+        f"{name}: the run stopped for good at t={stopped.at:.3f}: every task waits, no "
+        f"deadline is pending, and no task ran for a while (a deadlock: a wake-up that never "
+        f"comes, or waits in a cycle). The run was abandoned.",
+        "",
+        "Waiting:",
+        *(f"  {line}" for line in stopped.waiting),
+        "",
+    ]
+    if history.entries:
+        lines += [timeline(history.entries), ""]
+    lines += ["Scheduling decisions (departures from oldest-task-first):"]
+    lines += [f"  {d.describe()}" for d in decisions] or ["  none: the canonical order"]
+    lines += [
+        "",
+        "Replay: Hypothesis replays the falsifying example when the test runs again (from its "
+        "example database); or, by hand:\n  test.replay(" + repr(scenario) + ")",
+    ]
+    return "\n".join(lines)
 
 
 def check_scenarios(
