@@ -26,7 +26,6 @@ from trio.lowlevel import (
 from . import _private
 from ._admission import refusal_at_queue
 from ._cycles import closing_cycle, describe, handling
-from ._serving import SERVING
 from ._errors import (
     CallTimeout,
     DeadlockError,
@@ -42,6 +41,7 @@ from ._instrument import CallInfo
 from ._loop import crash, wake
 from ._reply import Expired
 from ._request import Request
+from ._serving import SERVING
 from ._spec import Method
 from ._state import ServerState
 
