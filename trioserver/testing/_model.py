@@ -267,6 +267,10 @@ class _NoOwner:
     def deadline_passed(self, request: Request, /) -> None:
         pass  # pragma: no cover (its deadline is infinite)
 
+    @property
+    def current(self) -> Request | None:
+        return None  # (no other request holds the model's server: no wait chain)
+
 
 def _attributes(obj: object) -> dict[str, Any]:
     attributes = getattr(obj, "__dict__", None)
