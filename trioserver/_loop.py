@@ -5,6 +5,11 @@ and ends when the run's timers find it still parked with no request since it par
 (`ServerState.retire_later`, `RETIRE_AFTER`); the next request starts another in the
 server's nursery (`wake`). The task's contextvars pass to the next, so handlers see what
 `on_start` and earlier handlers set.
+
+The server's task is whichever task holds the server: a handler entering a released block
+keeps its task, which stops being the server's, and another is started to serve behind it
+(`spawn`); the handler taking the server back makes its task the server's again, and the
+task serving meanwhile ends (`free_the_server`, `hand_back`).
 """
 
 from __future__ import annotations
