@@ -1,8 +1,15 @@
-"""The tasks of the current trio run: found by name, and their scheduler steps counted."""
+"""The tasks of the current trio run: found by name, cancelled at a time, and their scheduler
+steps counted."""
 
 from __future__ import annotations
 
 import trio
+
+
+async def cancel_at(when: float, scope: trio.CancelScope) -> None:
+    """Cancel `scope` at `when` on trio's clock (start it in a nursery)."""
+    await trio.sleep_until(when)
+    scope.cancel()
 
 
 def tasks_named(name: str) -> list[trio.lowlevel.Task]:

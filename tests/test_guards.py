@@ -20,6 +20,7 @@ from trioserver import (
 )
 
 from .expect import refused
+from .tasks import cancel_at
 
 
 @server
@@ -184,17 +185,12 @@ async def test_a_waiting_guard_is_withdrawn_when_its_caller_is_cancelled(
     pool = Pool(size=0)
     async with open_server(pool) as handle, trio.open_nursery() as nursery:
         with trio.CancelScope() as scope:
-            nursery.start_soon(_cancel_at, 1.5, scope)
+            nursery.start_soon(cancel_at, 1.5, scope)
             await handle.acquire("gone")
         assert scope.cancelled_caught
         assert trio.current_time() == 1.5
         assert statistics(handle).withdrawn == 1
         assert statistics(handle).waiting_on_guard == 0
-
-
-async def _cancel_at(when: float, scope: trio.CancelScope) -> None:
-    await trio.sleep_until(when)
-    scope.cancel()
 
 
 async def test_the_budget_starts_when_the_handler_starts(autojump_clock: trio.abc.Clock) -> None:

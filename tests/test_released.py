@@ -19,6 +19,8 @@ from trioserver import (
     statistics,
 )
 
+from .tasks import cancel_at
+
 
 @server
 class Shop:
@@ -120,18 +122,13 @@ async def test_a_caller_cancelled_in_the_block_leaves_at_once_and_the_cleanup_ho
     async with open_server(shop) as handle, trio.open_nursery() as nursery:
         nursery.start_soon(handle.work, "b", 0.0)
         with trio.CancelScope() as scope:
-            nursery.start_soon(_cancel_at, 1.0, scope)
+            nursery.start_soon(cancel_at, 1.0, scope)
             await handle.pay("a", 5.0)
         assert trio.current_time() == 1.0
         await trio.testing.wait_all_tasks_blocked()
         assert statistics(handle).cancelled == 1
         assert statistics(handle).released == 0
     assert ("a back", 1.0) in shop.log
-
-
-async def _cancel_at(when: float, scope: trio.CancelScope) -> None:
-    await trio.sleep_until(when)
-    scope.cancel()
 
 
 async def test_a_deadline_in_the_block_gives_calltimeout_at_the_deadline(
