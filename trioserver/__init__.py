@@ -11,6 +11,7 @@ from ._errors import NotTrioError as NotTrioError
 from ._errors import ServerCrashed as ServerCrashed
 from ._errors import ServerOverloaded as ServerOverloaded
 from ._errors import ServerStopped as ServerStopped
+from ._errors import StoreError as StoreError
 from ._errors import TrioServerError as TrioServerError
 from ._instrument import CallInfo as CallInfo
 from ._instrument import Instrument as Instrument
@@ -23,10 +24,13 @@ from ._marks import call as call
 from ._marks import cast as cast
 from ._released import released as released
 from ._server import server as server
+from ._sqlite import SQLiteStore as SQLiteStore
 from ._statistics import MethodStatistics as MethodStatistics
 from ._statistics import ServerStatistics as ServerStatistics
 from ._statistics import Timing as Timing
 from ._statistics import statistics as statistics
+from ._store import DeadCast as DeadCast
+from ._store import Store as Store
 from ._supervisor import Backoff as Backoff
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import SupervisorStatistics as SupervisorStatistics
@@ -38,6 +42,7 @@ __all__ = [
     "BlockDetector",
     "CallInfo",
     "CallTimeout",
+    "DeadCast",
     "DeadlockError",
     "ForeignRunError",
     "HandleNotCopyable",
@@ -50,7 +55,10 @@ __all__ = [
     "ServerCrashed",
     "ServerOverloaded",
     "ServerStatistics",
+    "SQLiteStore",
     "ServerStopped",
+    "Store",
+    "StoreError",
     "Supervisor",
     "SupervisorStatistics",
     "Timing",

@@ -48,7 +48,7 @@ from ._state import ServerState
 _INF = math.inf
 
 
-def _outside(state: ServerState, method: Method) -> TrioServerError:
+def outside(state: ServerState, method: Method) -> TrioServerError:
     """The error for a call made outside the server's trio run (checked in the caller)."""
     try:
         current_task()
@@ -66,7 +66,7 @@ def _outside(state: ServerState, method: Method) -> TrioServerError:
 
 async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
     if get_ident() != state.thread:  # (a trio run has one thread: another is another run)
-        raise _outside(state, method)
+        raise outside(state, method)
     task = current_task()
     if state.stopping:
         raise ServerStopped(f"{method.label}: {state.spec.name} is not running: it was stopped")
@@ -173,7 +173,7 @@ def _started_by(task: Task, ancestor: Task | None) -> bool:
 
 async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
     if get_ident() != state.thread:
-        raise _outside(state, method)
+        raise outside(state, method)
     task = current_task()
     if not _private.passes_cancel_point(task):
         await checkpoint_if_cancelled()  # Cancelled: not queued

@@ -47,3 +47,8 @@ class NotTrioError(TrioServerError, RuntimeError):
 
 class HandleNotCopyable(TrioServerError, TypeError):
     """Raised by ``copy.copy``, ``copy.deepcopy`` and ``pickle`` on a running server's handle."""
+
+
+class StoreError(TrioServerError):
+    """Raised about durable casts' store: a server with durable casts opened without a store,
+    or a commit that failed (the cast may or may not be stored)."""

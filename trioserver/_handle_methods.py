@@ -64,9 +64,10 @@ def handle_method(method: Method) -> Callable[..., Any]:
     # The request's coroutine is named after the handle method, so that a forgotten `await`
     # warns "coroutine 'Theater.reserve' was never awaited", not the runtime's own name:
     # one attribute store per call (docs/misuse.md gives its measured cost).
+    entry = "durable_cast" if method.durable is not None else method.kind
     source = (
         f"def {method.name}({', '.join(signature)}):\n"
-        f"    _trioserver_request = {self_name}._trioserver_state.{method.kind}"
+        f"    _trioserver_request = {self_name}._trioserver_state.{entry}"
         f"(_trioserver_method, {args}, {kwargs})\n"
         f"    _trioserver_request.__qualname__ = _trioserver_label\n"
         f"    return _trioserver_request\n"

@@ -9,18 +9,20 @@ from typing import TypeVar
 
 import trio
 
-from ._errors import TrioServerError
+from ._durable import Durable
+from ._errors import StoreError, TrioServerError
 from ._instrument import Instrument
 from ._loop import run, spawn, stop
 from ._runtime import Runtime
 from ._spec import STATE, ServerSpec, spec_of
 from ._state import ServerState
+from ._store import Store
 
 T = TypeVar("T")
 
 
 def open_server(
-    obj: T, *, instruments: Iterable[Instrument] = ()
+    obj: T, *, instruments: Iterable[Instrument] = (), store: Store | None = None
 ) -> AbstractAsyncContextManager[T]:
     """Run `obj`'s server for the duration of the block; yield its handle.
 
@@ -30,6 +32,9 @@ def open_server(
     Args:
       obj: An instance of a class decorated with `server`.
       instruments: Instruments for this server alone (see `add_instrument` for all).
+      store: Where its durable casts are stored (`SQLiteStore`,
+        `trioserver.postgres.PostgresStore`); needed if it has any. Stored casts left by
+        earlier runs are queued before the block begins, ahead of any new request.
 
     Yields:
       The handle, typed as `obj`'s class.
@@ -49,8 +54,25 @@ def open_server(
     Raises:
       InvalidServerDefinition: `obj`'s class is not a server.
       TrioServerError: `obj` is already running.
+      StoreError: its class has durable casts and no `store` was given.
+      TypeError: `store` is not a store.
     """
-    return _Serving(obj, tuple(instruments))
+    return _Serving(obj, tuple(instruments), store)
+
+
+def _store_for(spec: ServerSpec, store: object) -> Store | None:
+    """The store a run of `spec`'s server uses, checked before anything starts."""
+    if store is not None and not isinstance(store, Store):
+        raise TypeError(
+            f"store must be a trioserver store (SQLiteStore, postgres.PostgresStore), "
+            f"not {type(store).__name__}"
+        )
+    if store is None and spec.durable:
+        raise StoreError(
+            f"{spec.name} has durable casts ({', '.join(spec.durable)}) and no store: open "
+            f"it with one, open_server(obj, store=trioserver.SQLiteStore('casts.db'))"
+        )
+    return store
 
 
 def _not_running(obj: object) -> ServerSpec:
@@ -68,18 +90,29 @@ class _Serving(AbstractAsyncContextManager[T]):
     Errors are raised outside the nursery, so that they come out unwrapped.
     """
 
-    __slots__ = ("_instruments", "_nursery", "_obj", "_runtime")
+    __slots__ = ("_instruments", "_nursery", "_obj", "_runtime", "_store")
 
-    def __init__(self, obj: T, instruments: tuple[Instrument, ...]) -> None:
+    def __init__(self, obj: T, instruments: tuple[Instrument, ...], store: Store | None) -> None:
         self._obj = obj
         self._instruments = instruments
+        self._store = store
 
     async def __aenter__(self) -> T:
         obj = self._obj
         spec = _not_running(obj)
+        store = _store_for(spec, self._store)
         self._nursery = trio.open_nursery()
         nursery = await self._nursery.__aenter__()
         runtime = self._runtime = Runtime(spec, obj, nursery, self._instruments)
+        durable = None
+        if store is not None:
+            durable = runtime.durable = Durable(runtime, store)
+            try:
+                await durable.open()  # stored casts are claimed now, queued once it started
+            except BaseException:
+                await self._nursery.__aexit__(None, None, None)
+                raise
+            durable.begin(nursery)
         obj.__dict__[STATE] = runtime
         started = runtime.started
         assert started is not None
@@ -91,6 +124,8 @@ class _Serving(AbstractAsyncContextManager[T]):
             raise
         if runtime.start_error is not None:
             await self._close(None)
+        if durable is not None:
+            durable.go()
         return obj
 
     async def __aexit__(
@@ -116,6 +151,7 @@ async def serve(
     obj: T,
     *,
     instruments: Iterable[Instrument] = (),
+    store: Store | None = None,
     task_status: trio.TaskStatus[T] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run `obj`'s server in a nursery until it is cancelled: ``handle = await
@@ -129,6 +165,7 @@ async def serve(
     Args:
       obj: An instance of a class decorated with `server`.
       instruments: Instruments for this server alone.
+      store: Where its durable casts are stored, as for `open_server`.
       task_status: Given the handle once `on_start` has finished.
 
     Cancellation:
@@ -141,17 +178,28 @@ async def serve(
       the nursery (directly awaited: out of the call).
     """
     if task_status is trio.TASK_STATUS_IGNORED:
-        async with open_server(obj, instruments=instruments):
+        async with open_server(obj, instruments=instruments, store=store):
             await trio.sleep_forever()
-    runtime = Runtime(_not_running(obj), obj, None, tuple(instruments))
+    spec = _not_running(obj)
+    runtime = Runtime(spec, obj, None, tuple(instruments))
+    durable = None
+    checked = _store_for(spec, store)
+    if checked is not None:
+        durable = runtime.durable = Durable(runtime, checked)
+        await durable.open()  # stored casts are claimed now, queued once it started
     obj.__dict__[STATE] = runtime
     await run(runtime)  # on_start, in this task; it ends idle (there is no request yet)
     if runtime.start_error is not None:
+        if durable is not None:
+            await durable.abandon()
         raise runtime.start_error
     task_status.started(obj)
     nursery = trio.lowlevel.current_task().parent_nursery  # `nursery.start`'s, now
     assert nursery is not None
     runtime.nursery = nursery
+    if durable is not None:
+        durable.begin(nursery)
+        durable.go()
     keepers = _keepers()
     keeper = keepers.get(nursery)
     if keeper is None:

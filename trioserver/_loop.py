@@ -29,7 +29,7 @@ from ._errors import ServerCrashed, ServerStopped, TrioServerError
 from ._guards import next_request
 from ._handoff import RAISE, go_on
 from ._reply import expire, finish, shed_at_start, start
-from ._request import DROPPED, RUNNING, STOPPED, Request, deliver, seconds
+from ._request import DROPPED, RUNNING, STOPPED, Request, StoredRequest, deliver, seconds
 from ._serving import SERVING
 from ._state import RETIRE, Block, ServerState
 from ._stopped import NotRunning
@@ -372,6 +372,13 @@ def stop(state: ServerState, why: str, error: type[TrioServerError] = ServerStop
         if request.task is not None:
             message = f"{request.method.label}: {name} stopped ({why}) before this call started"
             deliver(request, Error(error(message)))
+        elif type(request) is StoredRequest:
+            logger.info(
+                "durable cast %s not run: %s stopped (%s); it stays stored for the next run",
+                request.method.label,
+                name,
+                why,
+            )
         else:
             logger.warning(
                 "cast %s dropped: %s stopped (%s) before it started",
@@ -379,6 +386,8 @@ def stop(state: ServerState, why: str, error: type[TrioServerError] = ServerStop
                 name,
                 why,
             )
+    if state.durable is not None:
+        state.durable.close()  # its last round commits what is left, and gives back the rest
     if state.keeper is not None:  # `serve`'s: its task (if any) is its nursery's, which goes on
         state.keeper.discard(state)
         if state.task is not None and state.task is not _SPAWNING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import (
     TYPE_CHECKING,
@@ -17,6 +18,8 @@ from typing import (
     overload,
 )
 
+import attrs
+
 from ._budget import INHERIT, Inherit, check_timeout
 from ._errors import InvalidServerDefinition
 
@@ -25,6 +28,16 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 Kind = Literal["call", "cast"]
+
+
+@attrs.frozen
+class Durability:
+    """What ``@cast(durable=True, ...)`` says of a durable cast (guarantee 17)."""
+
+    attempts: int  # runs allowed before it is kept as dead
+    backoff: float  # seconds before the first retry; doubled for each further one
+    max_backoff: float  # the longest wait between two runs
+    key: Callable[..., object] | None  # the cast's arguments -> its idempotency key (a str)
 
 
 class Handler(Generic[S, P, R]):
@@ -41,6 +54,7 @@ class Handler(Generic[S, P, R]):
     thread: bool
     crash: bool
     guard: Callable[[Any], object] | None
+    durable: Durability | None
     is_async: bool
     name: str
 
@@ -53,6 +67,7 @@ class Handler(Generic[S, P, R]):
         thread: bool = False,
         crash: bool = False,
         guard: Callable[[Any], object] | None = None,
+        durable: Durability | None = None,
     ) -> None:
         self.kind = kind
         self.fn = fn
@@ -61,6 +76,7 @@ class Handler(Generic[S, P, R]):
         self.thread = thread
         self.crash = crash
         self.guard = guard
+        self.durable = durable
         self.is_async = inspect.iscoroutinefunction(fn)
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
@@ -112,6 +128,7 @@ def _mark(
     thread: object,
     crash: object,
     when: object = None,
+    durable: Durability | None = None,
 ) -> Handler[Any, Any, Any]:
     if isinstance(fn, Handler):
         raise InvalidServerDefinition(
@@ -162,7 +179,76 @@ def _mark(
             f"{where}: when= guards a call (its caller waits until the guard holds); a cast "
             f"does not wait: make it a @call, or check the condition in the handler"
         )
-    return Handler(kind, fn, budget, bool(admission), bool(thread), bool(crash), guard)
+    if durable is not None and crash:
+        raise InvalidServerDefinition(
+            f"{where}: crash=True stops the server when the cast raises, and durable=True "
+            f"retries it: choose one (a durable cast's failures are retried, then kept as dead)"
+        )
+    if durable is not None and durable.key is not None:
+        _check_key(durable.key, fn, where)
+    return Handler(kind, fn, budget, bool(admission), bool(thread), bool(crash), guard, durable)
+
+
+def _durability(
+    durable: object, attempts: object, backoff: object, max_backoff: object, key: object
+) -> Durability | None:
+    """The options of a durable cast, checked (the caller names the method on error)."""
+    if not isinstance(durable, bool):
+        raise InvalidServerDefinition(f"durable must be True or False, not {durable!r}")
+    given = {
+        name: value
+        for name, value, default in (
+            ("attempts", attempts, 3),
+            ("backoff", backoff, 1.0),
+            ("max_backoff", max_backoff, 300.0),
+            ("key", key, None),
+        )
+        if value is not default
+    }
+    if not durable:
+        if given:
+            raise InvalidServerDefinition(
+                f"{', '.join(given)} apply to durable casts only: add durable=True, or drop them"
+            )
+        return None
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        raise InvalidServerDefinition(f"attempts must be a whole number >= 1, not {attempts!r}")
+    for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise InvalidServerDefinition(
+                f"{name} must be a finite number of seconds >= 0, not {value!r}"
+            )
+    if key is not None and not callable(key):
+        raise InvalidServerDefinition(
+            f"key must be a function of the cast's arguments returning a str, not {key!r}"
+        )
+    return Durability(attempts, float(backoff), float(max_backoff), key)  # type: ignore[arg-type]
+
+
+def _check_key(key: Callable[..., object], fn: Callable[..., Any], where: str) -> None:
+    """`key` must take the cast's arguments (without self) and not be async."""
+    if inspect.iscoroutinefunction(key):
+        raise InvalidServerDefinition(
+            f"{where}: key= must be a plain function of the cast's arguments, not async"
+        )
+    try:
+        wanted = inspect.signature(key)
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):  # (a builtin without one: trust it)
+        return
+    sample = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    try:
+        wanted.bind(*sample)
+    except TypeError:
+        raise InvalidServerDefinition(
+            f"{where}: key= is called with the cast's arguments as the caller passed them "
+            f"(without self), and {name_of(key)}{wanted} cannot take ({', '.join(sample)})"
+        ) from None
 
 
 def _check_guard(when: object, where: str) -> Callable[[Any], object]:
@@ -250,6 +336,8 @@ def _decorator(
     thread: object = False,
     crash: object = False,
     when: object = None,
+    durable: Durability | None = None,
+    options: tuple[tuple[str, object, object], ...] = (),
 ) -> Any:
     if fn is BARE:
         given = [
@@ -260,12 +348,13 @@ def _decorator(
                 ("thread", thread, False),
                 ("crash", crash, False),
                 ("when", when, None),
+                *options,
             )
             if value is not default
         ]
 
         def mark(method: object) -> Handler[Any, Any, Any]:
-            return _mark(kind, method, timeout, admission, thread, crash, when)
+            return _mark(kind, method, timeout, admission, thread, crash, when, durable)
 
         written = f"{kind}({', '.join(given)})"
         return PendingMark(kind, written, f"@{written}", mark)
@@ -283,7 +372,7 @@ def _decorator(
             )
 
         return PendingMark(kind, f"{kind}({fn!r})", meant, refuse)
-    return _mark(kind, fn, timeout, admission, thread, crash, when)
+    return _mark(kind, fn, timeout, admission, thread, crash, when, durable)
 
 
 @overload
@@ -380,7 +469,15 @@ def call(
 def cast(fn: Callable[Concatenate[S, P], object], /) -> Handler[S, P, None]: ...
 @overload
 def cast(
-    *, timeout: float | None = ..., thread: bool = ..., crash: bool = ...
+    *,
+    timeout: float | None = ...,
+    thread: bool = ...,
+    crash: bool = ...,
+    durable: bool = ...,
+    attempts: int = ...,
+    backoff: float = ...,
+    max_backoff: float = ...,
+    key: Callable[..., str] | None = ...,
 ) -> _CastDecorator: ...
 def cast(
     fn: object = BARE,
@@ -390,6 +487,11 @@ def cast(
     thread: object = False,
     crash: object = False,
     when: object = None,
+    durable: object = False,
+    attempts: object = 3,
+    backoff: object = 1.0,
+    max_backoff: object = 300.0,
+    key: object = None,
 ) -> Any:
     """Mark a method as a cast: fire and forget.
 
@@ -404,6 +506,22 @@ def cast(
       crash: If the handler raises, the server crashes instead of going on:
         every caller waiting on it gets `ServerCrashed`, and the error comes
         out of `open_server` (a supervisor restarts the server instead).
+      durable: Store the cast before it runs (guarantee 17; the server must
+        be opened with a ``store``): ``await handle.method(...)`` returns once
+        the cast is committed, and it runs at least once, even if the
+        process dies before it ran. Its arguments must be JSON data
+        (`TypeError` naming the one that is not, nothing stored). See the
+        page "Durable casts".
+      attempts: A durable cast's runs before it is kept as dead (3 unless
+        given): a run that raises or is cut is retried.
+      backoff: Seconds before a durable cast's first retry (1.0 unless
+        given), doubled for each further one, with jitter (the wait is
+        drawn between half and all of it).
+      max_backoff: The longest wait between two runs (300 s unless given).
+      key: An idempotency key: a function of the cast's arguments (as the
+        caller passes them, without ``self``) returning a str; a second
+        durable cast with a key already stored for its server stores
+        nothing (its ``await`` returns as if stored).
 
     Returns:
       The mark; `server` turns it into a method of the handle.
@@ -421,6 +539,22 @@ def cast(
 
     Raises:
       InvalidServerDefinition: at definition time, as for `call`; and for
-        ``when=`` (a guard makes its caller wait; a cast's caller does not).
+        ``when=`` (a guard makes its caller wait; a cast's caller does not);
+        for durable options that are not right (``attempts`` below 1, a
+        negative ``backoff``, a ``key`` that cannot take the arguments,
+        ``crash=True`` with ``durable=True``, an option without
+        ``durable=True``).
     """
-    return _decorator("cast", fn, timeout, True, thread, crash, when)
+    try:
+        durability = _durability(durable, attempts, backoff, max_backoff, key)
+    except InvalidServerDefinition as exc:
+        where = "@cast(...)" if fn is BARE else f"@cast on {name_of(fn)}"
+        raise InvalidServerDefinition(f"{where}: {exc}") from None
+    options = (
+        ("durable", durable, False),
+        ("attempts", attempts, 3),
+        ("backoff", backoff, 1.0),
+        ("max_backoff", max_backoff, 300.0),
+        ("key", key, None),
+    )
+    return _decorator("cast", fn, timeout, True, thread, crash, when, durability, options)

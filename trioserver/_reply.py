@@ -14,7 +14,16 @@ from outcome import Error, Outcome, Value
 
 from . import _private
 from ._errors import CallTimeout, ServerOverloaded
-from ._request import DONE, RUNNING, TIMED_OUT, WITHDRAWN, Request, cut_message, deliver
+from ._request import (
+    DONE,
+    RUNNING,
+    TIMED_OUT,
+    WITHDRAWN,
+    Request,
+    StoredRequest,
+    cut_message,
+    deliver,
+)
 from ._state import ServerState
 from ._statistics import MethodRecorder
 
@@ -62,6 +71,8 @@ def finish(
         ending = "handled"
         if request.task is not None:
             deliver(request, outcome)
+        elif type(request) is StoredRequest:
+            request.runner.ended(request, None, False)
     elif status == RUNNING:
         record.ended(now - request.started_at, now, outcome is None, request.released_for)
         if outcome is None:
@@ -73,6 +84,8 @@ def finish(
             ending = "failed"
         if request.task is not None:
             deliver(request, outcome)
+        elif type(request) is StoredRequest:
+            request.runner.ended(request, _error_of(outcome), False)
         elif request.method.crash:
             crash = _error_of(outcome)
         else:
@@ -85,6 +98,8 @@ def finish(
         else:  # ABANDONED (its caller left) or STOPPED (stop told its caller)
             state.cancelled += 1
             ending = "cancelled"
+        if type(request) is StoredRequest:  # stopped: it stays stored, for the next run
+            request.runner.ended(request, None, True)
     if "call_finished" in state.instruments.hooked:
         state.emit("call_finished", request, ending)
     return crash

@@ -103,6 +103,32 @@ class Request:
         return self.state == RUNNING
 
 
+class Runner(Protocol):
+    """A server run's durable casts (`_durable.Durable`), as its requests and state see it."""
+
+    stored: int
+    retried: int
+    dead: int
+
+    def ended(
+        self, request: StoredRequest, error: BaseException | None, stopped: bool, /
+    ) -> None: ...
+
+    def running(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class StoredRequest(Request):
+    """A durable cast's run: a cast whose end is reported to its runner, which marks it done
+    in the store, retries it, or keeps it as dead."""
+
+    __slots__ = ("row", "runner")
+
+    row: Any  # its `_store.StoredCast`
+    runner: Runner
+
+
 def deliver(request: Request, outcome: Outcome[Any]) -> None:
     """Wake the caller with `outcome`, or leave it for when the caller parks again."""
     if request.waiting:

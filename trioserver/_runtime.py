@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from . import _caller
+from . import _caller, _durable
 from ._state import ServerState
 
 
@@ -19,3 +19,4 @@ class Runtime(ServerState):
 
     call = _caller.call
     cast = _caller.cast
+    durable_cast = _durable.durable_cast

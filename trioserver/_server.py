@@ -179,6 +179,7 @@ def _make_server(
             crash=mark.crash,
             run=_in_worker_thread(mark.fn) if mark.thread else mark.fn,
             guard=mark.guard,
+            durable=mark.durable,
             handoff=not mark.thread and mark.guard is None,
         )
         for attr, mark in marks.items()
@@ -194,6 +195,7 @@ def _make_server(
         when_full="refuse" if when_full == "refuse" else "wait",
         max_abandoned_threads=max_abandoned_threads,
         guarded=any(method.guard is not None for method in methods.values()),
+        durable=tuple(attr for attr, method in methods.items() if method.durable is not None),
     )
     for attr, method in methods.items():
         setattr(cls, attr, handle_method(method))
@@ -268,6 +270,8 @@ def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
                     method.admission,
                     method.thread,
                     method.crash,
+                    method.guard,
+                    method.durable,
                 )
             else:
                 marks.pop(attr, None)

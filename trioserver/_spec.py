@@ -9,7 +9,7 @@ import attrs
 
 from ._budget import Inherit
 from ._errors import InvalidServerDefinition
-from ._marks import Kind
+from ._marks import Durability, Kind
 
 WhenFull = Literal["wait", "refuse"]
 
@@ -35,6 +35,7 @@ class Method:
     crash: bool  # a cast whose error crashes the server
     run: Callable[..., Any]  # what the server calls: `fn`, or `fn` in a worker thread
     guard: Callable[[Any], object] | None  # `when=`: it starts only while this holds
+    durable: Durability | None  # a durable cast (`_durable`): stored before it runs
     handoff: (
         bool  # an idle server may run it in its caller's step (`_handoff`): no thread, no guard
     )
@@ -54,6 +55,7 @@ class ServerSpec:
     when_full: WhenFull
     max_abandoned_threads: int
     guarded: bool  # some method has a guard (`when=`)
+    durable: tuple[str, ...]  # the names of its durable casts: it needs a store
 
     @property
     def threaded(self) -> bool:

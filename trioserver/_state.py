@@ -27,7 +27,17 @@ from ._instrument import (
     run_instruments,
 )
 from ._mailbox import Mailbox
-from ._request import ABANDONED, GUARDED, QUEUED, RUNNING, TIMED_OUT, Request, cut_message, deliver
+from ._request import (
+    ABANDONED,
+    GUARDED,
+    QUEUED,
+    RUNNING,
+    TIMED_OUT,
+    Request,
+    Runner,
+    cut_message,
+    deliver,
+)
 from ._statistics import MethodRecorder, ServerStatistics
 from ._threads import WorkerThreads
 from ._timers import timers
@@ -86,6 +96,7 @@ class ServerState:
         "context",
         "current",
         "dropped",
+        "durable",
         "failed",
         "fatal",
         "guard_evaluations",
@@ -166,6 +177,7 @@ class ServerState:
         self.stop_error: BaseException | None = None
         self.records = Records()
         self.threads = WorkerThreads() if spec.threaded else None
+        self.durable: Runner | None = None  # its durable casts' runner (`_durable`), if any
         self.loop_blocks = 0
         self.longest_block = 0.0
         self.numbered = 0
@@ -205,6 +217,10 @@ class ServerState:
             loop_blocks=self.loop_blocks,
             longest_block=self.longest_block,
             abandoned_threads=0 if self.threads is None else self.threads.abandoned,
+            durable_stored=0 if self.durable is None else self.durable.stored,
+            durable_running=0 if self.durable is None else self.durable.running(),
+            durable_retried=0 if self.durable is None else self.durable.retried,
+            durable_dead=0 if self.durable is None else self.durable.dead,
             threads_abandoned=0 if self.threads is None else self.threads.abandoned_total,
             methods={
                 name: record.snapshot()

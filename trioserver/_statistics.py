@@ -135,6 +135,17 @@ class ServerStatistics:
     """How many ``thread=True`` handlers, abandoned when cut, still run in their threads now."""
     threads_abandoned: int = 0
     """How many ``thread=True`` handlers were abandoned while their thread still ran, in all."""
+    durable_stored: int = 0
+    """Durable casts committed to the store by this run's callers (a cast whose key was
+    stored already is not counted)."""
+    durable_running: int = 0
+    """Stored casts this run has claimed and not finished: queued, running, or waiting out a
+    retry's backoff."""
+    durable_retried: int = 0
+    """Runs of durable casts that failed (raised or were cut) and will be retried."""
+    durable_dead: int = 0
+    """Durable casts this run kept as dead: failed on their last attempt, or could not run
+    (their handler is gone, or their stored arguments no longer fit it)."""
     methods: Mapping[str, MethodStatistics] = attrs.field(factory=dict[str, MethodStatistics])
     """Figures per method name, for the methods that have been called."""
 

@@ -45,5 +45,8 @@ class NotRunning:
     async def cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
         raise self._refuse(method)
 
+    async def durable_cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
+        raise self._refuse(method)
+
     def statistics(self) -> ServerStatistics:
         return ServerStatistics() if self.last is None else self.last.statistics()
