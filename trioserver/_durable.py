@@ -33,6 +33,7 @@ from trio.lowlevel import checkpoint_if_cancelled
 
 from ._caller import outside
 from ._errors import ServerStopped, StoreError
+from ._instrument import CallInfo, Hook
 from ._loop import wake
 from ._request import StoredRequest
 from ._store import (
@@ -144,8 +145,11 @@ class Durable:
         self.woken.set()
 
     def news(self) -> None:
-        """Casts may be pending that this run has not claimed (stored elsewhere, requeued)."""
+        """Casts may be pending that this run has not claimed (stored elsewhere, requeued), or
+        the lease was given back: claim them, or try to take the lease, now."""
         self.caught_up = False
+        if not self.holding:
+            self.renew_at = -math.inf
         self.woken.set()
 
     async def _listen(self, listener: Listener) -> None:
@@ -153,8 +157,6 @@ class Durable:
             while not self.closing:
                 await listener.wait()
                 self.news()
-                if not self.holding:
-                    self.renew_at = -math.inf  # the lease may have been given back: try it
         finally:
             listener.close()
 
@@ -175,6 +177,7 @@ class Durable:
                     self._queue(heapq.heappop(self.later)[2])
                 if now >= self.renew_at:
                     self.batch.lease = True
+                    self.caught_up = False  # (another process may have stored casts: look)
                 if self.holding and not self.caught_up and self.in_memory < CHUNK // 2:
                     self.batch.claim = CHUNK
                 if self.batch:
@@ -196,6 +199,8 @@ class Durable:
             await self._round(batch)
         except Exception:
             pass  # (logged; its callers were told)
+        else:
+            self.store._news(self.queue)  # pyright: ignore[reportPrivateUsage]
         finally:
             connection, self.connection = self.connection, None
             if connection is not None:
@@ -254,15 +259,22 @@ class Durable:
                 self.caught_up = True
             for row in committed.claimed:
                 self._queue(row)
+        pending = False
         for new, number in zip(batch.inserts, committed.ids, strict=True):
             if number is None:
                 continue  # its key was stored already
             self.stored += 1
+            if "cast_stored" in self.state.instruments.hooked:
+                self._notify("cast_stored", new.method, number, None)
             if batch.claim_inserts and committed.holding:
                 self._queue(StoredCast(number, new.method, new.payload, 0, new.attempts, 0.0))
             elif committed.holding:
                 self.caught_up = False  # stored pending: claim it next round
                 self.woken.set()
+            else:
+                pending = True
+        if pending:  # stored for the lease holder: tell it, if it runs in this process
+            self.store._news(self.queue, self.news)  # pyright: ignore[reportPrivateUsage]
         if self.holding and not self.caught_up:
             self.woken.set()
 
@@ -336,10 +348,13 @@ class Durable:
                     wait,
                 )
                 self.retried += 1
+                if "cast_retried" in self.state.instruments.hooked:
+                    self._notify("cast_retried", row.method, row.id, repr(error))
                 after = time.time() + wait
                 self.batch.retried.append((row.id, failed, after, repr(error)))
+                # (its wait is on trio's clock while this run lives; `after` is for a later run)
                 self._later(
-                    StoredCast(row.id, row.method, row.payload, failed, row.attempts, after), wait
+                    StoredCast(row.id, row.method, row.payload, failed, row.attempts, 0.0), wait
                 )
         self.woken.set()
 
@@ -355,7 +370,24 @@ class Durable:
             error,
         )
         self.batch.dead.append((row.id, failed, error))
+        if "cast_dead" in self.state.instruments.hooked:
+            self._notify("cast_dead", row.method, row.id, error)
         self.woken.set()
+
+    def _notify(self, hook: Hook, method: str, number: int, reason: str | None) -> None:
+        state = self.state
+        now = state.now()
+        info = CallInfo(
+            server=state.spec.name,
+            method=f"{state.spec.name}.{method}",
+            kind="cast",
+            number=number,
+            queued_at=now,
+            ended_at=None if hook == "cast_stored" else now,
+            reason=reason,
+            stored_as=number,
+        )
+        state.notify(hook, info)
 
 
 def _bind(method: Method, args: list[Any], kwargs: dict[str, Any]) -> None:

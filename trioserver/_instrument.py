@@ -15,7 +15,16 @@ import trio
 
 logger = logging.getLogger("trioserver")
 
-Hook = Literal["call_queued", "call_started", "call_finished", "call_withdrawn", "call_shed"]
+Hook = Literal[
+    "call_queued",
+    "call_started",
+    "call_finished",
+    "call_withdrawn",
+    "call_shed",
+    "cast_stored",
+    "cast_retried",
+    "cast_dead",
+]
 
 
 @attrs.frozen
@@ -39,7 +48,12 @@ class CallInfo:
     """``handled``, ``failed``, ``timed_out``, ``cancelled`` (`call_finished`);
     ``withdrawn``, ``dropped`` (`call_withdrawn`); ``shed`` (`call_shed`)."""
     reason: str | None = None
-    """Why a request was shed or dropped, in words."""
+    """Why a request was shed or dropped, in words; for `Instrument.cast_retried` and
+    `Instrument.cast_dead`, what its run raised."""
+    stored_as: int | None = None
+    """A durable cast's number in its store (commit order), else None. For
+    `Instrument.cast_stored`, `~Instrument.cast_retried` and `~Instrument.cast_dead`,
+    `number` is that number too."""
 
 
 class Instrument:
@@ -65,9 +79,19 @@ class Instrument:
     def call_shed(self, call: CallInfo) -> None:
         """A request was refused with `ServerOverloaded` (`CallInfo.reason` says why)."""
 
+    def cast_stored(self, call: CallInfo) -> None:
+        """A durable cast was committed to its server's store (in the store's task)."""
+
+    def cast_retried(self, call: CallInfo) -> None:
+        """A durable cast's run failed and it will run again after a backoff."""
+
+    def cast_dead(self, call: CallInfo) -> None:
+        """A durable cast failed on its last attempt, or cannot run: kept as dead."""
+
 
 HOOKS: tuple[Hook, ...] = (
     "call_queued", "call_started", "call_finished", "call_withdrawn", "call_shed",
+    "cast_stored", "cast_retried", "cast_dead",
 )  # fmt: skip
 
 
@@ -213,3 +237,12 @@ class LoggingInstrument(Instrument):
 
     def call_shed(self, call: CallInfo) -> None:
         self._log(call, f"shed: {call.reason}")
+
+    def cast_stored(self, call: CallInfo) -> None:
+        self._log(call, "stored")
+
+    def cast_retried(self, call: CallInfo) -> None:
+        self._log(call, f"failed, retried: {call.reason}")
+
+    def cast_dead(self, call: CallInfo) -> None:
+        self._log(call, f"dead: {call.reason}")

@@ -199,6 +199,9 @@ async def serve(
     runtime.nursery = nursery
     if durable is not None:
         durable.begin(nursery)
+        # (the server's contextvars are this task's, entered while it runs: a task started
+        # now to run the stored casts takes a copy)
+        runtime.context = runtime.context.copy()
         durable.go()
     keepers = _keepers()
     keeper = keepers.get(nursery)

@@ -128,7 +128,7 @@ def _mark(
     thread: object,
     crash: object,
     when: object = None,
-    durable: Durability | None = None,
+    durable_options: tuple[object, ...] | None = None,
 ) -> Handler[Any, Any, Any]:
     if isinstance(fn, Handler):
         raise InvalidServerDefinition(
@@ -179,6 +179,12 @@ def _mark(
             f"{where}: when= guards a call (its caller waits until the guard holds); a cast "
             f"does not wait: make it a @call, or check the condition in the handler"
         )
+    durable = None
+    if durable_options is not None:
+        try:
+            durable = _durability(*durable_options)
+        except InvalidServerDefinition as exc:
+            raise InvalidServerDefinition(f"{where}: {exc}") from None
     if durable is not None and crash:
         raise InvalidServerDefinition(
             f"{where}: crash=True stops the server when the cast raises, and durable=True "
@@ -336,7 +342,7 @@ def _decorator(
     thread: object = False,
     crash: object = False,
     when: object = None,
-    durable: Durability | None = None,
+    durable: tuple[object, ...] | None = None,
     options: tuple[tuple[str, object, object], ...] = (),
 ) -> Any:
     if fn is BARE:
@@ -545,11 +551,6 @@ def cast(
         ``crash=True`` with ``durable=True``, an option without
         ``durable=True``).
     """
-    try:
-        durability = _durability(durable, attempts, backoff, max_backoff, key)
-    except InvalidServerDefinition as exc:
-        where = "@cast(...)" if fn is BARE else f"@cast on {name_of(fn)}"
-        raise InvalidServerDefinition(f"{where}: {exc}") from None
     options = (
         ("durable", durable, False),
         ("attempts", attempts, 3),
@@ -557,4 +558,5 @@ def cast(
         ("max_backoff", max_backoff, 300.0),
         ("key", key, None),
     )
+    durability = (durable, attempts, backoff, max_backoff, key)
     return _decorator("cast", fn, timeout, True, thread, crash, when, durability, options)

@@ -35,6 +35,7 @@ from ._request import (
     TIMED_OUT,
     Request,
     Runner,
+    StoredRequest,
     cut_message,
     deliver,
 )
@@ -328,6 +329,7 @@ class ServerState:
             ended_at=None if hook in ("call_queued", "call_started") else self.now(),
             outcome=outcome,
             reason=reason,
+            stored_as=request.row.id if type(request) is StoredRequest else None,
         )
         self.notify(hook, info)
 

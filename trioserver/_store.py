@@ -214,9 +214,15 @@ class Store:
         queue = self.queue_of(server)
         chosen = None if ids is None else [int(i) for i in ids]
         count = await trio.to_thread.run_sync(self._requeue, queue, chosen)
-        for wake in list(self._woken.get(queue, ())):
-            wake()
+        self._news(queue)
         return count
+
+    def _news(self, queue: str, but: Callable[[], None] | None = None) -> None:
+        """Tell the runs on `queue` in this process (`but` one): casts may be pending, or the
+        lease free."""
+        for wake in list(self._woken.get(queue, ())):
+            if wake != but:
+                wake()
 
     def _watch(self, queue: str, wake: Callable[[], None]) -> None:
         self._woken.setdefault(queue, set()).add(wake)
