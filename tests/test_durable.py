@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import math
 import re
+import subprocess
+import sys
 from functools import partial
 import sqlite3
 from pathlib import Path
@@ -189,7 +191,7 @@ async def test_a_cast_failing_on_every_attempt_is_kept_dead_listed_and_requeued(
         assert len(mailer.runs) == 3  # attempts=3
         assert mailer.sent == []
         assert statistics(mailer).durable_dead == 1
-        assert "is dead after 3 attempts" in caplog.text
+        assert "is dead (after 3 attempts)" in caplog.text
         await until(lambda: rows(path, "state = 'dead'"))
         dead = await store.dead_casts(Mailer)
         assert [(d.method, d.args, d.kwargs, d.attempts) for d in dead] == [
@@ -511,25 +513,79 @@ async def test_the_lease_passes_when_its_holder_stops(
         assert first.sent == []
 
 
-async def test_a_dead_holders_lease_expires_and_is_taken_over(path: Path) -> None:
+async def test_a_live_holder_keeps_the_queue_and_its_death_frees_it(path: Path) -> None:
     store = SQLiteStore(path, queue="mail", lease=0.3)
+    connection = store.connect("mail", "another-run")
+    assert connection.commit(Batch(lease=True)).holding
     db = sqlite3.connect(path)
-    connection = store.connect("mail", "a-holder-that-died")
-    connection.commit(Batch(lease=True))
     db.execute(
         "INSERT INTO trioserver_casts (queue, method, payload, state, attempts, enqueued_at) "
         "VALUES ('mail', 'send', '{\"args\":[\"left\",5],\"kwargs\":{}}', 'running', 3, 0)"
     )
     db.commit()
     db.close()
-    connection.close()  # it "died" holding the lease, with a claimed cast
     mailer = Mailer()
-    async with open_server(mailer, store=store) as running:
-        assert statistics(running).durable_running == 0  # the lease is not free yet
+    async with open_server(mailer, store=store) as running:  # real time: a wall-clock lease
+        await trio.sleep(0.5)  # its lease row expired, but the run is alive: it keeps its lock
+        assert statistics(running).durable_running == 0
+        connection.close()  # it ends (as a killed process's lock is freed by the system)
         with trio.fail_after(5):
             while not mailer.sent:
-                await trio.sleep(0.05)  # real time: the lease is on the wall clock
+                await trio.sleep(0.02)  # taken over at the next try, a third of the lease
     assert mailer.sent == [("left", 5)]
+
+
+def test_a_killed_holders_casts_run_before_new_requests(path: Path) -> None:
+    script = f"""
+import os, trio, trioserver
+from tests.test_durable import Mailer
+async def main():
+    async with trioserver.open_server(Mailer(), store=trioserver.SQLiteStore({str(path)!r})) as m:
+        await m.linger(100)
+        for n in range(3):
+            await m.send("left", n)
+        print("stored", flush=True)
+        await trio.sleep_forever()
+trio.run(main)
+"""
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, cwd=Path(__file__).parent.parent
+    ) as process:
+        assert process.stdout is not None
+        try:
+            assert process.stdout.readline() == b"stored\n"
+        finally:
+            process.kill()  # SIGKILL: no stop, no release; its lease row stays
+    mailer = Mailer()
+
+    async def restart() -> None:
+        async with open_server(mailer, store=SQLiteStore(path)) as running:
+            assert statistics(running).durable_running == 4  # taken over at once, claimed
+            assert await running.count() == 4  # after them: linger (100 s) included
+
+    trio.run(restart, clock=trio.testing.MockClock(autojump_threshold=0.05))
+    assert mailer.sent == [("linger", 100)] + [("left", n) for n in range(3)]
+
+
+async def test_a_key_gets_keyword_only_arguments_by_name(clock: trio.abc.Clock, path: Path) -> None:
+    @server
+    class Receipts:
+        def __init__(self) -> None:
+            self.sent: list[str] = []
+
+        @cast(durable=True, key=lambda order, lang: f"{order}:{lang}")
+        def receipt(self, order: int, *, lang: str = "en") -> None:
+            self.sent.append(f"{order}:{lang}")
+
+        @call
+        def read(self) -> list[str]:
+            return self.sent
+
+    async with open_server(Receipts(), store=SQLiteStore(path)) as receipts:
+        await receipts.receipt(1)
+        await receipts.receipt(1, lang="en")
+        await receipts.receipt(1, lang="fr")
+        assert await receipts.read() == ["1:en", "1:fr"]
 
 
 @pytest.mark.parametrize(
@@ -543,7 +599,8 @@ async def test_a_dead_holders_lease_expires_and_is_taken_over(path: Path) -> Non
         ({"durable": True, "key": "order"}, ["key must be a function"]),
         ({"durable": "yes"}, ["durable must be True or False"]),
         ({"attempts": 5}, ["attempts apply to durable casts only"]),
-        ({"durable": True, "key": lambda a, b, c: "k"}, ["key=", "cannot take (to)"]),
+        ({"durable": True, "key": lambda a, b, c: "k"}, ["key=", "cannot take (to, cc=...)"]),
+        ({"durable": True, "key": lambda to: "k"}, ["key=", "or **kwargs"]),
     ],
 )
 def test_durable_options_are_checked_at_definition(
@@ -553,7 +610,7 @@ def test_durable_options_are_checked_at_definition(
 
         class Bad:
             @cast(**options)
-            def send(self, to: str) -> None:
+            def send(self, to: str, *, cc: str = "") -> None:
                 pass
 
 

@@ -361,12 +361,12 @@ class Durable:
     def _dead(self, row: StoredCast, failed: int, error: str) -> None:
         self.dead += 1
         logger.error(
-            "durable cast %s.%s (#%d) is dead after %d attempts: %s; it stays in the store "
+            "durable cast %s.%s (#%d) is dead (%s): %s; it stays in the store "
             "(Store.dead_casts, Store.requeue)",
             self.state.spec.name,
             row.method,
             row.id,
-            failed,
+            f"after {failed} attempts" if failed else "it cannot run",
             error,
         )
         self.batch.dead.append((row.id, failed, error))

@@ -373,6 +373,7 @@ def stop(state: ServerState, why: str, error: type[TrioServerError] = ServerStop
             message = f"{request.method.label}: {name} stopped ({why}) before this call started"
             deliver(request, Error(error(message)))
         elif type(request) is StoredRequest:
+            request.runner.ended(request, None, True)
             logger.info(
                 "durable cast %s not run: %s stopped (%s); it stays stored for the next run",
                 request.method.label,

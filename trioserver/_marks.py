@@ -237,7 +237,8 @@ def _durability(
 
 
 def _check_key(key: Callable[..., object], fn: Callable[..., Any], where: str) -> None:
-    """`key` must take the cast's arguments (without self) and not be async."""
+    """`key` must take the cast's arguments as the handle passes them (without self: the
+    positional parameters by position, keyword-only ones by name), and not be async."""
     if inspect.iscoroutinefunction(key):
         raise InvalidServerDefinition(
             f"{where}: key= must be a plain function of the cast's arguments, not async"
@@ -247,13 +248,17 @@ def _check_key(key: Callable[..., object], fn: Callable[..., Any], where: str) -
         params = list(inspect.signature(fn).parameters.values())[1:]
     except (TypeError, ValueError):  # (a builtin without one: trust it)
         return
-    sample = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    named = {p.name: None for p in params if p.kind is p.KEYWORD_ONLY}
     try:
-        wanted.bind(*sample)
+        wanted.bind(*positional, **named)
     except TypeError:
+        shown = ", ".join([*positional, *(f"{name}=..." for name in named)])
         raise InvalidServerDefinition(
-            f"{where}: key= is called with the cast's arguments as the caller passed them "
-            f"(without self), and {name_of(key)}{wanted} cannot take ({', '.join(sample)})"
+            f"{where}: key= is called with the cast's arguments as its handle passes them "
+            f"(without self: positional parameters by position, keyword-only ones by name), "
+            f"and {name_of(key)}{wanted} cannot take ({shown}); give it the same parameters, "
+            f"or **kwargs"
         ) from None
 
 
@@ -524,10 +529,12 @@ def cast(
         given), doubled for each further one, with jitter (the wait is
         drawn between half and all of it).
       max_backoff: The longest wait between two runs (300 s unless given).
-      key: An idempotency key: a function of the cast's arguments (as the
-        caller passes them, without ``self``) returning a str; a second
-        durable cast with a key already stored for its server stores
-        nothing (its ``await`` returns as if stored).
+      key: An idempotency key: a function of the cast's arguments returning
+        a str, called as the handle passes them (without ``self``: parameters
+        that can be positional by position, with their defaults filled in;
+        keyword-only ones by name); a second durable cast with a key already
+        stored for its server stores nothing (its ``await`` returns as if
+        stored). A key stays taken after its cast ran.
 
     Returns:
       The mark; `server` turns it into a method of the handle.

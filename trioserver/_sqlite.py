@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 import time
 from typing import Any, Literal
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover (Windows: the lease row alone)
+    fcntl = None  # type: ignore[assignment]
 
 from ._store import DEAD, DONE, PENDING, RUNNING, Batch, Committed, Store, StoredCast
 
@@ -89,7 +95,9 @@ class SQLiteStore(Store):
         return db
 
     def connect(self, queue: str, holder: str) -> _SQLiteConnection:
-        return _SQLiteConnection(self._open(), queue, holder, self.lease)
+        digest = hashlib.sha256(queue.encode()).hexdigest()[:16]
+        lock = f"{self.path}-trioserver-{digest}.lock"
+        return _SQLiteConnection(self._open(), queue, holder, self.lease, lock)
 
     def _list_dead(self, queue: str) -> list[tuple[Any, ...]]:
         db = self._open()
@@ -129,14 +137,23 @@ class SQLiteStore(Store):
 
 
 class _SQLiteConnection:
-    """One server run's connection: `commit` runs a `Batch` in one transaction."""
+    """One server run's connection: `commit` runs a `Batch` in one transaction.
 
-    def __init__(self, db: sqlite3.Connection, queue: str, holder: str, lease: float) -> None:
+    Its lease is a row (holder, expiry) and, where the system has ``flock``, an exclusive
+    lock on a file beside the database, held while it holds the lease: the system releases
+    it when the process dies, so the next run takes the queue over at once, not when the
+    row expires (a live holder keeps the lock: no other run can take it)."""
+
+    def __init__(
+        self, db: sqlite3.Connection, queue: str, holder: str, lease: float, lock: str
+    ) -> None:
         self.db = db
         self.queue = queue
         self.holder = holder
         self.lease = lease
         self.holding = False
+        self.lock_path = lock
+        self.lock: int | None = None  # the lock file's descriptor while it holds the lease
 
     def commit(self, batch: Batch) -> Committed:
         db = self.db
@@ -206,6 +223,8 @@ class _SQLiteConnection:
                     (queue, self.holder),
                 )
             db.execute("COMMIT")
+            if batch.release:
+                self._unlock()
         except BaseException:
             self.holding = held
             if db.in_transaction:
@@ -223,8 +242,13 @@ class _SQLiteConnection:
         row = db.execute(
             "SELECT holder, expires_at FROM trioserver_leases WHERE queue = ?", (self.queue,)
         ).fetchone()
-        if row is not None and row[0] != self.holder and row[1] > now:
-            self.holding = False  # another run holds it
+        locked = self._locked()
+        if locked is None:  # (no flock here: the row alone says)
+            if row is not None and row[0] != self.holder and row[1] > now:
+                self.holding = False  # another run holds it
+                return False
+        elif not locked:
+            self.holding = False  # a live run holds it (and its lock)
             return False
         db.execute(
             "INSERT OR REPLACE INTO trioserver_leases (queue, holder, expires_at) VALUES (?, ?, ?)",
@@ -239,5 +263,27 @@ class _SQLiteConnection:
         self.holding = True
         return took_over
 
+    def _locked(self) -> bool | None:
+        """Take (or keep) the lease's file lock: True if held, False if a live run holds it,
+        None where the system has no ``flock``."""
+        if fcntl is None:
+            return None
+        if self.lock is not None:
+            return True
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return False
+        self.lock = descriptor
+        return True
+
+    def _unlock(self) -> None:
+        if self.lock is not None:
+            os.close(self.lock)  # (closing it releases the lock)
+            self.lock = None
+
     def close(self) -> None:
+        self._unlock()
         self.db.close()

@@ -55,7 +55,9 @@ class StoredCast:
 
 @attrs.frozen
 class DeadCast:
-    """A durable cast that failed on its every attempt, kept in the store (`Store.dead_casts`).
+    """A durable cast kept as dead in the store (`Store.dead_casts`): it failed on its last
+    attempt, or could not run at all (its handler is gone, or its stored arguments no longer
+    fit it).
 
     `Store.requeue` makes it pending again, with its attempts counted afresh.
     """
@@ -71,7 +73,7 @@ class DeadCast:
     key: str | None
     """Its idempotency key, if it was given one."""
     attempts: int
-    """How many runs it was allowed (all failed)."""
+    """How many runs it was allowed."""
     error: str
     """What its last run raised (or why it could not run), as ``repr``."""
     enqueued_at: float
@@ -186,7 +188,15 @@ class Store:
         return server.__qualname__
 
     async def dead_casts(self, server: type | str) -> list[DeadCast]:
-        """The dead casts of `server`'s queue (a server class or a queue name), oldest first."""
+        """The dead casts of `server`'s queue (a server class or a queue name), oldest first.
+
+        Cancellation:
+          It reads the store in a worker thread, which is not abandoned: cancelled, it
+          raises `trio.Cancelled` once the read is done.
+
+        Errors:
+          The database's own errors (`sqlite3.Error`, psycopg's), as they are.
+        """
         queue = self.queue_of(server)
         rows = await trio.to_thread.run_sync(self._list_dead, queue)
         found: list[DeadCast] = []
@@ -210,7 +220,15 @@ class Store:
     async def requeue(self, server: type | str, ids: Iterable[int] | None = None) -> int:
         """Make dead casts of `server`'s queue pending again (all of them, or those numbered
         `ids`), their attempts counted afresh; return how many. A server running on the
-        queue in this process, or (PostgreSQL) in another, runs them."""
+        queue in this process, or (PostgreSQL) in another, runs them.
+
+        Cancellation:
+          The update runs in a worker thread, which is not abandoned: cancelled, it
+          raises `trio.Cancelled` once the update is committed (or not).
+
+        Errors:
+          The database's own errors, as they are.
+        """
         queue = self.queue_of(server)
         chosen = None if ids is None else [int(i) for i in ids]
         count = await trio.to_thread.run_sync(self._requeue, queue, chosen)
