@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import re
+import sqlite3
 import subprocess
 import sys
-from functools import partial
-import sqlite3
-from pathlib import Path
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,7 +156,8 @@ async def test_casts_arriving_together_share_a_commit_and_run_in_commit_order(
         assert len(with_inserts) < 10  # group commit: one per round, not one per cast
     # Commit order is the order they ran in.
     sent = [number for _, number in mailer.sent]
-    committed = [int(new.payload.split(",")[1].rstrip("]")) for b in with_inserts for new in b.inserts]
+    payloads = [new.payload for batch in with_inserts for new in batch.inserts]
+    committed = [int(payload.split(",")[1].rstrip("]")) for payload in payloads]
     assert sent == committed
 
 
@@ -174,9 +175,11 @@ async def test_a_failing_cast_is_retried_with_backoff_then_succeeds(
         # may come later: trio's virtual clock jumps while the store works in its thread)
         waits = [float(w) for w in re.findall(r"retried in ([0-9.]+) s", caplog.text)]
         assert len(waits) == 2
-        assert 1.0 <= waits[0] <= 2.0 and 2.0 <= waits[1] <= 4.0
+        assert 1.0 <= waits[0] <= 2.0
+        assert 2.0 <= waits[1] <= 4.0
         # (logged to 3 digits)
-        assert times[1] - times[0] >= waits[0] - 0.01 and times[2] - times[1] >= waits[1] - 0.01
+        assert times[1] - times[0] >= waits[0] - 0.01
+        assert times[2] - times[1] >= waits[1] - 0.01
         stats = statistics(mailer)
         assert (stats.durable_retried, stats.durable_dead, stats.failed) == (2, 0, 2)
 
@@ -208,9 +211,7 @@ async def test_a_cast_failing_on_every_attempt_is_kept_dead_listed_and_requeued(
         assert await store.requeue(Mailer) == 0
 
 
-async def test_a_cast_cut_by_its_budget_is_retried(
-    clock: trio.abc.Clock, path: Path
-) -> None:
+async def test_a_cast_cut_by_its_budget_is_retried(clock: trio.abc.Clock, path: Path) -> None:
     async with open_server(Mailer(), store=SQLiteStore(path)) as mailer:
         await mailer.slow(5.0)  # budget 1 s: cut twice (attempts=2), then dead
         await until(lambda: rows(path, "state = 'dead'"))
@@ -231,7 +232,8 @@ async def test_stored_casts_left_at_stop_run_first_at_the_next_start(
             await mailer.send("ann", number)
     # Stopped at once: the running cast was cut, the queued ones dropped from memory.
     stats = statistics(first)
-    assert stats.cancelled == 1 and stats.dropped == 5
+    assert stats.cancelled == 1
+    assert stats.dropped == 5
     assert [row[2] for row in rows(path)] == ["pending"] * 6
     second = Mailer()
     async with open_server(second, store=store) as mailer:
@@ -241,9 +243,7 @@ async def test_stored_casts_left_at_stop_run_first_at_the_next_start(
         await until(lambda: rows(path) == [])
 
 
-async def test_an_idempotency_key_stores_a_cast_once(
-    clock: trio.abc.Clock, path: Path
-) -> None:
+async def test_an_idempotency_key_stores_a_cast_once(clock: trio.abc.Clock, path: Path) -> None:
     async with open_server(Mailer(), store=SQLiteStore(path)) as mailer:
         await mailer.welcome(42, "ann@example.com")
         await mailer.welcome(42, "ann@example.com")
@@ -283,7 +283,7 @@ async def test_a_key_function_must_return_a_str(clock: trio.abc.Clock, path: Pat
             pass
 
     async with open_server(Keyed(), store=SQLiteStore(path)) as keyed:
-        with pytest.raises(TypeError, match=r"Keyed.go: its key= function returned 1"):
+        with pytest.raises(TypeError, match=r"Keyed.go: its key= function returned 1;"):
             await keyed.go(1)
     assert rows(path) == []
 
@@ -329,9 +329,7 @@ async def test_serve_with_a_store(clock: trio.abc.Clock, path: Path) -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_a_failed_on_start_gives_the_claims_back(
-    clock: trio.abc.Clock, path: Path
-) -> None:
+async def test_a_failed_on_start_gives_the_claims_back(clock: trio.abc.Clock, path: Path) -> None:
     @server
     class Broken:
         async def on_start(self) -> None:
@@ -404,7 +402,8 @@ async def test_a_thread_handler_and_a_cast_from_a_handler(
         await until(lambda: ("self", 9) in mailer.sent)
         assert ("self", 9) in mailer.sent
         stats = statistics(mailer)
-        assert stats.durable_stored == 2 and stats.handled == 3
+        assert stats.durable_stored == 2
+        assert stats.handled == 3
 
 
 async def test_a_cancelled_caster_stores_nothing(clock: trio.abc.Clock, path: Path) -> None:
@@ -497,13 +496,11 @@ async def test_two_runs_on_one_queue_the_lease_holder_runs_both_runs_casts(
         await until(lambda: rows(path) == [])
 
 
-async def test_the_lease_passes_when_its_holder_stops(
-    clock: trio.abc.Clock, path: Path
-) -> None:
+async def test_the_lease_passes_when_its_holder_stops(clock: trio.abc.Clock, path: Path) -> None:
     store = SQLiteStore(path, queue="mail")
     first, second = Mailer(), Mailer()
-    async with open_server(second, store=store) as two:
-        async with open_server(first, store=store) as one:  # noqa: F841 (holds nothing)
+    async with open_server(second, store=store):
+        async with open_server(first, store=store) as one:
             pass
         async with open_server(first, store=store) as one:
             await one.send("ann", 1)
@@ -530,8 +527,8 @@ async def test_a_live_holder_keeps_the_queue_and_its_death_frees_it(path: Path) 
         assert statistics(running).durable_running == 0
         connection.close()  # it ends (as a killed process's lock is freed by the system)
         with trio.fail_after(5):
-            while not mailer.sent:
-                await trio.sleep(0.02)  # taken over at the next try, a third of the lease
+            while not mailer.sent:  # noqa: ASYNC110 (taken over at a next try: lease / 3)
+                await trio.sleep(0.02)
     assert mailer.sent == [("left", 5)]
 
 
@@ -653,7 +650,8 @@ async def test_a_logging_instrument_logs_durable_events(
 
     caplog.set_level(logging.INFO, logger="trioserver.calls")
     instrument = LoggingInstrument(logging.INFO)
-    async with open_server(Mailer(failures=5), store=SQLiteStore(path), instruments=[instrument]) as m:
+    store = SQLiteStore(path)
+    async with open_server(Mailer(failures=5), store=store, instruments=[instrument]) as m:
         await m.send("ann", 1)
         await until(lambda: statistics(m).durable_dead)
     assert "Mailer.send #1 stored" in caplog.text

@@ -192,6 +192,7 @@ class Durable:
 
     async def _last_round(self) -> None:
         self.closing = True
+        self.later.clear()  # (claimed: the last round gives them back, with their run_after)
         self.store._unwatch(self.queue, self.news)  # pyright: ignore[reportPrivateUsage]
         batch, self.batch = self.batch, Batch()
         batch.release = True
@@ -407,9 +408,10 @@ async def durable_cast(
     key: str | None = None
     if durability.key is not None:
         found = durability.key(*args, **(kwargs or {}))
-        if not isinstance(found, str):
+        if found is not None and not isinstance(found, str):
             raise TypeError(
-                f"{method.label}: its key= function returned {found!r}; an idempotency key is a str"
+                f"{method.label}: its key= function returned {found!r}; an idempotency key "
+                f"is a str (or None: no key)"
             )
         key = found
     await checkpoint_if_cancelled()  # Cancelled: not stored

@@ -488,7 +488,7 @@ def cast(
     attempts: int = ...,
     backoff: float = ...,
     max_backoff: float = ...,
-    key: Callable[..., str] | None = ...,
+    key: Callable[..., str | None] | None = ...,
 ) -> _CastDecorator: ...
 def cast(
     fn: object = BARE,
@@ -530,11 +530,12 @@ def cast(
         drawn between half and all of it).
       max_backoff: The longest wait between two runs (300 s unless given).
       key: An idempotency key: a function of the cast's arguments returning
-        a str, called as the handle passes them (without ``self``: parameters
-        that can be positional by position, with their defaults filled in;
-        keyword-only ones by name); a second durable cast with a key already
-        stored for its server stores nothing (its ``await`` returns as if
-        stored). A key stays taken after its cast ran.
+        a str (or None: no key for this cast), called as the handle passes
+        them (without ``self``: parameters that can be positional by
+        position, with their defaults filled in; keyword-only ones by name);
+        a second durable cast with a key already stored for its server
+        stores nothing (its ``await`` returns as if stored). A key stays
+        taken after its cast ran.
 
     Returns:
       The mark; `server` turns it into a method of the handle.
