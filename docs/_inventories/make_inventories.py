@@ -87,6 +87,7 @@ PYTHON: list[Entry] = [
     *_py("library/math.html", "data", "math.inf", "math.nan"),
     *_py("library/contextlib.html", "function", "contextlib.asynccontextmanager"),
     *_py("library/threading.html", "class", "threading.Lock"),
+    *_py("library/time.html", "function", "time.time"),
     ("asyncio", "py:module", "library/asyncio.html#module-asyncio"),
     *_py("library/asyncio-sync.html", "class", "asyncio.Lock"),
     *_py("library/asyncio-queue.html", "class", "asyncio.Queue"),
