@@ -657,3 +657,17 @@ async def test_a_logging_instrument_logs_durable_events(
     assert "Mailer.send #1 stored" in caplog.text
     assert "failed, retried: ConnectionError" in caplog.text
     assert "dead: ConnectionError" in caplog.text
+
+
+async def test_a_requeue_through_another_store_object_wakes_the_holder(
+    clock: trio.abc.Clock, path: Path
+) -> None:
+    mailer = Mailer(failures=10)
+    async with open_server(mailer, store=SQLiteStore(path)) as running:
+        await running.send("bob", 1)
+        await until(lambda: rows(path, "state = 'dead'"))
+        mailer.failures = 0
+        requeued_at = trio.current_time()
+        assert await SQLiteStore(path).requeue(Mailer) == 1  # another object, same file
+        await until(lambda: mailer.sent)  # at once, not at the next renewal (3.3 s)
+        assert trio.current_time() - requeued_at < 1.0

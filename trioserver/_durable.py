@@ -147,6 +147,8 @@ class Durable:
     def news(self) -> None:
         """Casts may be pending that this run has not claimed (stored elsewhere, requeued), or
         the lease was given back: claim them, or try to take the lease, now."""
+        if get_ident() != self.state.thread:
+            return  # (told from another thread's trio run: it looks at its next renewal)
         self.caught_up = False
         if not self.holding:
             self.renew_at = -math.inf

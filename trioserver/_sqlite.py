@@ -78,6 +78,9 @@ class SQLiteStore(Store):
         self.synchronous: Synchronous = synchronous
         self.busy_timeout = float(busy_timeout)
 
+    def _place(self) -> str:
+        return f"sqlite:{os.path.realpath(self.path)}"
+
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r}, synchronous={self.synchronous!r})"
 

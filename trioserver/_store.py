@@ -14,7 +14,7 @@ import json
 import math
 import typing
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 import trio
@@ -146,6 +146,8 @@ class Store:
 
     lease: float
     queue: str | None
+    # the runs of this process on each queue of each database, to tell of news at once
+    _watchers: ClassVar[dict[tuple[str, str], set[Callable[[], None]]]] = {}
 
     def __init__(self, *, queue: str | None, lease: float) -> None:
         if queue is not None and (not isinstance(queue, str) or not queue):  # pyright: ignore[reportUnnecessaryIsInstance]
@@ -159,13 +161,16 @@ class Store:
             raise TypeError(f"lease must be a positive, finite number of seconds, not {lease!r}")
         self.queue = queue
         self.lease = float(lease)
-        self._woken: dict[str, set[Callable[[], None]]] = {}
 
     # -- what a store implements ---------------------------------------------------------
 
     def connect(self, queue: str, holder: str) -> Connection:
         """Open a connection for `queue` as lease holder `holder` (called in a worker thread)."""
         raise NotImplementedError
+
+    def _place(self) -> str:
+        """Which database this is (stores naming the same one share their news)."""
+        return f"{type(self).__name__}@{id(self)}"
 
     def listen(self, queue: str) -> Listener | None:
         """A listener for news from other processes, or None (news come from this one only)."""
@@ -238,19 +243,20 @@ class Store:
     def _news(self, queue: str, but: Callable[[], None] | None = None) -> None:
         """Tell the runs on `queue` in this process (`but` one): casts may be pending, or the
         lease free."""
-        for wake in list(self._woken.get(queue, ())):
+        for wake in list(self._watchers.get((self._place(), queue), ())):
             if wake != but:
                 wake()
 
     def _watch(self, queue: str, wake: Callable[[], None]) -> None:
-        self._woken.setdefault(queue, set()).add(wake)
+        self._watchers.setdefault((self._place(), queue), set()).add(wake)
 
     def _unwatch(self, queue: str, wake: Callable[[], None]) -> None:
-        watchers = self._woken.get(queue)
+        key = (self._place(), queue)
+        watchers = self._watchers.get(key)
         if watchers is not None:
             watchers.discard(wake)
             if not watchers:
-                del self._woken[queue]
+                del self._watchers[key]
 
 
 # -- encoding -----------------------------------------------------------------------------
