@@ -269,7 +269,7 @@ class Durable:
             self.stored += 1
             if "cast_stored" in self.state.instruments.hooked:
                 self._notify("cast_stored", new.method, number, None)
-            if batch.claim_inserts and committed.holding:
+            if committed.inserted_claimed:
                 self._queue(StoredCast(number, new.method, new.payload, 0, new.attempts, 0.0))
             elif committed.holding:
                 self.caught_up = False  # stored pending: claim it next round

@@ -200,6 +200,8 @@ class _SQLiteConnection:
                 )
                 claimed = [StoredCast(*row) for row in rows]
             ids: list[int | None] = []
+            # (new casts go straight to this run if nothing older is left pending)
+            claim_new = self.holding and (batch.claim_inserts or len(claimed) < batch.claim)
             for new in batch.inserts:
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO trioserver_casts "
@@ -210,7 +212,7 @@ class _SQLiteConnection:
                         new.method,
                         new.payload,
                         new.key,
-                        RUNNING if batch.claim_inserts and self.holding else PENDING,
+                        RUNNING if claim_new else PENDING,
                         new.attempts,
                         now,
                     ),
@@ -236,7 +238,7 @@ class _SQLiteConnection:
         holding = self.holding
         if batch.release:
             self.holding = False
-        return Committed(holding, took_over, claimed, ids)
+        return Committed(holding, took_over, claimed, ids, claim_new and bool(batch.inserts))
 
     def _lease(self, now: float) -> bool:
         """Acquire or renew the queue's lease; True if it was just taken over (the casts its

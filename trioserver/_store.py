@@ -94,7 +94,9 @@ class Batch:
     )  # id, failed, error
     claim: int = 0  # claim up to this many pending casts (only while holding the lease)
     inserts: list[NewCast] = attrs.Factory(list[NewCast])
-    claim_inserts: bool = False  # insert them claimed (RUNNING) if it holds the lease
+    # insert them claimed (RUNNING) if it holds the lease: nothing older is pending (else they
+    # are claimed so if this batch's claim takes every pending cast)
+    claim_inserts: bool = False
     release: bool = False  # last: give back unfinished claims and the lease
 
     def __bool__(self) -> bool:
@@ -117,6 +119,9 @@ class Committed:
     took_over: bool  # it acquired the lease in this batch (claims left by others are pending)
     claimed: list[StoredCast]
     ids: list[int | None]  # per insert: its number, or None (its key was taken: nothing stored)
+    # the inserts were stored claimed (RUNNING): it holds the lease, and nothing older is
+    # pending (`Batch.claim_inserts`, or its claim in this batch took every pending cast)
+    inserted_claimed: bool = False
 
 
 class Connection(Protocol):
@@ -200,7 +205,7 @@ class Store:
           raises `trio.Cancelled` once the read is done.
 
         Errors:
-          The database's own errors (`sqlite3.Error`, psycopg's), as they are.
+          The database's own errors (``sqlite3.Error``, psycopg's), as they are.
         """
         queue = self.queue_of(server)
         rows = await trio.to_thread.run_sync(self._list_dead, queue)
