@@ -25,6 +25,7 @@ from trioserver import (
     call,
     cast,
     open_server,
+    open_supervisor,
     serve,
     server,
     statistics,
@@ -671,3 +672,30 @@ async def test_a_requeue_through_another_store_object_wakes_the_holder(
         assert await SQLiteStore(path).requeue(Mailer) == 1  # another object, same file
         await until(lambda: mailer.sent)  # at once, not at the next renewal (3.3 s)
         assert trio.current_time() - requeued_at < 1.0
+
+
+async def test_a_supervised_server_keeps_its_durable_casts_across_a_crash(
+    clock: trio.abc.Clock, path: Path
+) -> None:
+    runs: list[int] = []
+
+    @server
+    class Fragile:
+        @cast(durable=True)
+        async def work(self, n: int) -> None:
+            await trio.sleep(1)
+            runs.append(n)
+
+        @cast(crash=True)
+        async def explode(self) -> None:
+            await trio.sleep(1)
+            raise RuntimeError("boom")
+
+    async with open_supervisor(store=SQLiteStore(path), watchdog_grace=None) as supervisor:
+        fragile = await supervisor.start(Fragile)
+        await fragile.explode()
+        await fragile.work(1)  # stored, queued behind the cast that crashes the server
+        await fragile.work(2)
+        await until(lambda: runs == [1, 2])  # the restarted server ran them
+        assert supervisor.statistics().restarts == 1
+    assert rows(path) == []

@@ -217,7 +217,8 @@ class Durable:
         connection = self.connection
         assert connection is not None
         try:
-            committed = await trio.to_thread.run_sync(connection.commit, batch)
+            with trio.CancelScope(shield=True):  # (its callers wait for its answer)
+                committed = await trio.to_thread.run_sync(connection.commit, batch)
         except Exception as exc:
             logger.error(
                 "%s: the store failed to commit (%d casts, %d marks): %r",

@@ -24,6 +24,7 @@ from ._lifecycle import open_server
 from ._loop import crash
 from ._runtime import Runtime
 from ._spec import SPEC, STATE, ServerSpec, spec_of
+from ._store import Store
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -124,8 +125,10 @@ class Supervisor:
         backoff: Backoff | None,
         watchdog_grace: float | None,
         seed: int | None,
+        store: Store | None = None,
     ) -> None:
         self._nursery = nursery
+        self.store = store  # where the durable casts of its servers are stored
         self.strategy: Strategy = strategy
         self.intensity = intensity
         self.period = period
@@ -192,7 +195,8 @@ class Supervisor:
         started = False
         try:
             with child.scope:
-                async with open_server(obj):
+                store = self.store if child.spec.durable else None
+                async with open_server(obj, store=store):
                     started = True
                     task_status.started()
                     await trio.sleep_forever()
@@ -309,6 +313,7 @@ async def open_supervisor(
     backoff: Backoff | None = None,
     watchdog_grace: float | None = 1.0,
     seed: int | None = None,
+    store: Store | None = None,
 ) -> AsyncGenerator[Supervisor]:
     """Run a supervisor for the duration of the block.
 
@@ -325,6 +330,9 @@ async def open_supervisor(
         deadline is reported and its server restarted; None turns the
         watchdog off.
       seed: Seeds the backoff's jitter, for reproducible tests.
+      store: Where the durable casts of its servers are stored (each server its own
+        queue), as `open_server`'s ``store``: a restarted server runs the stored casts
+        its crashed run left before new requests.
 
     Yields:
       The `Supervisor`; `Supervisor.start` adds servers.
@@ -356,7 +364,9 @@ async def open_supervisor(
         )
     failure: BaseException | None = None
     async with trio.open_nursery() as nursery:
-        supervisor = Supervisor(nursery, strategy, intensity, period, backoff, watchdog_grace, seed)
+        supervisor = Supervisor(
+            nursery, strategy, intensity, period, backoff, watchdog_grace, seed, store
+        )
         nursery.start_soon(supervisor.supervise)
         if watchdog_grace is not None:
             nursery.start_soon(supervisor.watchdog, watchdog_grace)
