@@ -217,8 +217,7 @@ class Durable:
         connection = self.connection
         assert connection is not None
         try:
-            with trio.CancelScope(shield=True):  # (its callers wait for its answer)
-                committed = await trio.to_thread.run_sync(connection.commit, batch)
+            committed = await _commit(connection, batch)
         except Exception as exc:
             logger.error(
                 "%s: the store failed to commit (%d casts, %d marks): %r",
@@ -392,6 +391,14 @@ class Durable:
             stored_as=number,
         )
         state.notify(hook, info)
+
+
+async def _commit(connection: Connection, batch: Batch) -> Committed:
+    """Commit `batch` in a worker thread, shielded: its callers wait for its answer, and
+    what it committed must be acted on even if the store's task is being cancelled."""
+    with trio.CancelScope(shield=True):
+        return await trio.to_thread.run_sync(connection.commit, batch)
+    raise AssertionError("unreachable: a shielded scope does not catch")  # pragma: no cover
 
 
 def _bind(method: Method, args: list[Any], kwargs: dict[str, Any]) -> None:
