@@ -15,7 +15,7 @@ PUBLIC_TESTS := tests property_tests/test_faults.py
 # --cov-fail-under=0: a single run is partial, only the combined report checks fail_under.
 COV := --cov=trioserver --cov-branch --cov-append --cov-report= --cov-fail-under=0
 
-.PHONY: demo test bench docs
+.PHONY: demo test bench docs postgresql
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,17 @@ $(OLD_STAMP): pyproject.toml
 	$(OLD_BIN)/python -m pip install --quiet -e '.[dev]' 'trio==$(OLD_TRIO).*'
 	touch $(OLD_STAMP)
 
+# The PostgreSQL store's tests start their own server (tests/postgres.py) with initdb and
+# pg_ctl: install Debian's postgresql package only when no initdb is found (on the PATH, in
+# `pg_config --bindir`, or in /usr/lib/postgresql/*/bin).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+postgresql:
+	@command -v initdb >/dev/null \
+	|| { command -v pg_config >/dev/null && test -x "$$(pg_config --bindir)/initdb"; } \
+	|| ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	|| { $(SUDO) apt-get update -q \
+	     && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+
 # The main job: the movie theater of the seed, races and hung payments included.
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
@@ -38,7 +49,7 @@ demo: $(STAMP)
 # twice: tests/ and property_tests/ with private trio access (the default), then tests/ and
 # property_tests/test_faults.py without it (TRIOSERVER_PRIVATE=0). All four runs measure branch
 # coverage into one data file; the combined report fails below fail_under (pyproject.toml).
-test: $(STAMP) $(OLD_STAMP)
+test: $(STAMP) $(OLD_STAMP) postgresql
 	$(BIN)/python -m coverage erase
 	@$(BIN)/python .ci/trio_version.py
 	$(BIN)/python -m pytest -q $(COV)
