@@ -205,8 +205,10 @@ def _create_schema(db: psycopg.Connection[Any]) -> None:
 class _PostgresConnection:
     """One server run's connection: `commit` runs a `Batch` in one transaction.
 
-    A connection lost (the server restarted) fails its round and is opened again by the
-    next one; the lease lives in the database, so the run keeps it if it is back in time.
+    A connection lost before its transaction's COMMIT (the server restarted since the last
+    round) is opened again and the batch tried once more; lost during the COMMIT, the round
+    fails (the batch may or may not be committed). The lease lives in the database: the
+    run keeps it if the database is back before it expires.
     """
 
     def __init__(self, store: PostgresStore, queue: str, holder: str) -> None:
@@ -218,22 +220,38 @@ class _PostgresConnection:
         self.db: psycopg.Connection[Any] | None = store._open()  # pyright: ignore[reportPrivateUsage]
 
     def commit(self, batch: Batch) -> Committed:
-        db = self.db
-        if db is None or db.closed or db.broken:
-            self.db = None
-            if db is not None:
-                db.close()
-            db = self.db = self.store._open()  # pyright: ignore[reportPrivateUsage]
         held = self.holding
-        try:
-            with db.transaction(), db.cursor() as cursor:
-                committed = self._run(cursor, batch)
-        except BaseException:
-            self.holding = held
-            raise
-        if batch.release:
-            self.holding = False
-        return committed
+        for retry in (True, False):
+            db = self._connection()
+            sent = False  # COMMIT was sent: the batch may be committed
+            try:
+                with db.transaction(), db.cursor() as cursor:
+                    committed = self._run(cursor, batch)
+                    sent = True
+            except psycopg.OperationalError:
+                self.holding = held
+                if sent or not retry or not db.broken:
+                    raise
+                # Lost before COMMIT (the server restarted since this connection's last
+                # round): nothing was committed, so it is tried once more on a new one.
+                continue
+            except BaseException:
+                self.holding = held
+                raise
+            if batch.release:
+                self.holding = False
+            return committed
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        db = self.db
+        if db is not None and not db.closed and not db.broken:
+            return db
+        self.db = None
+        if db is not None:
+            db.close()
+        db = self.db = self.store._open()  # pyright: ignore[reportPrivateUsage]
+        return db
 
     def _run(self, cursor: psycopg.Cursor[Any], batch: Batch) -> Committed:
         """The batch's statements, in the order of `_sqlite._SQLiteConnection.commit`."""
@@ -345,7 +363,7 @@ class _PostgresListener:
 
     `wait` returns when a notification came, and once after each (re)connection, since what
     was notified while it was not listening is missed. It does not raise for a lost
-    connection: it logs it, and connects again every `RETRY_LISTEN` seconds.
+    connection: it logs it and connects again, at once, then every `RETRY_LISTEN` seconds.
     """
 
     def __init__(self, store: PostgresStore, channel: str) -> None:
@@ -353,22 +371,24 @@ class _PostgresListener:
         self.channel = channel
         self.db: psycopg.Connection[Any] | None = None
         self.closed = False
-        self.failed = False  # the last connection failed or was lost: wait before the next
+        self.down = False  # lost (logged once), not listening again yet
+        self.retry = False  # the last attempt to connect failed: wait before the next
         self.lock = threading.Lock()  # `closed` and `db` between a connecting thread and `close`
 
     async def wait(self) -> None:
         while True:
             db = self.db
             if db is None:
-                if self.failed:
+                if self.retry:
                     await trio.sleep(RETRY_LISTEN)
                 try:
                     # abandoned if cancelled: `_connect` then closes what it opened
                     await trio.to_thread.run_sync(self._connect, abandon_on_cancel=True)
                 except psycopg.Error as exc:
                     self._lost(exc)
+                    self.retry = True
                     continue
-                self.failed = False
+                self.retry = self.down = False
                 return
             try:
                 if list(db.notifies(timeout=0)):  # (all of them: a generator left open loses some)
@@ -391,7 +411,7 @@ class _PostgresListener:
         db.close()  # closed meanwhile (its `wait` was cancelled and this thread abandoned)
 
     def _lost(self, exc: psycopg.Error) -> None:
-        if not self.failed:
+        if not self.down:
             logger.warning(
                 "%r: listening on %r failed (%r); connecting again every %g s",
                 self.store,
@@ -399,7 +419,7 @@ class _PostgresListener:
                 exc,
                 RETRY_LISTEN,
             )
-        self.failed = True
+        self.down = True
         with self.lock:
             db, self.db = self.db, None
         if db is not None:
