@@ -105,6 +105,9 @@ class PostgresServer:
         """``pg_ctl stop -m mode``: ``immediate`` is a crash (recovery at the next start)."""
         self._run("pg_ctl", "stop", "-w", "-D", str(self.data), "-m", mode)
 
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
     def conninfo(self, dbname: str = "postgres") -> str:
         return f"host={self.socket} user=postgres dbname={dbname}"
 
@@ -119,7 +122,8 @@ class PostgresServer:
 
     def close(self) -> None:
         try:
-            self.stop("fast")
+            if self.running():
+                self.stop("fast")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

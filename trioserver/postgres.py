@@ -207,8 +207,11 @@ class _PostgresConnection:
 
     A connection lost before its transaction's COMMIT (the server restarted since the last
     round) is opened again and the batch tried once more; lost during the COMMIT, the round
-    fails (the batch may or may not be committed). The lease lives in the database: the
-    run keeps it if the database is back before it expires.
+    fails and the batch may or may not be committed. If it was, casts it claimed are
+    running in the store and unknown to the run: so the next commit holding the lease gives
+    back every claim, as a takeover does (`Committed.took_over`), and the run claims them
+    again (those it was running may run twice). The lease lives in the database: the run
+    keeps it if the database is back before it expires.
     """
 
     def __init__(self, store: PostgresStore, queue: str, holder: str) -> None:
@@ -217,6 +220,7 @@ class _PostgresConnection:
         self.holder = holder
         self.channel = channel(queue)
         self.holding = False
+        self.unsure = False  # a COMMIT's outcome is unknown: it may have claimed casts
         self.db: psycopg.Connection[Any] | None = store._open()  # pyright: ignore[reportPrivateUsage]
 
     def commit(self, batch: Batch) -> Committed:
@@ -230,6 +234,8 @@ class _PostgresConnection:
                     sent = True
             except psycopg.OperationalError:
                 self.holding = held
+                if sent and db.broken:
+                    self.unsure = True
                 if sent or not retry or not db.broken:
                     raise
                 # Lost before COMMIT (the server restarted since this connection's last
@@ -238,6 +244,7 @@ class _PostgresConnection:
             except BaseException:
                 self.holding = held
                 raise
+            self.unsure = False
             if batch.release:
                 self.holding = False
             return committed
@@ -259,9 +266,12 @@ class _PostgresConnection:
         took_over = False
         if batch.lease:
             took_over = self._lease(cursor)
-        elif self.holding and (batch.claim or batch.release or batch.claim_inserts):
+        elif self.holding and (batch.claim or batch.release or batch.claim_inserts or self.unsure):
             cursor.execute(STILL_HOLDING, (queue, self.holder))
             self.holding = cursor.fetchone() is not None
+        if self.unsure and self.holding and not took_over:
+            took_over = True
+            self._give_back(cursor)
         if batch.done:
             cursor.execute(
                 "DELETE FROM trioserver_casts WHERE id = ANY(%s::bigint[]) AND key IS NULL",
@@ -318,10 +328,7 @@ class _PostgresConnection:
             if state == PENDING and not self.holding and any(i is not None for i in ids_):
                 cursor.execute(NOTIFY, (self.channel,))  # the holder claims them
         if batch.release and self.holding:
-            cursor.execute(
-                "UPDATE trioserver_casts SET state = %s WHERE queue = %s AND state = %s",
-                (PENDING, queue, RUNNING),
-            )
+            self._give_back(cursor)
             cursor.execute(
                 "DELETE FROM trioserver_leases WHERE queue = %s AND holder = %s",
                 (queue, self.holder),
@@ -340,12 +347,16 @@ class _PostgresConnection:
             return False
         took_over = not self.holding
         if took_over:
-            cursor.execute(
-                "UPDATE trioserver_casts SET state = %s WHERE queue = %s AND state = %s",
-                (PENDING, self.queue, RUNNING),
-            )
+            self._give_back(cursor)
         self.holding = True
         return took_over
+
+    def _give_back(self, cursor: psycopg.Cursor[Any]) -> None:
+        """Every claim of the queue is pending again (its holder's run is over, or unsure)."""
+        cursor.execute(
+            "UPDATE trioserver_casts SET state = %s WHERE queue = %s AND state = %s",
+            (PENDING, self.queue, RUNNING),
+        )
 
     def close(self) -> None:
         db, self.db = self.db, None
