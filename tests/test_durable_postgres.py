@@ -9,6 +9,8 @@ waits are short and bounded.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -16,7 +18,7 @@ import psycopg
 import pytest
 import trio
 
-from trioserver import DeadCast, call, cast, open_server, server, statistics
+from trioserver import DeadCast, StoreError, call, cast, open_server, server, statistics
 from trioserver.postgres import RETRY_LISTEN, PostgresStore, channel
 
 from .postgres import PostgresServer
@@ -244,6 +246,7 @@ async def test_the_lease_passes_at_once_to_a_waiting_server_when_its_holder_stop
             await waiting.job(2)
             await until(lambda: statistics(first).running == 1)
             assert other.ran == []
+            await trio.sleep(SETTLE)  # (the notifications of those casts are heard)
             stop.set()  # the holder stops: it gives back its casts and the lease, and notifies
             took = await until(lambda: len(other.ran) == 3)
             assert took < 1.0
@@ -309,6 +312,41 @@ async def test_a_run_that_lost_its_lease_no_longer_claims(
     assert await query(pg, "SELECT holder FROM trioserver_leases") == [("thief",)]
 
 
+async def test_after_a_commit_whose_outcome_is_unknown_the_claims_are_given_back(
+    pg: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PostgresStore(pg, lease=30.0)
+    jobs = Jobs()
+    async with open_server(jobs, store=store) as handle:
+        await handle.job(0)
+        await until(lambda: jobs.ran == [0])
+        # A claim whose COMMIT went through though its answer was lost: running in the store,
+        # unknown to the run. And a trigger that kills the connection in the next COMMIT.
+        await query(
+            pg,
+            "INSERT INTO trioserver_casts (queue, method, payload, state, attempts) "
+            "VALUES (%s, 'job', '{\"args\":[7],\"kwargs\":{}}', 'running', 3)",
+            Jobs.__qualname__,
+        )
+        await query(
+            pg,
+            "CREATE FUNCTION die() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$",
+        )
+        await query(
+            pg,
+            "CREATE CONSTRAINT TRIGGER die AFTER INSERT ON trioserver_casts "
+            "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION die()",
+        )
+        with pytest.raises(StoreError, match="may or may not be stored"):
+            await handle.job(13)  # its COMMIT is cut: for all the run knows, it committed
+        await query(pg, "DROP TRIGGER die ON trioserver_casts")
+        assert "the store failed to commit" in caplog.text
+        await handle.job(1)  # the next commit gives back every claim: 7 runs too
+        await until(lambda: sorted(jobs.ran) == [0, 1, 7])
+    assert await stored(pg) == []
+
+
 async def test_servers_on_a_queue_go_on_after_the_database_restarts(
     postgres: PostgresServer, pg: str
 ) -> None:
@@ -353,3 +391,14 @@ async def test_a_store_that_cannot_connect_refuses_to_start_the_server() -> None
     with pytest.raises(psycopg.OperationalError):
         async with open_server(Jobs(), store=store):
             pass  # pragma: no cover
+
+
+def test_trioserver_does_not_import_psycopg_and_the_extra_is_named_when_it_is_missing() -> None:
+    def run(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+    imported = run("import sys, trioserver; print('psycopg' in sys.modules)")
+    assert imported.stdout.strip() == "False", imported.stderr
+    missing = run("import sys; sys.modules['psycopg'] = None; import trioserver.postgres")
+    assert missing.returncode != 0
+    assert "pip install 'trioserver[postgres]'" in missing.stderr

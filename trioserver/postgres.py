@@ -150,9 +150,10 @@ class PostgresStore(Store):
         }
         return f"PostgresStore({make_conninfo('', **shown)!r})"
 
-    def _open(self, *, autocommit: bool = True) -> psycopg.Connection[Any]:
-        """A connection, the tables created first if this store has not checked them yet."""
-        db = psycopg.connect(self.conninfo, autocommit=autocommit)
+    def _open(self) -> psycopg.Connection[Any]:
+        """A connection (autocommit: transactions are explicit), the tables created first if
+        this store has not checked them yet."""
+        db = psycopg.connect(self.conninfo, autocommit=True)
         try:
             with self._schema_lock:
                 if not self._schema_ready:
@@ -266,7 +267,9 @@ class _PostgresConnection:
         took_over = False
         if batch.lease:
             took_over = self._lease(cursor)
-        elif self.holding and (batch.claim or batch.release or batch.claim_inserts or self.unsure):
+        elif self.holding and (
+            batch.claim or batch.release or (batch.claim_inserts and batch.inserts) or self.unsure
+        ):
             cursor.execute(STILL_HOLDING, (queue, self.holder))
             self.holding = cursor.fetchone() is not None
         if self.unsure and self.holding and not took_over:
