@@ -170,6 +170,7 @@ def test_when_the_lease_holder_is_killed_the_other_process_takes_over(
         holder = other
     holder.drain()  # the last holder runs every cast left by the killed ones
     print(f"takeovers after {', '.join(f'{t:.2f}' for t in takeovers)} s (lease {LEASE} s)")
-    # once its lease expired: renewed every third of it, it had 2/3 to 3/3 of it left
-    assert all(LEASE * 2 / 3 - 0.1 < t < LEASE + LEASE / 3 + 1.0 for t in takeovers)
+    # once its lease expired: renewed every third of it, it had 2/3 to 3/3 of it left (less
+    # a commit's latency); then the other's next try (every third of it) took it
+    assert all(LEASE / 2 < t < LEASE + LEASE / 3 + 1.0 for t in takeovers)
     check(tmp_path, workers, "lease holder SIGKILLed x5")

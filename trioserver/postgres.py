@@ -71,12 +71,11 @@ LEASE = """
     RETURNING 1
 """
 
-# Still the holder (a claim or a release by a run whose lease expired unnoticed would take
-# what is the new holder's): the row stays locked until commit, so no takeover interleaves.
+# Still the holder: a claim or a release by a run that lost its lease without noticing would
+# take what is the new holder's. (Expired but not taken over, the lease is still this run's:
+# its next renewal keeps it.) The row stays locked until commit: no takeover interleaves.
 STILL_HOLDING = """
-    SELECT 1 FROM trioserver_leases
-    WHERE queue = %s AND holder = %s AND expires_at > clock_timestamp()
-    FOR UPDATE
+    SELECT 1 FROM trioserver_leases WHERE queue = %s AND holder = %s FOR UPDATE
 """
 
 CLAIM = """
