@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -167,7 +168,7 @@ async def test_a_failing_cast_is_retried_then_kept_dead_then_requeued(
         assert dead[0].queue == Jobs.__qualname__
         assert dead[0].id < dead[1].id
         assert abs(dead[0].enqueued_at - time.time()) < 60  # wall clock
-        assert "dead after 2 attempts" in caplog.text
+        assert "is dead (after 2 attempts)" in caplog.text
 
         jobs.failing = set()
         assert await store.requeue(Jobs, [dead[1].id]) == 1  # in this process: woken at once
@@ -213,9 +214,7 @@ async def test_arguments_that_cannot_be_stored_are_refused_and_nothing_is_stored
     assert await query(pg, "SELECT count(*) FROM trioserver_casts") == [(0,)]
 
 
-async def test_a_second_server_on_the_queue_stores_casts_the_holder_runs_woken_by_notify(
-    pg: str,
-) -> None:
+async def test_two_servers_on_a_queue_the_lease_holder_runs_the_others_casts(pg: str) -> None:
     store = PostgresStore(pg, lease=30.0)  # renewed every 10 s: no poll explains a quick run
     holder, other = Jobs(), Jobs()
     async with open_server(holder, store=store) as first, open_server(other, store=store) as h:
@@ -231,28 +230,68 @@ async def test_a_second_server_on_the_queue_stores_casts_the_holder_runs_woken_b
         assert leases == [(1,)]
 
 
-async def test_the_lease_passes_at_once_to_a_waiting_server_when_its_holder_stops(
+def in_another_run(afn: Any, *args: object) -> Any:
+    """`trio.run` in a worker thread: a server there is as if in another process to those of
+    this run (news of this process between runs of different threads are not told: only
+    PostgreSQL's NOTIFY reaches them)."""
+    return trio.to_thread.run_sync(trio.run, afn, *args)
+
+
+async def store_one(conninfo: str, n: int) -> None:
+    async with open_server(Jobs(), store=PostgresStore(conninfo, lease=30.0)) as other:
+        await other.job(n)
+
+
+async def test_casts_stored_by_another_process_wake_the_holder_by_notify(pg: str) -> None:
+    store = PostgresStore(pg, lease=30.0)  # renewed every 10 s: no poll explains a quick run
+    holder = Jobs()
+    async with open_server(holder, store=store):
+        await trio.sleep(SETTLE)
+        for n in range(3):
+            await in_another_run(store_one, pg, n)
+            assert await until(lambda count=n + 1: len(holder.ran) == count) < 1.0
+        assert holder.ran == [0, 1, 2]
+
+
+async def stand_by(conninfo: str, jobs: Jobs, ready: threading.Event) -> float:
+    """Serve `jobs` (not holding the lease), store a cast, and wait until it ran three."""
+    jobs.gate.set()
+    async with open_server(jobs, store=PostgresStore(conninfo, lease=30.0)) as waiting:
+        await waiting.job(2)
+        ready.set()
+        await until(lambda: len(jobs.ran) == 3, within=10.0)
+        return time.monotonic()
+
+
+async def test_the_lease_passes_at_once_to_a_waiting_process_when_its_holder_stops(
     pg: str,
 ) -> None:
     store = PostgresStore(pg, lease=30.0)  # expiring in 30 s: only the release explains it
     holder, other = Jobs(), Jobs()
-    other.gate.set()
     stop = trio.Event()
+    ready = threading.Event()
     async with trio.open_nursery() as nursery:
         first = await nursery.start(run_server, holder, store, stop)
-        async with open_server(other, store=store) as waiting:
-            await first.slow(0)  # holds the holder until its stop (then it is stored again)
-            await first.job(1)
-            await waiting.job(2)
-            await until(lambda: statistics(first).running == 1)
-            assert other.ran == []
-            await trio.sleep(SETTLE)  # (the notifications of those casts are heard)
-            stop.set()  # the holder stops: it gives back its casts and the lease, and notifies
-            took = await until(lambda: len(other.ran) == 3)
-            assert took < 1.0
-            assert other.ran == [0, 1, 2]  # in commit order
-            await waiting.job(3)  # the new holder runs new casts too
-            await until(lambda: len(other.ran) == 4)
+        await first.slow(0)  # holds the holder until its stop (then it is stored again)
+        await first.job(1)
+        waiting = trio.Event()
+        done: list[float] = []
+
+        async def other_process() -> None:
+            done.append(await in_another_run(stand_by, pg, other, ready))
+            waiting.set()
+
+        nursery.start_soon(other_process)
+        await trio.to_thread.run_sync(ready.wait)
+        await until(lambda: statistics(first).running == 1)
+        assert other.ran == []
+        await trio.sleep(SETTLE)  # (the notification of its cast is heard)
+        stopped = time.monotonic()
+        stop.set()  # the holder stops: it gives back its casts and the lease, and notifies
+        with trio.fail_after(10):
+            await waiting.wait()
+    assert done[0] - stopped < 1.0
+    assert other.ran == [0, 1, 2]  # in commit order
     assert holder.ran == []
     assert await stored(pg) == []
 

@@ -98,6 +98,10 @@ INSERT = """
 
 NOTIFY = "SELECT pg_notify(%s, '')"
 
+PLACE = ("host", "hostaddr", "port", "dbname", "options")
+"""What names a database (and its tables) in a conninfo: stores that name the same one share
+their news in this process at once (`Store._news`), not only through NOTIFY."""
+
 
 def channel(queue: str) -> str:
     """The notification channel of `queue`: its name if it fits PostgreSQL's 63 bytes of an
@@ -137,8 +141,10 @@ class PostgresStore(Store):
         super().__init__(queue=queue, lease=lease)
         if not isinstance(conninfo, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"conninfo must be a str, not {type(conninfo).__name__}")
-        conninfo_to_dict(conninfo)  # a malformed one is refused now, not at the server's start
+        params = conninfo_to_dict(conninfo)  # a malformed one is refused now, not at start
         self.conninfo = conninfo
+        where = {name: params[name] for name in PLACE if name in params}
+        self._database = f"postgresql:{make_conninfo('', **where)}"
         self._schema_ready = False
         self._schema_lock = threading.Lock()
 
@@ -148,6 +154,9 @@ class PostgresStore(Store):
             for name, value in conninfo_to_dict(self.conninfo).items()
         }
         return f"PostgresStore({make_conninfo('', **shown)!r})"
+
+    def _place(self) -> str:
+        return self._database
 
     def _open(self) -> psycopg.Connection[Any]:
         """A connection (autocommit: transactions are explicit), the tables created first if
@@ -312,8 +321,13 @@ class _PostgresConnection:
             )
             claimed = sorted((StoredCast(*row) for row in cursor.fetchall()), key=_by_id)
         ids_: list[int | None] = []
+        # New casts go straight to this run if nothing older is left pending (claimed now,
+        # or before; not if claims were just given back).
+        claim_new = self.holding and (
+            (batch.claim_inserts and not took_over) or len(claimed) < batch.claim
+        )
         if batch.inserts:
-            state = RUNNING if batch.claim_inserts and self.holding else PENDING
+            state = RUNNING if claim_new else PENDING
             cursor.executemany(
                 INSERT,
                 [
@@ -336,7 +350,7 @@ class _PostgresConnection:
                 (queue, self.holder),
             )
             cursor.execute(NOTIFY, (self.channel,))  # a run waiting for the lease takes it
-        return Committed(self.holding, took_over, claimed, ids_)
+        return Committed(self.holding, took_over, claimed, ids_, claim_new and bool(batch.inserts))
 
     def _lease(self, cursor: psycopg.Cursor[Any]) -> bool:
         """Acquire or renew the queue's lease; True if it was just taken over (the casts its
