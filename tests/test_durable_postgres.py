@@ -110,7 +110,7 @@ async def test_durable_casts_are_stored_then_run_and_deleted(pg: str) -> None:
     async with open_server(jobs, store=store) as handle:
         for n in range(5):
             await handle.job(n)
-        async with trio.open_nursery() as nursery:  # arriving together: one commit
+        async with trio.open_nursery() as nursery:  # arriving together: they share commits
             for n in range(5, 100):
                 nursery.start_soon(handle.job, n)
         await until(lambda: len(jobs.ran) == 100)
