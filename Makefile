@@ -49,14 +49,16 @@ demo: $(STAMP)
 # twice: tests/ and property_tests/ with private trio access (the default), then tests/ and
 # property_tests/test_faults.py without it (TRIOSERVER_PRIVATE=0). All four runs measure branch
 # coverage into one data file; the combined report fails below fail_under (pyproject.toml).
+# The crash tests (marked `crash`: real processes and databases killed at random moments) run
+# in the first run only (TRIOSERVER_CRASH_TESTS=0 in the others).
 test: $(STAMP) $(OLD_STAMP) postgresql
 	$(BIN)/python -m coverage erase
 	@$(BIN)/python .ci/trio_version.py
 	$(BIN)/python -m pytest -q $(COV)
-	TRIOSERVER_PRIVATE=0 $(BIN)/python -m pytest -q $(COV) $(PUBLIC_TESTS)
+	TRIOSERVER_CRASH_TESTS=0 TRIOSERVER_PRIVATE=0 $(BIN)/python -m pytest -q $(COV) $(PUBLIC_TESTS)
 	@$(OLD_BIN)/python .ci/trio_version.py $(OLD_TRIO)
-	$(OLD_BIN)/python -m pytest -q $(COV)
-	TRIOSERVER_PRIVATE=0 $(OLD_BIN)/python -m pytest -q $(COV) $(PUBLIC_TESTS)
+	TRIOSERVER_CRASH_TESTS=0 $(OLD_BIN)/python -m pytest -q $(COV)
+	TRIOSERVER_CRASH_TESTS=0 TRIOSERVER_PRIVATE=0 $(OLD_BIN)/python -m pytest -q $(COV) $(PUBLIC_TESTS)
 	$(BIN)/python -m coverage report
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

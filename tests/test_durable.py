@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -699,3 +700,40 @@ async def test_a_supervised_server_keeps_its_durable_casts_across_a_crash(
         await until(lambda: runs == [1, 2])  # the restarted server ran them
         assert supervisor.statistics().restarts == 1
     assert rows(path) == []
+
+
+async def test_news_during_a_claim_in_flight_is_not_lost(path: Path) -> None:
+    """A requeue arriving while a claim round is in flight: that claim could not see it."""
+    claims: list[float] = []
+
+    class SlowClaims(SQLiteStore):
+        def connect(self, queue: str, holder: str) -> Connection:
+            inner = super().connect(queue, holder)
+
+            class Slow:
+                def commit(self, batch: Batch) -> Committed:
+                    done = inner.commit(batch)
+                    if batch.claim:
+                        claims.append(time.monotonic())
+                        time.sleep(0.3)  # its answer comes back late
+                    return done
+
+                def close(self) -> None:
+                    inner.close()
+
+            return Slow()
+
+    store = SlowClaims(path, lease=30.0)  # renewals every 10 s: out of this test's way
+    jobs = Mailer(failures=10)
+    async with open_server(jobs, store=store) as handle:  # real time
+        await handle.slow(5.0)  # budget 1 s: cut (attempts=2), then dead
+        with trio.fail_after(10):
+            while not await store.dead_casts(Mailer):  # noqa: ASYNC110 (in the store)
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)  # idle, caught up
+        await store.requeue(Mailer, [999])  # news, nothing requeued: a claim round starts
+        await trio.sleep(0.1)  # ... and is in flight
+        assert await store.requeue(Mailer) == 1  # news: the dead cast is pending again
+        with trio.fail_after(3):  # at once, not at the next renewal (10 s)
+            while statistics(handle).durable_running == 0:  # noqa: ASYNC110 (polled)
+                await trio.sleep(0.05)

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LEASE = 1.0  # seconds: a killed holder's queue waits this long for a takeover
 ROUND = 1_000_000  # each process numbers its casts from its own multiple of this
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.crash]
 
 
 class Worker:

@@ -87,6 +87,7 @@ class Durable:
         self.woken = trio.Event()
         self.holding = False  # this run holds the queue's lease: it runs the stored casts
         self.caught_up = False  # every stored cast of the queue is claimed by this run
+        self.told = 0  # news heard (`news`): a claim sent before the last of them is stale
         self.closing = False
         self.closed = trio.Event()
         self.renew_at = -math.inf  # when to renew (or try to take) the lease, trio's clock
@@ -149,6 +150,7 @@ class Durable:
         the lease was given back: claim them, or try to take the lease, now."""
         if get_ident() != self.state.thread:
             return  # (told from another thread's trio run: it looks at its next renewal)
+        self.told += 1
         self.caught_up = False
         if not self.holding:
             self.renew_at = -math.inf
@@ -216,6 +218,7 @@ class Durable:
         batch.claim_inserts = self.holding and self.caught_up
         connection = self.connection
         assert connection is not None
+        told = self.told
         try:
             committed = await _commit(connection, batch)
         except Exception as exc:
@@ -231,7 +234,7 @@ class Durable:
             waiting.committed.set()
             self._keep_marks(batch)
             raise
-        self._committed(batch, committed)
+        self._committed(batch, committed, stale=self.told != told)
         waiting.ids = committed.ids
         waiting.committed.set()
 
@@ -242,7 +245,9 @@ class Durable:
         self.batch.dead[:0] = batch.dead
         self.batch.lease = True
 
-    def _committed(self, batch: Batch, committed: Committed) -> None:
+    def _committed(self, batch: Batch, committed: Committed, stale: bool = False) -> None:
+        """Act on a committed round; `stale`: news came while it was in flight (its claim,
+        sent before them, cannot say that this run has claimed everything)."""
         was_holding = self.holding
         self.holding = committed.holding
         if batch.lease:
@@ -258,7 +263,7 @@ class Durable:
         if committed.took_over:
             self.caught_up = False
         if batch.claim and committed.holding:
-            if len(committed.claimed) < batch.claim:
+            if len(committed.claimed) < batch.claim and not stale:
                 self.caught_up = True
             for row in committed.claimed:
                 self._queue(row)
