@@ -270,6 +270,15 @@ class Store:
 def encode(method: Method, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> str:
     """`args` and `kwargs` as stored: JSON, or `TypeError` naming the argument that is not
     JSON data (str, int, float, bool, None, list, dict with str keys; no tuple, no NaN)."""
+    values = (*args, *kwargs.values()) if kwargs else args
+    if any(_problem(value) is not None for value in values):
+        _refuse(method, args, kwargs)
+    return json.dumps({"args": list(args), "kwargs": kwargs or {}}, separators=(",", ":"))
+
+
+def _refuse(method: Method, args: tuple[Any, ...], kwargs: dict[str, Any] | None) -> None:
+    """The `TypeError` of `encode`, naming the first argument (in the handler's parameter
+    order) that is not JSON data; only called once one is known to be there."""
     names = _names(method, args, kwargs)
     for name, value in names:
         problem = _problem(value)
@@ -279,7 +288,6 @@ def encode(method: Method, args: tuple[Any, ...], kwargs: dict[str, Any] | None)
                 f"cast stores its arguments as JSON (str, int, float, bool, None, lists, and "
                 f"dicts with str keys): pass plain data, and rebuild objects in the handler"
             )
-    return json.dumps({"args": list(args), "kwargs": kwargs or {}}, separators=(",", ":"))
 
 
 def decode(payload: str) -> tuple[list[Any], dict[str, Any]]:
