@@ -95,6 +95,7 @@ class Durable:
         self.in_memory = 0  # stored casts queued or running in this run
         self.begun = False  # the server started: stored casts go into its mailbox
         self.first: list[StoredCast] = []  # claimed before it started, in order
+        self.signatures: dict[str, inspect.Signature] = {}  # by method name (`_signature`)
         # what `statistics` shows
         self.stored = 0  # casts committed by this run's callers
         self.retried = 0  # runs that failed and will be retried
@@ -275,7 +276,8 @@ class Durable:
             if "cast_stored" in self.state.instruments.hooked:
                 self._notify("cast_stored", new.method, number, None)
             if committed.inserted_claimed:
-                self._queue(StoredCast(number, new.method, new.payload, 0, new.attempts, 0.0))
+                row = StoredCast(number, new.method, new.payload, 0, new.attempts, 0.0)
+                self._queue(row, bound=True)
             elif committed.holding:
                 self.caught_up = False  # stored pending: claim it next round
                 self.woken.set()
@@ -288,8 +290,10 @@ class Durable:
 
     # -- running stored casts ---------------------------------------------------------------
 
-    def _queue(self, row: StoredCast) -> None:
-        """Queue `row` in the server's mailbox (or wait out its backoff first)."""
+    def _queue(self, row: StoredCast, bound: bool = False) -> None:
+        """Queue `row` in the server's mailbox (or wait out its backoff first). `bound`: its
+        arguments were bound to this handler's parameters by its caller in this run (a cast
+        this run just stored), so they fit: only stored casts of other runs are checked."""
         state = self.state
         if state.stopping:
             return  # it stays claimed; the last round gives it back
@@ -306,7 +310,8 @@ class Durable:
             return
         try:
             args, kwargs = decode(row.payload)
-            _bind(method, args, kwargs)
+            if not bound:
+                self._signature(method).bind(None, *args, **kwargs)
         except (TypeError, ValueError, KeyError) as exc:
             self._dead(row, row.failed, f"its stored arguments no longer fit: {exc!r}")
             return
@@ -323,6 +328,14 @@ class Durable:
         wake(state)
         if "call_queued" in state.instruments.hooked:
             state.emit("call_queued", request)
+
+    def _signature(self, method: Method) -> inspect.Signature:
+        """`method`'s handler's signature, which stored arguments must bind (`TypeError` if
+        they no longer fit: its code changed); computed once a run."""
+        signature = self.signatures.get(method.name)
+        if signature is None:
+            signature = self.signatures[method.name] = inspect.signature(method.fn)
+        return signature
 
     def _later(self, row: StoredCast, wait: float) -> None:
         heapq.heappush(self.later, (trio.current_time() + wait, row.id, row))
@@ -404,11 +417,6 @@ async def _commit(connection: Connection, batch: Batch) -> Committed:
     with trio.CancelScope(shield=True):
         return await trio.to_thread.run_sync(connection.commit, batch)
     raise AssertionError("unreachable: a shielded scope does not catch")  # pragma: no cover
-
-
-def _bind(method: Method, args: list[Any], kwargs: dict[str, Any]) -> None:
-    """`TypeError` if stored arguments no longer fit the handler (its code changed)."""
-    inspect.signature(method.fn).bind(None, *args, **kwargs)
 
 
 async def durable_cast(
