@@ -22,6 +22,7 @@ SECTIONS = (
     "memory",
     "overload",
     "waiting",
+    "durable",
     "profile",
 )
 
@@ -32,7 +33,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description="trioserver against the alternatives: round trips, the price of time "
         "limits, handlers that await, casts, instruments and statistics reads, memory per "
         "idle server, overload, a profile of the call path, waiting without holding the server "
-        "(guarded calls, released blocks, cycle detection), and the targets they meet.",
+        "(guarded calls, released blocks, cycle detection), durable casts (SQLite FULL and "
+        "NORMAL against an in-memory cast), and the targets they meet.",
     )
     parser.add_argument(
         "--quick",
@@ -119,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         results["waiting"] = run_waiting(
             rounds=rounds, calls=calls, seed=args.seed + 6, quick=args.quick
         )
+    if "durable" in sections:
+        from .durable import run_durable
+
+        results["durable"] = run_durable(rounds=rounds, calls=calls, seed=args.seed + 7)
     if "profile" in sections:
         from .profiling import format_profile, run_profile
 

@@ -30,6 +30,13 @@ IDLE_KINDS = {
 BUSY_KIND = "trioserver_busy"
 BODIES = ("event", "channel", "sleep0")
 
+# Issue 14's target (guarantee 17): durable casts acknowledged per second, by wall clock.
+TARGET_DURABLE = 10_000.0
+DURABLE_TARGET_ROWS = (
+    ("noop_sqlite_full", 200, "a handler that does nothing"),
+    ("sleep0_sqlite_full", 200, "a handler awaiting trio.sleep(0)"),
+)
+
 # Guarantees 14-16's targets (waiting without holding the server), met by CPU time.
 TARGET_UNCHANGED = 0.97  # plain calls on this tree, times the tree before guarantees 14-16
 TARGET_DETECTION = 0.97  # calls with cycle detection, times the same with it stubbed out
@@ -428,6 +435,86 @@ def targets_waiting(results: dict[str, Any]) -> list[Target]:
     return found
 
 
+def targets_durable(results: dict[str, Any]) -> list[Target]:
+    """Issue 14's target, if measured: >= 10,000 durable casts/s at 200 callers with SQLite
+    FULL (wall clock: a commit waits for the disk; casts per CPU-second shown beside)."""
+    found: list[Target] = []
+    durable = results.get("durable")
+    if durable is None:
+        return found
+    for name, callers, what in DURABLE_TARGET_ROWS:
+        row = _row(durable, name, callers)
+        if row is None:
+            continue
+        rate, cpu = row["calls_per_s"], row["calls_per_cpu_s"]
+        found.append(
+            Target(
+                f"durable casts/s, SQLite FULL, {_callers(callers)}, {what}",
+                f">= {TARGET_DURABLE:,.0f}/s",
+                f"{rate:,.0f}/s",
+                f"{cpu:,.0f}/CPU-s",
+                rate >= TARGET_DURABLE,
+                rate,
+                cpu,
+            )
+        )
+    return found
+
+
+def durable_table(section: dict[str, Any], callers: int, *, markdown: bool) -> str:
+    """One row per (handler, store) at `callers`: acknowledged casts per second (wall, CPU),
+    enqueue latency, the ratios to the in-memory cast of the same handler, and how fast the
+    server ran them."""
+    header = [
+        "contender",
+        "casts/s",
+        "p50 µs",
+        "p99 µs",
+        "casts/CPU-s",
+        "x in-memory",
+        "x in-memory CPU",
+        "ran/s",
+    ]
+    rows: list[list[str]] = []
+    for row in section["rows"]:
+        if row["callers"] != callers:
+            continue
+        rows.append(
+            [
+                row["label"],
+                _rate(row["calls_per_s"]),
+                _us(row["p50_us"]),
+                _us(row["p99_us"]),
+                _rate(row["calls_per_cpu_s"]),
+                _ratio(row.get("ratio_to_baseline")),
+                _ratio(row.get("ratio_to_baseline_cpu")),
+                _rate(row["ran_per_s"]),
+            ]
+        )
+    return table(header, rows, markdown=markdown)
+
+
+def durable_parts(durable: dict[str, Any], heading: str, *, markdown: bool) -> list[str]:
+    """The section "durable": a table per number of callers."""
+    casts = durable["casts_per_measurement"]
+    memory, full = casts["memory"], casts["sqlite_full"]
+    where = f"{durable['database_directory']} ({durable['filesystem'] or 'unknown file system'})"
+    parts = [
+        f"{heading}Durable casts (SQLite) against an in-memory cast: median of "
+        f"{durable['rounds']} interleaved rounds; casts per measurement: in memory "
+        f"{', '.join(f'{int(v):,}' for v in memory.values())}, durable "
+        f"{', '.join(f'{int(v):,}' for v in full.values())} (at "
+        f"{', '.join(memory)} callers); a fresh database in {where} each; casts/s counts "
+        f"acknowledged casts (the await returned) while the server runs them"
+    ]
+    if durable.get("filesystem") == "tmpfs":
+        parts.append("(tmpfs: an fsync costs nothing there; FULL is not measured on a disk)")
+    for n in durable["callers"]:
+        parts.append(f"{_callers(n)}:")
+        parts.append(durable_table(durable, n, markdown=markdown))
+    return parts
+
+
 def targets(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Every target this run measured, by issue, for the JSON file."""
     return {
@@ -436,6 +523,7 @@ def targets(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         "guarantees_14_16": [
             attrs.asdict(t) | {"verdict": t.verdict} for t in targets_waiting(results)
         ],
+        "issue_14": [attrs.asdict(t) | {"verdict": t.verdict} for t in targets_durable(results)],
     }
 
 
@@ -588,6 +676,8 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
         parts.append(overload_table(s, markdown=markdown))
     if "waiting" in results:
         parts += waiting_parts(results["waiting"], heading, markdown=markdown)
+    if "durable" in results:
+        parts += durable_parts(results["durable"], heading, markdown=markdown)
     for issue, found in (("4", targets_issue_4(results)), ("12", targets_issue_12(results))):
         if found:
             parts.append(f"{heading}Targets of issue {issue}")
@@ -595,5 +685,9 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
     found = targets_waiting(results)
     if found:
         parts.append(f"{heading}Targets of guarantees 14-16 (met by CPU time; wall clock shown)")
+        parts.append(targets_table(found, markdown=markdown))
+    found = targets_durable(results)
+    if found:
+        parts.append(f"{heading}Target of issue 14 (durable casts; met by wall clock)")
         parts.append(targets_table(found, markdown=markdown))
     return "\n\n".join(parts) + "\n"
