@@ -17,6 +17,9 @@ with ``PYTHONPATH`` naming the trioserver it imports). It opens a `Recorder` on
   left to run (none pending or claimed in the database, none in memory), stops the server
   cleanly and prints ``drained`` (or ``timeout`` after ``--within`` seconds).
 
+Its store's lease is short (``--lease``, 0.3 s): where the system has no ``flock`` (which
+frees a killed holder's lease at once), the next child takes the queue over that soon.
+
 A run is recorded with one ``os.write`` of ``b"<n>\\n"`` to RUNS opened with ``O_APPEND``,
 before the handler returns, so before its cast can be marked done. The test kills processes,
 not the machine: what ``write`` handed to the kernel survives SIGKILL without ``fsync``
