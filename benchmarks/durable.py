@@ -54,9 +54,12 @@ STORES = {
     "memory": "in-memory @cast (reference)",
     "sqlite_full": "durable, SQLite FULL",
     "sqlite_normal": "durable, SQLite NORMAL",
-    # PostgreSQL hook: once trioserver.postgres.PostgresStore exists, add
-    # "postgres": "durable, PostgreSQL" here and a branch in `_store` that starts (or is given)
-    # a server and returns PostgresStore(...) with a fresh database per measurement.
+    # >>> HOOK: PostgreSQL (not implemented). trioserver.postgres.PostgresStore(conninfo) is on
+    # main (72aaf05). To measure it: add "postgres": "durable, PostgreSQL" here, a branch in
+    # `_store` returning PostgresStore(conninfo) on a fresh database per measurement (CREATE
+    # DATABASE on a server started once for the section, with fsync=on, as tests/postgres.py
+    # starts one: initdb + pg_ctl on a unix socket), and a row in report.DURABLE_TARGET_ROWS
+    # if it gets a target. Everything else (rounds, ratios, tables) follows STORES.
 }
 
 
@@ -68,7 +71,8 @@ def _store(kind: str, directory: Path) -> Store | None:
         return SQLiteStore(directory / "casts.db", synchronous="FULL")
     if kind == "sqlite_normal":
         return SQLiteStore(directory / "casts.db", synchronous="NORMAL")
-    raise ValueError(f"no store {kind!r}")  # (PostgreSQL: see STORES)
+    # >>> HOOK: PostgreSQL: `if kind == "postgres": return PostgresStore(...)` (see STORES)
+    raise ValueError(f"no store {kind!r}")
 
 
 # -- the servers ----------------------------------------------------------------------------
