@@ -13,17 +13,7 @@ try:
 except ImportError:  # pragma: no cover (Windows: the lease row alone)
     fcntl = None  # type: ignore[assignment]
 
-from ._store import (
-    DEAD,
-    DONE,
-    PENDING,
-    RUNNING,
-    Batch,
-    Committed,
-    NewCast,
-    Store,
-    StoredCast,
-)
+from ._store import DEAD, DONE, PENDING, RUNNING, Batch, Committed, Store, StoredCast
 
 Synchronous = Literal["FULL", "NORMAL"]
 
@@ -50,27 +40,6 @@ SCHEMA = (
         expires_at REAL NOT NULL
     )""",
 )
-
-
-INSERT = (
-    "INSERT INTO trioserver_casts (queue, method, payload, key, state, attempts, enqueued_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-INSERT_OR_IGNORE = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
-CHUNK = 256
-"""Finished casts marked by one statement (SQLite allows 999 parameters before 3.32)."""
-
-
-def _chunks(ids: list[int]) -> list[list[int | None]]:
-    """`ids` by chunks of at most `CHUNK`, each padded with None (``id IN (..., NULL)`` finds
-    nothing more) to a power of two: few statement texts, so they stay prepared (the sqlite3
-    module keeps a cache of them by text)."""
-    found: list[list[int | None]] = []
-    for start in range(0, len(ids), CHUNK):
-        chunk: list[int | None] = [*ids[start : start + CHUNK]]
-        size = 1 << (len(chunk) - 1).bit_length()
-        found.append(chunk + [None] * (size - len(chunk)))
-    return found
 
 
 class SQLiteStore(Store):
@@ -199,15 +168,14 @@ class _SQLiteConnection:
             took_over = False
             if batch.lease:
                 took_over = self._lease(now)
-            for ids in _chunks(batch.done):
-                marks = ", ".join("?" * len(ids))
-                db.execute(
-                    f"DELETE FROM trioserver_casts WHERE id IN ({marks}) AND key IS NULL", ids
+            if batch.done:
+                db.executemany(
+                    "DELETE FROM trioserver_casts WHERE id = ? AND key IS NULL",
+                    [(id_,) for id_ in batch.done],
                 )
-                db.execute(
-                    f"UPDATE trioserver_casts SET state = ? "
-                    f"WHERE id IN ({marks}) AND key IS NOT NULL",
-                    (DONE, *ids),
+                db.executemany(
+                    "UPDATE trioserver_casts SET state = ? WHERE id = ? AND key IS NOT NULL",
+                    [(DONE, id_) for id_ in batch.done],
                 )
             if batch.retried:
                 db.executemany(
@@ -231,10 +199,25 @@ class _SQLiteConnection:
                     [(RUNNING, row[0]) for row in rows],
                 )
                 claimed = [StoredCast(*row) for row in rows]
+            ids: list[int | None] = []
             # (new casts go straight to this run if nothing older is left pending)
             claim_new = self.holding and (batch.claim_inserts or len(claimed) < batch.claim)
-            state = RUNNING if claim_new else PENDING
-            ids = self._insert(batch.inserts, state, now) if batch.inserts else []
+            for new in batch.inserts:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO trioserver_casts "
+                    "(queue, method, payload, key, state, attempts, enqueued_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        queue,
+                        new.method,
+                        new.payload,
+                        new.key,
+                        RUNNING if claim_new else PENDING,
+                        new.attempts,
+                        now,
+                    ),
+                )
+                ids.append(cursor.lastrowid if cursor.rowcount == 1 else None)
             if batch.release and self.holding:
                 db.execute(
                     "UPDATE trioserver_casts SET state = ? WHERE queue = ? AND state = ?",
@@ -256,36 +239,6 @@ class _SQLiteConnection:
         if batch.release:
             self.holding = False
         return Committed(holding, took_over, claimed, ids, claim_new and bool(batch.inserts))
-
-    def _insert(self, inserts: list[NewCast], state: str, now: float) -> list[int | None]:
-        """Insert the new casts `inserts` in `state`, in order; their numbers (None: its key
-        was taken, nothing stored)."""
-        db = self.db
-        rows = [
-            (self.queue, new.method, new.payload, new.key, state, new.attempts, now)
-            for new in inserts
-        ]
-        if any(new.key is not None for new in inserts):
-            ids: list[int | None] = []
-            for row in rows:
-                cursor = db.execute(INSERT_OR_IGNORE, row)
-                ids.append(cursor.lastrowid if cursor.rowcount == 1 else None)
-            return ids
-        # No keys, nothing ignored: one statement for all. In a transaction holding the write
-        # lock, AUTOINCREMENT numbers them one above the largest number ever used, in order:
-        # the last number tells them all (checked: they are the only rows in that range).
-        db.executemany(INSERT, rows)
-        (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
-        first = last - len(rows) + 1
-        (count,) = db.execute(
-            "SELECT COUNT(*) FROM trioserver_casts WHERE id BETWEEN ? AND ?", (first, last)
-        ).fetchone()
-        if count != len(rows):
-            raise sqlite3.DatabaseError(
-                f"{len(rows)} casts inserted, {count} numbered {first} to {last}"
-            )
-        numbers: list[int | None] = [*range(first, last + 1)]
-        return numbers
 
     def _lease(self, now: float) -> bool:
         """Acquire or renew the queue's lease; True if it was just taken over (the casts its
