@@ -54,12 +54,7 @@ STORES = {
     "memory": "in-memory @cast (reference)",
     "sqlite_full": "durable, SQLite FULL",
     "sqlite_normal": "durable, SQLite NORMAL",
-    # >>> HOOK: PostgreSQL (not implemented). trioserver.postgres.PostgresStore(conninfo) is on
-    # main (72aaf05). To measure it: add "postgres": "durable, PostgreSQL" here, a branch in
-    # `_store` returning PostgresStore(conninfo) on a fresh database per measurement (CREATE
-    # DATABASE on a server started once for the section, with fsync=on, as tests/postgres.py
-    # starts one: initdb + pg_ctl on a unix socket), and a row in report.DURABLE_TARGET_ROWS
-    # if it gets a target. Everything else (rounds, ratios, tables) follows STORES.
+    "postgres": "durable, PostgreSQL (fsync on)",
 }
 
 
@@ -71,8 +66,25 @@ def _store(kind: str, directory: Path) -> Store | None:
         return SQLiteStore(directory / "casts.db", synchronous="FULL")
     if kind == "sqlite_normal":
         return SQLiteStore(directory / "casts.db", synchronous="NORMAL")
-    # >>> HOOK: PostgreSQL: `if kind == "postgres": return PostgresStore(...)` (see STORES)
+    if kind == "postgres":
+        from trioserver.postgres import PostgresStore
+
+        return PostgresStore(_postgres().create_database())  # a fresh database each time
     raise ValueError(f"no store {kind!r}")
+
+
+_SERVER: list[Any] = []  # the PostgreSQL server of this section (started at its first use)
+
+
+def _postgres() -> Any:
+    """The section's PostgreSQL server (``fsync=on``, a unix socket in a temporary directory),
+    started as the tests start theirs (tests/postgres.py: initdb and pg_ctl), stopped by
+    `run_durable` when the section ends."""
+    if not _SERVER:
+        from tests.postgres import PostgresServer
+
+        _SERVER.append(PostgresServer(fsync=True))
+    return _SERVER[0]
 
 
 # -- the servers ----------------------------------------------------------------------------
@@ -249,15 +261,19 @@ def filesystem(path: str) -> str:
 
 
 def run_durable(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
-    section = interleaved(
-        contenders(),
-        callers=CALLERS,
-        rounds=rounds,
-        calls=calls,
-        seed=seed,
-        title="durable",
-        measure_one=measure,
-    )
+    try:
+        section = interleaved(
+            contenders(),
+            callers=CALLERS,
+            rounds=rounds,
+            calls=calls,
+            seed=seed,
+            title="durable",
+            measure_one=measure,
+        )
+    finally:
+        while _SERVER:
+            _SERVER.pop().close()
     for row in section["rows"]:
         row["ran_per_s"] = median([r["calls"] / r["ran_seconds"] for r in row["rounds"]])
     directory = tempfile.gettempdir()

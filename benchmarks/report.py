@@ -500,7 +500,7 @@ def durable_parts(durable: dict[str, Any], heading: str, *, markdown: bool) -> l
     memory, full = casts["memory"], casts["sqlite_full"]
     where = f"{durable['database_directory']} ({durable['filesystem'] or 'unknown file system'})"
     parts = [
-        f"{heading}Durable casts (SQLite) against an in-memory cast: median of "
+        f"{heading}Durable casts (SQLite, PostgreSQL) against an in-memory cast: median of "
         f"{durable['rounds']} interleaved rounds; casts per measurement: in memory "
         f"{', '.join(f'{int(v):,}' for v in memory.values())}, durable "
         f"{', '.join(f'{int(v):,}' for v in full.values())} (at "

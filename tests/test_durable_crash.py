@@ -32,6 +32,8 @@ PACKAGE_ROOT = Path(trioserver.__file__).resolve().parent.parent  # the trioserv
 STRIDE = 10_000_000  # each round's numbers start at round * STRIDE
 READY_WITHIN = 20.0  # seconds for a child to start (two CPUs, other tests may be running)
 
+pytestmark = pytest.mark.crash  # (run once per `make test`: tests/conftest.py)
+
 
 def _env() -> dict[str, str]:
     path = os.environ.get("PYTHONPATH")
