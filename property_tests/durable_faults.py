@@ -38,6 +38,7 @@ import trio.lowlevel
 from hypothesis import strategies as st
 
 import trioserver
+from property_tests.faults import all_tasks
 from trioserver import (
     CallInfo,
     Instrument,
@@ -210,19 +211,6 @@ class FaultyStore(SQLiteStore):
                 inner.close()
 
         return Faulty()
-
-
-def all_tasks() -> list[trio.lowlevel.Task]:
-    found: list[trio.lowlevel.Task] = []
-    todo = [trio.lowlevel.current_root_task()]
-    while todo:
-        task = todo.pop()
-        if task is None:
-            continue
-        found.append(task)
-        for nursery in task.child_nurseries:
-            todo.extend(nursery.child_tasks)
-    return found
 
 
 async def cast_all(handle: Any, log: Log, spec: CasterSpec, idents: list[int]) -> None:
