@@ -38,10 +38,13 @@ from .expect import refused
 
 @server
 class Mailer:
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, *, hold: bool = False) -> None:
         self.sent: list[tuple[str, int]] = []
         self.runs: list[tuple[str, int, float]] = []
         self.failures = failures
+        self.gate = trio.Event()  # `linger` waits for it: held shut, it runs until the stop
+        if not hold:
+            self.gate.set()
 
     @cast(durable=True, attempts=3, backoff=2.0)
     async def send(self, to: str, number: int) -> None:
@@ -74,6 +77,7 @@ class Mailer:
 
     @cast(durable=True, timeout=None)
     async def linger(self, seconds: float) -> None:
+        await self.gate.wait()  # (no timer: however far virtual time jumps)
         await trio.sleep(seconds)
         self.sent.append(("linger", int(seconds)))
 
@@ -226,9 +230,9 @@ async def test_stored_casts_left_at_stop_run_first_at_the_next_start(
     clock: trio.abc.Clock, path: Path
 ) -> None:
     store = SQLiteStore(path)
-    first = Mailer()
+    first = Mailer(hold=True)
     async with open_server(first, store=store) as mailer:
-        await mailer.linger(100)  # runs while the others wait in the mailbox
+        await mailer.linger(100)  # runs (held) while the others wait in the mailbox
         await until(lambda: statistics(mailer).running)
         for number in range(5):
             await mailer.send("ann", number)
@@ -316,7 +320,7 @@ async def test_a_store_that_cannot_open_starts_nothing(
 async def test_serve_with_a_store(clock: trio.abc.Clock, path: Path) -> None:
     store = SQLiteStore(path)
     async with trio.open_nursery() as nursery:
-        mailer = await nursery.start(partial(serve, store=store), Mailer())
+        mailer = await nursery.start(partial(serve, store=store), Mailer(hold=True))
         assert isinstance(mailer, Mailer)
         await mailer.send("ann", 1)
         assert await mailer.count() == 1
@@ -368,9 +372,9 @@ async def test_stored_casts_of_a_changed_handler_are_dead_at_once(
         def gone(self) -> None:
             pass
 
-        @cast
+        @cast(timeout=None)
         async def hold(self) -> None:
-            await trio.sleep(1)
+            await trio.sleep_forever()  # until the stop, however far virtual time jumps
 
     @server
     class New:
@@ -539,7 +543,8 @@ def test_a_killed_holders_casts_run_before_new_requests(path: Path) -> None:
 import os, trio, trioserver
 from tests.test_durable import Mailer
 async def main():
-    async with trioserver.open_server(Mailer(), store=trioserver.SQLiteStore({str(path)!r})) as m:
+    store = trioserver.SQLiteStore({str(path)!r})
+    async with trioserver.open_server(Mailer(hold=True), store=store) as m:
         await m.linger(100)
         for n in range(3):
             await m.send("left", n)
