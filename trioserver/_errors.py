@@ -52,3 +52,8 @@ class HandleNotCopyable(TrioServerError, TypeError):
 class StoreError(TrioServerError):
     """Raised about durable casts' store: a server with durable casts opened without a store,
     or a commit that failed (the cast may or may not be stored)."""
+
+
+class ReplyNotSendable(TrioServerError, TypeError):
+    """Raised to a caller of a server in a Ray actor (`trioserver.ray`) whose handler returned
+    or raised something that could not be pickled to send it back."""

@@ -1,0 +1,174 @@
+"""The caller's side of a server in a Ray actor: send a request, await its reply from trio.
+
+A reply is awaited without a thread: the Ray reference's `concurrent.futures.Future` gets a
+done-callback that posts into the trio run (`TrioToken.run_sync_soon`), which reschedules
+the waiting task. A caller who leaves (cancelled, or past its deadline) cancels the Ray task
+(`ray.cancel`): queued, it never starts; running, its handler is cancelled in the actor.
+
+Only `trioserver.ray` imports this module (it imports Ray).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import outcome
+import trio
+from trio.lowlevel import Abort, checkpoint, checkpoint_if_cancelled
+
+import ray
+from ray import exceptions as ray_errors
+
+from ._errors import CallTimeout, ReplyNotSendable, ServerCrashed, ServerStopped, TrioServerError
+from ._statistics import ServerStatistics
+
+if TYPE_CHECKING:
+    from ._spec import Method, ServerSpec
+
+_INF = math.inf
+
+INTENDED_EXIT = "INTENDED_USER_EXIT"
+"""How Ray's `ActorDiedError` says that the actor exited on purpose (`trioserver.ray.stop`
+ends it so): Ray gives no structured field for it, only this text in the message."""
+
+
+class _Waiter:
+    """A trio task waiting for one Ray reference."""
+
+    __slots__ = ("task", "token", "waiting")
+
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.token = trio.lowlevel.current_trio_token()
+        self.waiting = True
+
+    def done(self, future: Any) -> None:
+        """In Ray's thread (or this one, if it was done already): wake the task."""
+        if self.waiting:
+            try:
+                self.token.run_sync_soon(self.wake, future)
+            except trio.RunFinishedError:  # the caller's run ended meanwhile
+                pass
+
+    def wake(self, future: Any) -> None:
+        """In the trio thread: reschedule the task with the reference's outcome."""
+        if self.waiting:  # (not if it left meanwhile)
+            self.waiting = False
+            trio.lowlevel.reschedule(self.task, outcome.capture(future.result))
+
+
+async def wait_for(ref: Any) -> Any:
+    """The value of the Ray reference `ref` (a Ray error raised as is), awaited from trio.
+
+    Cancellation:
+      A cancelled caller cancels `ref`'s task (`ray.cancel`) and leaves at once.
+    """
+    waiter = _Waiter()
+    ref.future().add_done_callback(waiter.done)
+
+    def abort(_: object) -> Abort:
+        waiter.waiting = False
+        ray.cancel(ref)
+        return Abort.SUCCEEDED
+
+    return await trio.lowlevel.wait_task_rescheduled(abort)
+
+
+def unwrap(reply: Any) -> Any:
+    """The value of an actor's reply (`_ray_host.Reply`), or raise the exception it carries."""
+    if reply[0]:
+        return reply[1]
+    exc: BaseException = reply[1]
+    text: str | None = reply[2]
+    if text is not None:
+        exc.add_note(f"trioserver.ray: raised in the Ray actor, where it was:\n{text.rstrip()}")
+    raise exc
+
+
+class RemoteServer:
+    """The state of a handle to a server in a Ray actor: what ``handle.method(...)`` calls.
+
+    The handle methods that `@server` generates call ``call``/``cast`` on it, as they do on
+    a local server's state (`_handle_methods`).
+    """
+
+    __slots__ = ("actor", "name", "spec", "stopped")
+
+    def __init__(self, spec: ServerSpec, actor: Any, name: str | None) -> None:
+        self.spec = spec
+        self.actor = actor  # Ray's ActorHandle of the `_ray_host.Host` actor
+        self.name = name
+        self.stopped = False  # stopped through this handle's process (`trioserver.ray.stop`)
+
+    def describe(self) -> str:
+        where = f"the Ray actor {self.name!r}" if self.name else "a Ray actor"
+        return f"{self.spec.name} in {where}"
+
+    def not_running(self, label: str) -> ServerStopped:
+        return ServerStopped(f"{label}: {self.describe()} is not running: it was stopped")
+
+    def lost(self, label: str, error: BaseException) -> TrioServerError:
+        """What a caller hears when Ray could not deliver the request or its reply."""
+        if isinstance(error, ray_errors.RayActorError):
+            if self.stopped or INTENDED_EXIT in str(error):
+                return self.not_running(label)
+            return ServerCrashed(
+                f"{label}: {self.describe()} crashed (its actor died or restarted): the "
+                f"request may or may not have run"
+            )
+        if isinstance(error, ray_errors.RayTaskError):  # the reply could not be sent back
+            cause = error.cause if isinstance(error.cause, BaseException) else error
+            return ReplyNotSendable(
+                f"{label}: the reply could not be sent back from {self.describe()}: {cause}"
+            )
+        return ServerCrashed(f"{label}: {self.describe()} failed in Ray: {error}")
+
+    async def request(self, label: str, ref: Any) -> Any:
+        """Await the reply to the actor method call `ref`; its value, or its error."""
+        try:
+            reply = await wait_for(ref)
+        except ray_errors.RayError as error:
+            raise self.lost(label, error) from error
+        return unwrap(reply)
+
+    async def call(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
+        label = method.label
+        if self.stopped:
+            raise self.not_running(label)
+        await checkpoint_if_cancelled()
+        deadline = trio.current_effective_deadline()
+        remaining = None if deadline == _INF else deadline - trio.current_time()
+        ref = self.actor.call.remote(label, args, kwargs or {}, remaining)
+        try:
+            return await self.request(label, ref)
+        except CallTimeout:
+            if trio.current_time() >= deadline:
+                await checkpoint()  # cut at the caller's own deadline: it hears Cancelled
+            raise
+
+    async def cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
+        label = method.label
+        if self.stopped:
+            raise self.not_running(label)
+        await checkpoint_if_cancelled()  # Cancelled: not sent
+        await self.request(label, self.actor.call.remote(label, args, kwargs or {}, None))
+
+    async def durable_cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
+        raise TrioServerError(  # refused by `start`: only a handle from `connect` gets here
+            f"{method.label}: durable casts are not supported in a Ray actor"
+        )
+
+    async def remote_statistics(self) -> ServerStatistics:
+        label = f"statistics({self.spec.name})"
+        if self.stopped:
+            raise self.not_running(label)
+        snapshot: ServerStatistics = await self.request(label, self.actor.statistics.remote())
+        return snapshot
+
+    def statistics(self) -> ServerStatistics:
+        """`trioserver.statistics(handle)`, which cannot wait for the actor's reply."""
+        raise TrioServerError(
+            f"{self.describe()} is in another process: read its statistics with "
+            f"`await trioserver.ray.statistics(handle)`"
+        )
