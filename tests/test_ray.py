@@ -1,0 +1,396 @@
+"""Guarantee 18: a server hosted in a Ray actor (`trioserver.ray`), against a real local Ray
+cluster started once for the session (loopback only, token auth with a token of its own).
+
+Real processes and real time: margins are generous (two loaded CPUs). Each test stops the
+servers it starts; the session's fixture shuts the cluster down with `ray.shutdown()` and
+checks that none of its processes are left.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+# Ray reads its settings from the environment when imported. Its processes bind to this host's
+# address unless told otherwise: keep the test cluster on the loopback interface. Its cluster
+# uses token authentication (Ray 2.60's default): give it a token of its own, in the
+# environment (other drivers this test starts inherit it), so that nothing is written to
+# ~/.ray. The session's fixture puts the variables back as they were.
+AUTH = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+SAVED = {name: os.environ.get(name) for name in AUTH}
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+os.environ["RAY_AUTH_MODE"] = "token"
+os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+ray = pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ray])")
+
+import trioserver  # noqa: E402
+import trioserver.ray  # noqa: E402
+from trioserver import CallTimeout, ServerCrashed, ServerStopped, TrioServerError  # noqa: E402
+from trioserver.ray import ReplyNotSendable  # noqa: E402
+
+from .ray_servers import Probe, SeatTaken, Theater, Unrebuildable  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent  # the checkout: its `tests` is importable
+NAMESPACE = "trioserver-tests"
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of `pid` (Linux's /proc), or an empty set elsewhere."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:  # it ended meanwhile
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # (a zombie has exited; its parent reaps it)
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[str]:
+    """A local Ray cluster for the session: two CPUs, no dashboard, loopback only, token
+    authentication (the module's environment). Yields its address; at the end, shuts it down
+    with `ray.shutdown()` and checks that none of its processes is left."""
+    try:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            namespace=NAMESPACE,
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
+        yield ray.get_runtime_context().gcs_address
+    finally:
+        processes = _children(os.getpid())
+        ray.shutdown()
+        for name, value in SAVED.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        deadline = time.monotonic() + 30
+        while (left := {pid for pid in processes if _alive(pid)}) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not left, f"Ray processes left after ray.shutdown(): {sorted(left)}"
+
+
+pytestmark = pytest.mark.usefixtures("cluster")
+
+
+# -- calls, casts, stop ---------------------------------------------------------------------
+
+
+async def test_calls_return_values_and_casts_are_queued_in_order() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        assert await probe.mark("a") == 1
+        await probe.note("b")  # returns once queued in the actor: the call below comes after
+        assert await probe.mark("c") == 3
+        assert await probe.seen() == ["a", "b", "c"]
+
+
+async def test_the_theater_sells_each_seat_once_to_50_concurrent_callers() -> None:
+    async with trioserver.ray.open_server(Theater, 5) as theater:
+        outcomes: list[str] = []
+
+        async def buy(user: int) -> None:
+            try:
+                outcomes.append(await theater.reserve(f"A{user % 5}", f"u{user}", 0.01))
+            except SeatTaken:
+                outcomes.append("taken")
+
+        async with trio.open_nursery() as nursery:
+            for user in range(50):
+                nursery.start_soon(buy, user)
+        sales = await theater.sold()
+    assert sorted(seat for seat, _ in sales) == [f"A{n}" for n in range(5)]  # once each
+    assert sorted(outcomes) == [*(f"A{n}" for n in range(5)), *["taken"] * 45]
+
+
+async def _until(check: Any, within: float = 30.0) -> None:
+    """Wait (polling) until ``await check()`` is true; fail after `within` seconds."""
+    with trio.fail_after(within):
+        while not await check():
+            await trio.sleep(0.05)
+
+
+async def test_calls_wait_for_their_reply_without_a_thread_each() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        await probe.hold(0)  # Ray's own threads, started once
+        before = threading.active_count()
+        async with trio.open_nursery() as nursery:
+            holding = trio.CancelScope()
+
+            async def hold() -> None:
+                with holding:
+                    await probe.hold(30)
+
+            async def queued(count: int) -> bool:
+                snapshot = await trioserver.ray.statistics(probe)
+                return (snapshot.running, snapshot.queued) == (1, count)
+
+            nursery.start_soon(hold)
+            await _until(lambda: queued(0))
+            for n in range(50):
+                nursery.start_soon(probe.mark, str(n))  # queued behind hold
+            await _until(lambda: queued(50))
+            during = threading.active_count()  # 51 callers wait for their replies now
+            holding.cancel()
+        assert len(await probe.seen()) == 50
+    assert during <= before + 2, (before, during)
+
+
+async def test_a_stopped_servers_callers_get_server_stopped() -> None:
+    probe = await trioserver.ray.start(Probe, name="stopping")
+    other = trioserver.ray.connect("stopping", Probe)
+    async with trio.open_nursery() as nursery:
+        outcome: list[BaseException] = []
+
+        async def running() -> None:
+            try:
+                await probe.hold(30)
+            except ServerStopped as exc:
+                outcome.append(exc)
+
+        nursery.start_soon(running)
+        await trio.sleep(1.0)
+        await trioserver.ray.stop(probe)
+    assert len(outcome) == 1  # the running handler was cut, its caller told
+    with pytest.raises(ServerStopped, match="stopped"):
+        await probe.mark("late")
+    with pytest.raises(ServerStopped, match="stopped"):  # another handle: the actor exited
+        await other.mark("late")
+    with pytest.raises(ServerStopped):  # Ray forgets the name (at once, or soon after)
+        await trioserver.ray.connect("stopping", Probe).mark("late")
+    await trioserver.ray.stop(probe)  # once is enough
+
+
+async def test_wrong_arguments_raise_type_error_in_the_caller() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        with pytest.raises(TypeError):
+            await probe.mark()  # type: ignore[call-arg]
+        assert await probe.seen() == []
+
+
+async def test_statistics_come_from_the_actor() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        await probe.mark("a")
+        await probe.note("b")
+        snapshot = await trioserver.ray.statistics(probe)
+        assert snapshot.handled >= 1
+        assert snapshot.methods["mark"].service.count == 1
+        with pytest.raises(TrioServerError, match=r"trioserver\.ray\.statistics"):
+            trioserver.statistics(probe)
+
+
+# -- time limits and callers who leave ------------------------------------------------------
+
+
+async def test_the_callers_deadline_travels_and_bounds_the_handler() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        assert await probe.hold(0) == pytest.approx(30.0, abs=1.0)  # its own budget
+        began = trio.current_time()
+        with trio.move_on_after(1.0) as scope:
+            await probe.hold(20)
+        assert scope.cancelled_caught
+        assert trio.current_time() - began < 1.5  # the caller left at its deadline
+        left = 0.0
+        with trio.move_on_after(2.0):
+            left = await probe.hold(0)
+        assert 0.5 < left <= 2.0  # the handler's deadline was the caller's, not its budget
+        held = await probe.held()
+    how, seconds = held[1]
+    assert how == "cancelled"
+    assert 0.5 < seconds < 1.5  # cut at the caller's deadline, in the actor
+
+
+async def test_a_hung_handler_is_cut_at_its_budget_and_others_proceed() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        async with trio.open_nursery() as nursery:
+
+            async def hang() -> None:
+                with pytest.raises(CallTimeout, match=r"Probe\.hang did not finish within"):
+                    await probe.hang()
+
+            nursery.start_soon(hang)
+            await trio.sleep(0.2)
+            began = trio.current_time()
+            nursery.start_soon(hang)  # queued behind the first
+            await trio.sleep(0.2)
+            assert await probe.mark("after") == 3
+        # The first hang was cut at its budget, the second after its own 0.5 s, then "after".
+        assert 0.5 < trio.current_time() - began < 3.0
+        assert await probe.seen() == ["hang cut", "hang cut", "after"]
+        assert (await trioserver.ray.statistics(probe)).timed_out == 2
+
+
+async def test_a_queued_call_whose_caller_left_never_runs() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(probe.hold, 3.0)
+            await trio.sleep(1.0)  # hold runs now
+            with trio.move_on_after(1.0) as scope:
+                await probe.mark("withdrawn")  # queued behind hold; its caller leaves
+            assert scope.cancelled_caught
+        assert await probe.mark("after") == 1
+        assert await probe.seen() == ["after"]  # the withdrawn call never ran
+        snapshot = await trioserver.ray.statistics(probe)
+        assert snapshot.withdrawn == 1
+
+
+async def test_a_running_handler_is_cancelled_when_its_caller_leaves() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(probe.hold, 30)
+                await trio.sleep(1.0)
+                scope.cancel()  # not a deadline: only `ray.cancel` reaches the actor
+        began = trio.current_time()
+        assert await probe.mark("next") == 1
+        assert trio.current_time() - began < 5.0
+        assert await probe.held() == [("cancelled", pytest.approx(1.0, abs=0.9))]
+        assert (await trioserver.ray.statistics(probe)).cancelled == 1
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+async def test_handler_exceptions_reach_the_caller_as_themselves() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        with pytest.raises(SeatTaken) as seat:
+            await probe.fail("seat")
+        assert seat.value.args == ("B7",)
+        assert any("raised in the Ray actor" in note for note in seat.value.__notes__)
+        assert any('ray_servers.py", line' in note for note in seat.value.__notes__)
+        with pytest.raises(ExceptionGroup) as group:  # passed through, not wrapped
+            await probe.fail("group")
+        assert [type(exc) for exc in group.value.exceptions] == [ValueError, KeyError]
+        with pytest.raises(ReplyNotSendable, match=r"ray_servers\.Unrebuildable: B7: sold"):
+            await probe.fail("unrebuildable")
+        with pytest.raises(ReplyNotSendable, match=r"Probe\.lock.*pickle"):
+            await probe.lock()
+        assert await probe.mark("still serving") == 1
+
+
+async def test_on_start_errors_come_out_of_start() -> None:
+    with pytest.raises(LookupError, match="no seats"):
+        await trioserver.ray.start(Probe, "no seats")
+
+
+# -- crashes and restarts --------------------------------------------------------------------
+
+
+async def test_an_actor_that_dies_mid_call_gives_server_crashed_then_restarts_fresh() -> None:
+    async with trioserver.ray.open_server(Probe, max_restarts=1) as probe:
+        assert await probe.increment() == 1
+        first = await probe.pid()
+        with pytest.raises(ServerCrashed, match="may or may not have run"):
+            await probe.exit_process()
+        assert await probe.increment() == 1  # a new object, in a new process
+        assert await probe.pid() != first
+        with pytest.raises(ServerCrashed):
+            await probe.exit_process()  # no restart left
+        with pytest.raises(ServerCrashed):
+            await probe.increment()
+
+
+async def test_an_actor_killed_mid_call_gives_server_crashed() -> None:
+    async with trioserver.ray.open_server(Probe, max_restarts=1) as probe:
+        assert await probe.increment() == 1
+        async with trio.open_nursery() as nursery:
+            crashed: list[ServerCrashed] = []
+
+            async def held() -> None:
+                with pytest.raises(ServerCrashed) as info:
+                    await probe.hold(30)
+                crashed.append(info.value)
+
+            nursery.start_soon(held)
+            await trio.sleep(1.0)
+            ray.kill(trioserver.ray.actor(probe), no_restart=False)
+        assert len(crashed) == 1
+        assert await probe.increment() == 1
+
+
+# -- other processes --------------------------------------------------------------------------
+
+SECOND_DRIVER = """
+import sys
+import ray, trio
+import trioserver.ray
+from tests.ray_servers import Probe
+
+async def main():
+    probe = trioserver.ray.connect("shared", Probe, namespace=sys.argv[2])
+    print(await probe.mark("from the second process"), flush=True)
+    with trio.move_on_after(1.0):
+        await probe.hold(20)
+    print(len(await probe.held()), flush=True)
+
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+trio.run(main)
+ray.shutdown()
+"""
+
+
+async def test_a_second_process_connects_by_name_and_calls(cluster: str) -> None:
+    async with trioserver.ray.open_server(Probe, name="shared") as probe:
+        await probe.mark("from the first process")
+        done = await trio.run_process(
+            [sys.executable, "-c", SECOND_DRIVER, cluster, NAMESPACE],
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert done.stdout.split() == [b"2", b"1"]
+        assert await probe.seen() == ["from the first process", "from the second process"]
+        assert [how for how, _ in await probe.held()] == ["cancelled"]
+
+
+async def test_handles_pickle_to_the_same_actor() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        copy: Any = pickle.loads(pickle.dumps(probe))
+        assert await copy.mark("via the copy") == 1
+        assert repr(copy) == "<Probe in a Ray actor>"
+
+
+def test_importing_trioserver_does_not_import_ray() -> None:
+    code = "import sys, trioserver; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_without_ray_the_import_error_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "try:\n    import trioserver.ray\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert "pip install 'trioserver[ray]'" in done.stdout, done.stderr
