@@ -39,7 +39,7 @@ import trioserver.ray  # noqa: E402
 from trioserver import CallTimeout, ServerCrashed, ServerStopped, TrioServerError  # noqa: E402
 from trioserver.ray import ReplyNotSendable  # noqa: E402
 
-from .ray_servers import Probe, SeatTaken, Theater, Unrebuildable  # noqa: E402
+from .ray_servers import Probe, SeatTaken, Theater  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: its `tests` is importable
 NAMESPACE = "trioserver-tests"
@@ -135,7 +135,9 @@ async def test_the_theater_sells_each_seat_once_to_50_concurrent_callers() -> No
 async def _until(check: Any, within: float = 30.0) -> None:
     """Wait (polling) until ``await check()`` is true; fail after `within` seconds."""
     with trio.fail_after(within):
-        while not await check():
+        while True:
+            if await check():
+                return
             await trio.sleep(0.05)
 
 

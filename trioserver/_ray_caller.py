@@ -10,15 +10,15 @@ Only `trioserver.ray` imports this module (it imports Ray).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Any
 
 import outcome
-import trio
-from trio.lowlevel import Abort, checkpoint, checkpoint_if_cancelled
-
 import ray
+import trio
 from ray import exceptions as ray_errors
+from trio.lowlevel import Abort, checkpoint, checkpoint_if_cancelled
 
 from ._errors import CallTimeout, ReplyNotSendable, ServerCrashed, ServerStopped, TrioServerError
 from ._statistics import ServerStatistics
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from ._spec import Method, ServerSpec
 
 _INF = math.inf
+
+_ray: Any = ray  # Ray's API is typed loosely (`ray.cancel` takes refs of unknown types)
 
 INTENDED_EXIT = "INTENDED_USER_EXIT"
 """How Ray's `ActorDiedError` says that the actor exited on purpose (`trioserver.ray.stop`
@@ -46,10 +48,8 @@ class _Waiter:
     def done(self, future: Any) -> None:
         """In Ray's thread (or this one, if it was done already): wake the task."""
         if self.waiting:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):  # (the caller's run ended)
                 self.token.run_sync_soon(self.wake, future)
-            except trio.RunFinishedError:  # the caller's run ended meanwhile
-                pass
 
     def wake(self, future: Any) -> None:
         """In the trio thread: reschedule the task with the reference's outcome."""
@@ -69,7 +69,7 @@ async def wait_for(ref: Any) -> Any:
 
     def abort(_: object) -> Abort:
         waiter.waiting = False
-        ray.cancel(ref)
+        _ray.cancel(ref)
         return Abort.SUCCEEDED
 
     return await trio.lowlevel.wait_task_rescheduled(abort)
@@ -118,7 +118,8 @@ class RemoteServer:
                 f"request may or may not have run"
             )
         if isinstance(error, ray_errors.RayTaskError):  # the reply could not be sent back
-            cause = error.cause if isinstance(error.cause, BaseException) else error
+            found: object = getattr(error, "cause", None)  # what the actor method raised
+            cause = found if isinstance(found, BaseException) else error
             return ReplyNotSendable(
                 f"{label}: the reply could not be sent back from {self.describe()}: {cause}"
             )

@@ -13,6 +13,7 @@ Only `trioserver.ray` imports this module (it imports Ray's cloudpickle).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -20,17 +21,18 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import trio
-
 import ray
-from ray import cloudpickle  # pyright: ignore[reportMissingTypeStubs]
+import trio
+from ray import cloudpickle as _cloudpickle  # pyright: ignore[reportMissingTypeStubs]
 
 from ._errors import CallTimeout, ReplyNotSendable, ServerCrashed, ServerStopped, TrioServerError
 from ._lifecycle import open_server
-from ._spec import Method, ServerSpec
+from ._spec import SPEC, Method, ServerSpec
 from ._statistics import ServerStatistics, statistics
 
 logger = logging.getLogger("trioserver")
+
+cloudpickle: Any = _cloudpickle  # Ray's vendored cloudpickle has no type hints
 
 Reply = tuple[Any, ...]
 """What an actor method returns: ``(True, value)``, or ``(False, exception, traceback)`` where
@@ -88,10 +90,8 @@ class Job:
 
     def send(self, reply: Reply) -> None:
         """In the trio thread: post the reply to the coroutine waiting on the asyncio loop."""
-        try:
+        with contextlib.suppress(RuntimeError):  # (the loop is closed: the actor is exiting)
             self.loop.call_soon_threadsafe(_resolve, self.future, reply)
-        except RuntimeError:  # the loop is closed: the actor is exiting
-            pass
 
 
 def _resolve(future: asyncio.Future[Reply], reply: Reply) -> None:
@@ -107,7 +107,7 @@ class Host:
     """
 
     def __init__(self, cls: type, args: tuple[Any, ...]) -> None:
-        self._spec: ServerSpec = cls._trioserver_spec  # type: ignore[attr-defined]
+        self._spec: ServerSpec = getattr(cls, SPEC)
         self._methods: dict[str, Method] = {m.label: m for m in self._spec.methods.values()}
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -176,7 +176,9 @@ class Host:
         except RuntimeError:  # the nursery is closing: the server stopped
             job.send(failure(self._not_running(job.label), job.label))
 
-    async def _do(self, job: Job, work: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    async def _do(
+        self, job: Job, work: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> None:
         reply = None
         with trio.CancelScope() as scope:
             job.scope = scope
@@ -235,10 +237,8 @@ class Host:
         try:
             return await future
         except asyncio.CancelledError:  # `ray.cancel`: the caller left
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(job.leave)
-            except trio.RunFinishedError:
-                pass
             raise
 
     def _method(self, label: str) -> Method:
@@ -291,7 +291,8 @@ class Host:
 
 def _restarted() -> bool:
     """Whether this actor is a restart of one that died (Ray restarted it)."""
-    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    context: Any = ray.get_runtime_context()  # (Ray types it loosely)
+    return bool(context.was_current_actor_reconstructed)
 
 
 def _ended(future: asyncio.Future[None]) -> None:
