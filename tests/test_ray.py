@@ -8,6 +8,7 @@ checks that none of its processes are left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import secrets
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 # Ray reads its settings from the environment when imported. Its processes bind to this host's
 # address unless told otherwise: keep the test cluster on the loopback interface. Its cluster
@@ -37,9 +39,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (the extra trioser
 import trioserver  # noqa: E402
 import trioserver.ray  # noqa: E402
 from trioserver import CallTimeout, ServerCrashed, ServerStopped, TrioServerError  # noqa: E402
-from trioserver.ray import ReplyNotSendable  # noqa: E402
+from trioserver.ray import NotSendable  # noqa: E402
 
-from .ray_servers import Probe, SeatTaken, Theater  # noqa: E402
+from .ray_servers import Local, Probe, SeatTaken, Theater  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: its `tests` is importable
 NAMESPACE = "trioserver-tests"
@@ -199,6 +201,23 @@ async def test_wrong_arguments_raise_type_error_in_the_caller() -> None:
         assert await probe.seen() == []
 
 
+async def test_arguments_that_cannot_cross_raise_not_sendable() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        with pytest.raises(NotSendable, match=r"Probe\.mark: its arguments cannot be pickled"):
+            await probe.mark(threading.Lock())  # nothing is sent
+        with pytest.raises(NotSendable, match=r"Probe\.mark: its arguments could not be rebuilt"):
+            await probe.mark(Local())
+        assert await probe.seen() == []
+
+
+async def test_a_call_that_returns_has_executed_a_checkpoint() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        with trio.testing.assert_checkpoints():
+            await probe.mark("a")
+        with trio.testing.assert_checkpoints():
+            await probe.note("b")
+
+
 async def test_statistics_come_from_the_actor() -> None:
     async with trioserver.ray.open_server(Probe) as probe:
         await probe.mark("a")
@@ -292,9 +311,9 @@ async def test_handler_exceptions_reach_the_caller_as_themselves() -> None:
         with pytest.raises(ExceptionGroup) as group:  # passed through, not wrapped
             await probe.fail("group")
         assert [type(exc) for exc in group.value.exceptions] == [ValueError, KeyError]
-        with pytest.raises(ReplyNotSendable, match=r"ray_servers\.Unrebuildable: B7: sold"):
+        with pytest.raises(NotSendable, match=r"ray_servers\.Unrebuildable: B7: sold"):
             await probe.fail("unrebuildable")
-        with pytest.raises(ReplyNotSendable, match=r"Probe\.lock.*pickle"):
+        with pytest.raises(NotSendable, match=r"Probe\.lock.*pickle"):
             await probe.lock()
         assert await probe.mark("still serving") == 1
 
@@ -319,6 +338,22 @@ async def test_an_actor_that_dies_mid_call_gives_server_crashed_then_restarts_fr
             await probe.exit_process()  # no restart left
         with pytest.raises(ServerCrashed):
             await probe.increment()
+
+
+async def test_a_server_that_crashes_restarts_its_actor_fresh() -> None:
+    async with trioserver.ray.open_server(Probe, max_restarts=1) as probe:
+        assert await probe.increment() == 1
+        first = await probe.pid()
+        with contextlib.suppress(ServerCrashed):  # (its acknowledgement may be lost with it)
+            await probe.crash()  # a cast marked crash=True raises: the server crashes
+        with trio.fail_after(30):
+            while True:  # calls sent while the actor restarts may hear ServerCrashed
+                try:
+                    assert await probe.increment() == 1
+                    break
+                except ServerCrashed:
+                    await trio.sleep(0.1)
+        assert await probe.pid() != first
 
 
 async def test_an_actor_killed_mid_call_gives_server_crashed() -> None:

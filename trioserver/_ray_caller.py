@@ -20,7 +20,7 @@ import trio
 from ray import exceptions as ray_errors
 from trio.lowlevel import Abort, checkpoint, checkpoint_if_cancelled
 
-from ._errors import CallTimeout, ReplyNotSendable, ServerCrashed, ServerStopped, TrioServerError
+from ._errors import CallTimeout, NotSendable, ServerCrashed, ServerStopped, TrioServerError
 from ._statistics import ServerStatistics
 
 if TYPE_CHECKING:
@@ -117,13 +117,24 @@ class RemoteServer:
                 f"{label}: {self.describe()} crashed (its actor died or restarted): the "
                 f"request may or may not have run"
             )
-        if isinstance(error, ray_errors.RayTaskError):  # the reply could not be sent back
-            found: object = getattr(error, "cause", None)  # what the actor method raised
+        if isinstance(error, ray_errors.RayTaskError):  # the actor method did not run, or
+            found: object = getattr(error, "cause", None)  # its reply could not be pickled
             cause = found if isinstance(found, BaseException) else error
-            return ReplyNotSendable(
-                f"{label}: the reply could not be sent back from {self.describe()}: {cause}"
-            )
+            if isinstance(cause, ray_errors.RaySystemError):
+                what = "its arguments could not be rebuilt in"
+            else:
+                what = "its reply could not be sent back from"
+            return NotSendable(f"{label}: {what} {self.describe()}: {cause}")
         return ServerCrashed(f"{label}: {self.describe()} failed in Ray: {error}")
+
+    def send(self, label: str, args: tuple[Any, ...], kwargs: Any, remaining: float | None) -> Any:
+        """Send a request to the actor (`_ray_host.Host.call`); the reference to its reply."""
+        try:
+            return self.actor.call.remote(label, args, kwargs or {}, remaining)
+        except TypeError as exc:  # Ray could not pickle the arguments: nothing was sent
+            raise NotSendable(
+                f"{label}: its arguments cannot be pickled to send them to {self.describe()}"
+            ) from exc
 
     async def request(self, label: str, ref: Any) -> Any:
         """Await the reply to the actor method call `ref`; its value, or its error."""
@@ -140,7 +151,7 @@ class RemoteServer:
         await checkpoint_if_cancelled()
         deadline = trio.current_effective_deadline()
         remaining = None if deadline == _INF else deadline - trio.current_time()
-        ref = self.actor.call.remote(label, args, kwargs or {}, remaining)
+        ref = self.send(label, args, kwargs, remaining)
         try:
             return await self.request(label, ref)
         except CallTimeout:
@@ -153,7 +164,7 @@ class RemoteServer:
         if self.stopped:
             raise self.not_running(label)
         await checkpoint_if_cancelled()  # Cancelled: not sent
-        await self.request(label, self.actor.call.remote(label, args, kwargs or {}, None))
+        await self.request(label, self.send(label, args, kwargs, None))
 
     async def durable_cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
         raise TrioServerError(  # refused by `start`: only a handle from `connect` gets here

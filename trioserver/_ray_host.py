@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,7 +26,7 @@ import ray
 import trio
 from ray import cloudpickle as _cloudpickle  # pyright: ignore[reportMissingTypeStubs]
 
-from ._errors import CallTimeout, ReplyNotSendable, ServerCrashed, ServerStopped, TrioServerError
+from ._errors import CallTimeout, NotSendable, ServerCrashed, ServerStopped, TrioServerError
 from ._lifecycle import open_server
 from ._spec import SPEC, Method, ServerSpec
 from ._statistics import ServerStatistics, statistics
@@ -41,6 +42,11 @@ the traceback is the handler's, as text, or None."""
 CRASH_EXIT = 70
 """The actor process's exit status when its server crashed: Ray restarts it (`max_restarts`)."""
 
+CRASH_GRACE = 0.2
+"""Seconds a crashed server's actor waits before it exits, so that the replies already made
+(`ServerCrashed` to the callers it had) can leave; callers whose reply is lost hear the same
+from Ray."""
+
 
 def ok(value: object) -> Reply:
     return (True, value)
@@ -54,7 +60,7 @@ def failure(exc: BaseException, label: str) -> Reply:
     try:
         cloudpickle.loads(cloudpickle.dumps(exc))
     except Exception as why:  # a class that pickles but cannot be rebuilt from its args too
-        exc = ReplyNotSendable(
+        exc = NotSendable(
             f"{label} raised {type(exc).__module__}.{type(exc).__qualname__}: {exc}, which "
             f"cannot be sent back from its Ray actor: pickling it failed with {why!r}"
         )
@@ -137,6 +143,7 @@ class Host:
                 # The server crashed (a fatal handler error, an `on_stop` error): end the
                 # process, so that Ray restarts the actor as configured and callers hear it.
                 logger.exception("%s crashed in its Ray actor", self._spec.name)
+                time.sleep(CRASH_GRACE)
                 logging.shutdown()
                 os._exit(CRASH_EXIT)
         finally:

@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - the extra is installed for the 
 
 import trio
 
-from ._errors import InvalidServerDefinition, ReplyNotSendable, ServerCrashed, ServerStopped
+from ._errors import InvalidServerDefinition, NotSendable, ServerCrashed, ServerStopped
 from ._ray_caller import RemoteServer, unwrap, wait_for
 from ._ray_host import Host
 from ._spec import SPEC, STATE, ServerSpec
@@ -37,7 +37,7 @@ from ._statistics import ServerStatistics
 
 __all__ = [
     "MAX_CONCURRENCY",
-    "ReplyNotSendable",
+    "NotSendable",
     "actor",
     "connect",
     "open_server",
@@ -164,8 +164,9 @@ async def start(
       `trioserver.CallTimeout` when the handler is cut at its budget; `trio.Cancelled` at
       the caller's own deadline (the handler is cut there too); `ServerCrashed` when the
       actor died or restarted while the request was sent or handled (it may or may not
-      have run); `ServerStopped` after `stop`; `ReplyNotSendable` when the handler's
-      return value or exception cannot be pickled.
+      have run); `ServerStopped` after `stop`; `NotSendable` (a `TypeError`) when the
+      arguments, or the handler's return value or exception, cannot be pickled (or rebuilt
+      on the other side).
 
     Raises:
       InvalidServerDefinition: `cls` is not a server class, or has durable casts.
@@ -319,4 +320,4 @@ def actor(handle: object) -> Any:
     return _remote(handle).actor
 
 
-ReplyNotSendable.__module__ = __name__  # reported where users import it from
+NotSendable.__module__ = __name__  # reported where users import it from
