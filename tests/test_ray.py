@@ -12,8 +12,10 @@ import contextlib
 import os
 import pickle
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -79,6 +81,9 @@ def cluster() -> Iterator[str]:
     """A local Ray cluster for the session: two CPUs, no dashboard, loopback only, token
     authentication (the module's environment). Yields its address; at the end, shuts it down
     with `ray.shutdown()` and checks that none of its processes is left."""
+    # Its session files and logs go to a directory of its own, removed at the end (Ray keeps
+    # them in /tmp/ray otherwise). Short: Ray's unix sockets are in it.
+    temp = tempfile.mkdtemp(prefix="trioserver-ray-")
     try:
         ray.init(
             num_cpus=2,
@@ -86,11 +91,13 @@ def cluster() -> Iterator[str]:
             namespace=NAMESPACE,
             logging_level="WARNING",
             log_to_driver=False,
+            _temp_dir=temp,
         )
         yield ray.get_runtime_context().gcs_address
     finally:
         processes = _children(os.getpid())
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
         for name, value in SAVED.items():
             if value is None:
                 os.environ.pop(name, None)
