@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -125,6 +126,7 @@ class Host:
         self._ended: asyncio.Future[None] | None = None  # set by `stop`: the run ended
         self._stopped = False  # stopped by `stop` (else, once the run ended, it crashed)
         self._ending = False  # the server's run is ending: no job may reach it now
+        self._end_error: BaseException | None = None  # what ended the run, if it raised
         thread = threading.Thread(
             target=self._run, args=(cls, args), name=f"trioserver {self._spec.name}", daemon=True
         )
@@ -138,11 +140,12 @@ class Host:
             trio.run(self._main, cls, args)
             if self._start_error is not None and _restarted():
                 raise self._start_error  # a restart that failed: Ray may try again
-        except BaseException:
-            if not self._stopped:
-                # The server crashed (a fatal handler error, an `on_stop` error): end the
-                # process, so that Ray restarts the actor as configured and callers hear it.
-                logger.exception("%s crashed in its Ray actor", self._spec.name)
+        except BaseException as exc:
+            self._end_error = exc  # (stopped: an `on_stop` error, which `stop` raises)
+            if not self._stopped:  # pragma: no cover - ends the process (test_ray.py's actors)
+                # The server crashed (a fatal handler error): end the process, so that Ray
+                # restarts the actor as configured and callers hear it.
+                logger.error("%s crashed in its Ray actor", self._spec.name, exc_info=exc)
                 time.sleep(CRASH_GRACE)
                 logging.shutdown()
                 os._exit(CRASH_EXIT)
@@ -154,6 +157,7 @@ class Host:
 
     async def _main(self, cls: type, args: tuple[Any, ...]) -> None:
         self._token = trio.lowlevel.current_trio_token()
+        ended: BaseException | None = None  # raised out of the job nursery, unwrapped
         async with trio.open_nursery() as jobs:
             self._jobs = jobs
             try:
@@ -164,14 +168,19 @@ class Host:
                     await self._stop.wait()
                 # (leaving it: its callers still waiting heard ServerStopped)
             except Exception as exc:
-                if self._stop is not None:
-                    raise  # it crashed
-                self._start_error = exc  # the constructor or on_start: `ready` says so
+                if self._stop is None:
+                    self._start_error = exc  # the constructor or on_start: `ready` says so
+                else:
+                    ended = exc  # a crash, or on_stop's error
+            except BaseException as exc:  # (KeyboardInterrupt, SystemExit: fatal)
+                ended = exc
             finally:
                 self._ending = True
                 # Job tasks that were told post their replies on their way out; those still
                 # waiting for their turn are cut, and reply that the server is not running.
                 jobs.cancel_scope.cancel()
+        if ended is not None:
+            raise ended
 
     def _begin(self, job: Job, work: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         """In the trio thread, in arrival order: start `job`'s task."""
@@ -221,6 +230,9 @@ class Host:
         name = self._spec.name
         if self._stopped:
             return ServerStopped(f"{label}: {name} is not running: it was stopped")
+        if self._start_error is not None:
+            why = f"it failed to start ({self._start_error!r})"
+            return ServerCrashed(f"{label}: {name} is not running: {why}")
         return ServerCrashed(f"{label}: {name} is not running: it crashed")
 
     # -- the actor's methods, on Ray's asyncio loop ---------------------------------------
@@ -273,6 +285,8 @@ class Host:
             return failure(exc, label)
         if method.kind == "cast":
             remaining = None  # casts do not inherit their caster's deadline
+        if self._handle is None:  # it did not start
+            return failure(self._not_running(label), label)
         bound = getattr(self._handle, method.name)
         return await self._bridge(label, remaining, _apply, bound, args, kwargs)
 
@@ -293,13 +307,21 @@ class Host:
         except trio.RunFinishedError:
             return ok(None)
         await asyncio.shield(self._ended)
+        if self._end_error is not None:
+            return failure(self._end_error, f"{self._spec.name} (stopping)")
         return ok(None)
 
 
 def _restarted() -> bool:
-    """Whether this actor is a restart of one that died (Ray restarted it)."""
+    """Whether this is an actor that Ray restarted (False outside an actor)."""
+    if not ray.is_initialized():  # (asking would start a Ray cluster)
+        return False
     context: Any = ray.get_runtime_context()  # (Ray types it loosely)
-    return bool(context.was_current_actor_reconstructed)
+    if context.get_actor_id() is None:
+        return False
+    with warnings.catch_warnings():  # (it reads a property Ray deprecated for users)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(context.was_current_actor_reconstructed)
 
 
 def _ended(future: asyncio.Future[None]) -> None:
