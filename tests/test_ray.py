@@ -24,11 +24,25 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (the extra trioser
 
 import trioserver  # noqa: E402
 import trioserver.ray  # noqa: E402
-from trioserver import CallTimeout, ServerCrashed, ServerStopped, TrioServerError  # noqa: E402
+from trioserver import (  # noqa: E402
+    CallTimeout,
+    InvalidServerDefinition,
+    ServerCrashed,
+    ServerStopped,
+    TrioServerError,
+)
 from trioserver.ray import NotSendable  # noqa: E402
 
 from .ray_cluster import NAMESPACE  # noqa: E402
-from .ray_servers import Local, Probe, SeatTaken, Theater  # noqa: E402
+from .ray_servers import (  # noqa: E402
+    Failing,
+    Local,
+    Mailer,
+    Probe,
+    Relay,
+    SeatTaken,
+    Theater,
+)
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: its `tests` is importable
 
@@ -254,6 +268,31 @@ async def test_on_start_errors_come_out_of_start() -> None:
         await trioserver.ray.start(Probe, "no seats")
 
 
+async def test_on_stop_errors_come_out_of_stop_unless_the_block_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(KeyError, match="till"):
+        async with trioserver.ray.open_server(Failing, "stop") as failing:
+            assert await failing.ping()
+    with pytest.raises(SeatTaken):
+        async with trioserver.ray.open_server(Failing, "stop"):
+            raise SeatTaken("A1")
+    assert "Failing.on_stop raised" in caplog.text
+
+
+async def test_what_is_not_a_ray_server_is_refused() -> None:
+    with pytest.raises(InvalidServerDefinition, match="not a server class"):
+        await trioserver.ray.start(SeatTaken, "A1")  # type: ignore[type-var]
+    with pytest.raises(InvalidServerDefinition, match="durable casts"):
+        await trioserver.ray.start(Mailer)
+    with pytest.raises(InvalidServerDefinition, match="not a server class"):
+        trioserver.ray.connect("theater", SeatTaken)
+    with pytest.raises(ServerStopped, match="no server named 'nobody'"):
+        trioserver.ray.connect("nobody", Probe)
+    with pytest.raises(TypeError, match="not a handle to a server in a Ray actor"):
+        await trioserver.ray.stop(Probe())
+
+
 # -- crashes and restarts --------------------------------------------------------------------
 
 
@@ -340,6 +379,27 @@ async def test_a_second_process_connects_by_name_and_calls(ray_cluster: str) -> 
         assert done.stdout.split() == [b"2", b"1"]
         assert await probe.seen() == ["from the first process", "from the second process"]
         assert [how for how, _ in await probe.held()] == ["cancelled"]
+
+
+async def test_a_handler_in_an_actor_calls_a_server_in_another_actor() -> None:
+    async with (
+        trioserver.ray.open_server(Probe) as probe,
+        trioserver.ray.open_server(Relay) as relay,
+    ):
+        assert await relay.forward(probe, 0) == pytest.approx(20.0, abs=1.0)  # relay's budget
+        with trio.move_on_after(1.0):  # the deadline travels on, through both actors
+            await relay.forward(probe, 30)
+        [_, (how, seconds)] = await probe.held()
+        assert how == "cancelled"
+        assert 0.5 < seconds < 1.5
+
+
+async def test_a_start_cancelled_before_the_server_started_leaves_no_server() -> None:
+    with trio.move_on_after(0.01):  # (an actor takes longer than this to start)
+        await trioserver.ray.start(Probe, name="never")
+    await trio.sleep(1.0)
+    with pytest.raises((ServerStopped, ServerCrashed)):  # its actor was killed
+        await trioserver.ray.connect("never", Probe).mark("a")
 
 
 async def test_handles_pickle_to_the_same_actor() -> None:

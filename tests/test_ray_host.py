@@ -17,11 +17,11 @@ import trio
 
 pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ray])")
 
-from trioserver import CallTimeout, ServerCrashed, ServerStopped, call, server
+from trioserver import CallTimeout, ServerCrashed, ServerStopped
 from trioserver._ray_host import Host
 from trioserver.ray import NotSendable
 
-from .ray_servers import Probe, SeatTaken
+from .ray_servers import Failing, Probe, SeatTaken
 
 Scenario = Callable[[Host], Awaitable[None]]
 
@@ -150,24 +150,6 @@ def test_stopping_answers_every_request() -> None:
         assert value(await host.stop()) is None  # once is enough
 
     run(scenario)
-
-
-@server
-class Failing:
-    def __init__(self, when: str) -> None:
-        self.when = when
-
-    async def on_start(self) -> None:
-        if self.when == "start":
-            raise LookupError("no seats")
-
-    async def on_stop(self) -> None:
-        if self.when == "stop":
-            raise KeyError("till")
-
-    @call
-    def ping(self) -> bool:
-        return True
 
 
 def test_a_failed_start_is_told_to_ready_and_to_callers() -> None:
