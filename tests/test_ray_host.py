@@ -64,38 +64,38 @@ async def until(check: Callable[[], Awaitable[bool]]) -> None:
 
 def test_requests_reach_the_server_in_the_order_they_reached_the_actor() -> None:
     async def scenario(host: Host) -> None:
-        calls = [host.call("Probe.mark", (str(n),), {}, None) for n in range(200)]
+        calls = [host.call(("Probe.mark", (str(n),), {}, None)) for n in range(200)]
         await asyncio.gather(*calls)  # (asyncio starts them in this order)
-        assert value(await host.call("Probe.seen", (), {}, None)) == [str(n) for n in range(200)]
+        assert value(await host.call(("Probe.seen", (), {}, None))) == [str(n) for n in range(200)]
 
     run(scenario)
 
 
 def test_replies_carry_values_and_exceptions() -> None:
     async def scenario(host: Host) -> None:
-        assert value(await host.call("Probe.mark", ("a",), {}, None)) == 1
-        seat = error(await host.call("Probe.fail", ("seat",), {}, None))
+        assert value(await host.call(("Probe.mark", ("a",), {}, None))) == 1
+        seat = error(await host.call(("Probe.fail", ("seat",), {}, None)))
         assert isinstance(seat, SeatTaken)
-        reply = await host.call("Probe.fail", ("seat",), {}, None)
+        reply = await host.call(("Probe.fail", ("seat",), {}, None))
         assert "ray_servers.py" in reply[2]  # the handler's traceback, as text
-        unrebuildable = error(await host.call("Probe.fail", ("unrebuildable",), {}, None))
+        unrebuildable = error(await host.call(("Probe.fail", ("unrebuildable",), {}, None)))
         assert isinstance(unrebuildable, NotSendable)
         assert "Unrebuildable: B7: sold" in str(unrebuildable)
-        wrong = error(await host.call("Theater.mark", ("a",), {}, None))
+        wrong = error(await host.call(("Theater.mark", ("a",), {}, None)))
         assert isinstance(wrong, TypeError)
         assert "not a handler of Probe" in str(wrong)
-        assert value(await host.call("Probe.note", ("b",), {}, 0.0)) is None  # a cast: queued
-        assert value(await host.call("Probe.seen", (), {}, None)) == ["a", "b"]
+        assert value(await host.call(("Probe.note", ("b",), {}, 0.0))) is None  # a cast: queued
+        assert value(await host.call(("Probe.seen", (), {}, None))) == ["a", "b"]
 
     run(scenario)
 
 
 def test_the_callers_remaining_time_bounds_the_handler() -> None:
     async def scenario(host: Host) -> None:
-        cut = error(await host.call("Probe.hold", (30,), {}, 0.2))
+        cut = error(await host.call(("Probe.hold", (30,), {}, 0.2)))
         assert isinstance(cut, CallTimeout)
         assert "Probe.hold did not finish before its caller's deadline" in str(cut)
-        [(how, seconds)] = value(await host.call("Probe.held", (), {}, None))
+        [(how, seconds)] = value(await host.call(("Probe.held", (), {}, None)))
         assert how == "cancelled"
         assert 0.2 <= seconds < 2.0
         assert (await stats(host)).timed_out == 1
@@ -105,13 +105,13 @@ def test_the_callers_remaining_time_bounds_the_handler() -> None:
 
 def test_a_cancelled_request_is_withdrawn_or_its_handler_cut() -> None:
     async def scenario(host: Host) -> None:
-        holding = asyncio.ensure_future(host.call("Probe.hold", (30,), {}, None))
+        holding = asyncio.ensure_future(host.call(("Probe.hold", (30,), {}, None)))
 
         async def running() -> bool:
             return bool((await stats(host)).running)
 
         await until(running)
-        queued = asyncio.ensure_future(host.call("Probe.mark", ("withdrawn",), {}, None))
+        queued = asyncio.ensure_future(host.call(("Probe.mark", ("withdrawn",), {}, None)))
 
         async def waiting() -> bool:
             return (await stats(host)).queued == 1
@@ -123,8 +123,8 @@ def test_a_cancelled_request_is_withdrawn_or_its_handler_cut() -> None:
         holding.cancel()  # ... and while its handler ran
         with pytest.raises(asyncio.CancelledError):
             await holding
-        assert value(await host.call("Probe.mark", ("after",), {}, None)) == 1
-        assert value(await host.call("Probe.seen", (), {}, None)) == ["after"]
+        assert value(await host.call(("Probe.mark", ("after",), {}, None))) == 1
+        assert value(await host.call(("Probe.seen", (), {}, None))) == ["after"]
         snapshot = await stats(host)
         assert (snapshot.withdrawn, snapshot.cancelled) == (1, 1)
 
@@ -133,19 +133,19 @@ def test_a_cancelled_request_is_withdrawn_or_its_handler_cut() -> None:
 
 def test_stopping_answers_every_request() -> None:
     async def scenario(host: Host) -> None:
-        holding = asyncio.ensure_future(host.call("Probe.hold", (30,), {}, None))
+        holding = asyncio.ensure_future(host.call(("Probe.hold", (30,), {}, None)))
 
         async def running() -> bool:
             return bool((await stats(host)).running)
 
         await until(running)
-        queued = [host.call("Probe.mark", (str(n),), {}, None) for n in range(20)]
+        queued = [host.call(("Probe.mark", (str(n),), {}, None)) for n in range(20)]
         waiting = asyncio.gather(*queued)
         await asyncio.sleep(0.1)
         assert value(await host.stop()) is None
         assert isinstance(error(await holding), ServerStopped)
         assert all(isinstance(error(reply), ServerStopped) for reply in await waiting)
-        late = error(await host.call("Probe.mark", ("late",), {}, None))
+        late = error(await host.call(("Probe.mark", ("late",), {}, None)))
         assert isinstance(late, ServerStopped)
         assert value(await host.stop()) is None  # once is enough
 
@@ -156,7 +156,7 @@ def test_a_failed_start_is_told_to_ready_and_to_callers() -> None:
     async def scenario(host: Host) -> None:
         failed = error(await host.ready())
         assert isinstance(failed, LookupError)
-        refused = error(await host.call("Failing.ping", (), {}, None))
+        refused = error(await host.call(("Failing.ping", (), {}, None)))
         assert isinstance(refused, ServerCrashed)
 
     run(scenario, Failing, "start")
@@ -165,7 +165,7 @@ def test_a_failed_start_is_told_to_ready_and_to_callers() -> None:
 def test_on_stops_error_is_the_reply_to_stop() -> None:
     async def scenario(host: Host) -> None:
         assert value(await host.ready()) is None
-        assert value(await host.call("Failing.ping", (), {}, None)) is True
+        assert value(await host.call(("Failing.ping", (), {}, None))) is True
         assert isinstance(error(await host.stop()), KeyError)
 
     host = Host(Failing, ("stop",))
@@ -177,7 +177,7 @@ async def test_the_host_runs_trio_on_a_thread_of_its_own() -> None:
     host = Host(Probe, ())
 
     async def scenario() -> None:
-        assert value(await host.call("Probe.mark", ("a",), {}, None)) == 1
+        assert value(await host.call(("Probe.mark", ("a",), {}, None))) == 1
         await host.stop()
 
     await trio.to_thread.run_sync(asyncio.run, scenario())

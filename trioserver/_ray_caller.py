@@ -137,7 +137,7 @@ class RemoteServer:
     def send(self, label: str, args: tuple[Any, ...], kwargs: Any, remaining: float | None) -> Any:
         """Send a request to the actor (`_ray_host.Host.call`); the reference to its reply."""
         try:
-            return self.actor.call.remote(label, args, kwargs or {}, remaining)
+            return self.actor.call.remote((label, args, kwargs or {}, remaining))
         except TypeError as exc:  # Ray could not pickle the arguments: nothing was sent
             raise NotSendable(
                 f"{label}: its arguments cannot be pickled to send them to {self.describe()}"

