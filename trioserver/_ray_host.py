@@ -123,7 +123,9 @@ class Host:
         self._stop: trio.Event | None = None
         self._jobs: trio.Nursery | None = None
         self._last_turn: trio.Event | None = None
-        self._ended: asyncio.Future[None] | None = None  # set by `stop`: the run ended
+        self._ended: asyncio.Future[None] | None = None  # made by `stop`: the run ended
+        self._finished = False  # the run has ended (with `_ended`, under `_lock`)
+        self._lock = threading.Lock()
         self._stopped = False  # stopped by `stop` (else, once the run ended, it crashed)
         self._ending = False  # the server's run is ending: no job may reach it now
         self._end_error: BaseException | None = None  # what ended the run, if it raised
@@ -151,7 +153,9 @@ class Host:
                 os._exit(CRASH_EXIT)
         finally:
             self._started.set()  # (a start that failed before it began)
-            ended = self._ended
+            with self._lock:
+                self._finished = True
+                ended = self._ended
             if ended is not None:
                 ended.get_loop().call_soon_threadsafe(_ended, ended)
 
@@ -299,21 +303,28 @@ class Host:
     async def statistics(self) -> Reply:
         """The server's statistics, taken in its trio run."""
         label = f"statistics({self._spec.name})"
+        if self._handle is None:  # it did not start
+            return failure(self._not_running(label), label)
         return await self._bridge(label, None, _snapshot, self._handle)
 
     async def stop(self) -> Reply:
-        """Stop the server as leaving `open_server` does; return once it has stopped."""
-        if self._stop is None:  # it never started
+        """Stop the server as leaving `open_server` does; return once it has stopped (at
+        once if it never started or has stopped)."""
+        stopping = self._stop
+        if stopping is None:  # it never started
             return ok(None)
-        self._stopped = True
-        self._ended = asyncio.get_running_loop().create_future()
-        try:
-            assert self._token is not None
-            self._token.run_sync_soon(self._stop.set)
-        except trio.RunFinishedError:
-            return ok(None)
-        await asyncio.shield(self._ended)
-        if self._end_error is not None:
+        with self._lock:
+            ended = self._ended
+            if ended is None and not self._finished:  # the first stop: tell the run
+                self._stopped = True
+                ended = self._ended = asyncio.get_running_loop().create_future()
+                assert self._token is not None
+                # (if the run is ending on its own, `_run` resolves `ended` as it finishes)
+                with contextlib.suppress(trio.RunFinishedError):
+                    self._token.run_sync_soon(stopping.set)
+        if ended is not None:
+            await asyncio.shield(ended)
+        if self._stopped and self._end_error is not None:
             return failure(self._end_error, f"{self._spec.name} (stopping)")
         return ok(None)
 
