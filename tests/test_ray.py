@@ -285,6 +285,8 @@ async def test_what_is_not_a_ray_server_is_refused() -> None:
         await trioserver.ray.start(SeatTaken, "A1")  # type: ignore[type-var]
     with pytest.raises(InvalidServerDefinition, match="durable casts"):
         await trioserver.ray.start(Mailer)
+    with pytest.raises(ValueError, match="at most once"):
+        await trioserver.ray.start(Probe, max_task_retries=1)
     with pytest.raises(InvalidServerDefinition, match="not a server class"):
         trioserver.ray.connect("theater", SeatTaken)
     with pytest.raises(ServerStopped, match="no server named 'nobody'"):

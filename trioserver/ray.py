@@ -155,6 +155,8 @@ async def start(
         (the default) for none; -1 for no limit.
       actor_options: Given to Ray's ``actor.options`` (``namespace``, ``lifetime``,
         ``num_cpus``, ...). ``max_concurrency`` is `MAX_CONCURRENCY` unless given.
+        ``max_task_retries`` is refused: Ray would send a request again after a crash, and
+        its handler could run twice (as it is, each request runs at most once).
 
     Returns:
       The handle, typed as the class.
@@ -173,11 +175,17 @@ async def start(
 
     Raises:
       InvalidServerDefinition: `cls` is not a server class, or has durable casts.
-      ValueError: Ray refused the options (say, `name` is taken in the namespace).
+      ValueError: Ray refused the options (say, `name` is taken in the namespace), or
+        ``max_task_retries`` was given.
       ServerCrashed: the actor died before its server started.
       Exception: what the constructor or `on_start` raised, unwrapped.
     """
     spec = _spec_of_class(cls)
+    if actor_options.get("max_task_retries", 0):
+        raise ValueError(
+            f"{spec.name}: trioserver.ray runs each request at most once; Ray's "
+            f"max_task_retries would send it again after a crash"
+        )
     options: dict[str, Any] = {"max_concurrency": MAX_CONCURRENCY, **actor_options}
     options["max_restarts"] = max_restarts
     if name is not None:
