@@ -2,15 +2,14 @@
 cluster started once for the session (loopback only, token auth with a token of its own).
 
 Real processes and real time: margins are generous (two loaded CPUs). Each test stops the
-servers it starts; the session's fixture shuts the cluster down with `ray.shutdown()` and
-checks that none of its processes are left.
+servers it starts; the session's fixture (tests/ray_cluster.py) shuts the cluster down with
+`ray.shutdown()` and checks that none of its processes are left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import pickle
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -409,18 +408,3 @@ async def test_handles_pickle_to_the_same_actor() -> None:
         copy: Any = pickle.loads(pickle.dumps(probe))
         assert await copy.mark("via the copy") == 1
         assert repr(copy) == "<Probe in a Ray actor>"
-
-
-def test_importing_trioserver_does_not_import_ray() -> None:
-    code = "import sys, trioserver; assert 'ray' not in sys.modules, 'ray imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-
-
-def test_without_ray_the_import_error_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['ray'] = None\n"
-        "try:\n    import trioserver.ray\n"
-        "except ImportError as exc:\n    print(exc)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert "pip install 'trioserver[ray]'" in done.stdout, done.stderr
