@@ -52,6 +52,25 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 # -- calls, casts, stop ---------------------------------------------------------------------
 
 
+async def _until(check: Any, within: float = 30.0) -> None:
+    """Wait (polling) until ``await check()`` is true; fail after `within` seconds."""
+    with trio.fail_after(within):
+        while True:
+            if await check():
+                return
+            await trio.sleep(0.05)
+
+
+async def _settled(probe: Probe, running: int, queued: int) -> None:
+    """Wait until the server behind `probe` runs `running` handlers and has `queued` queued."""
+
+    async def check() -> bool:
+        snapshot = await trioserver.ray.statistics(probe)
+        return (snapshot.running, snapshot.queued) == (running, queued)
+
+    await _until(check)
+
+
 async def test_calls_return_values_and_casts_are_queued_in_order() -> None:
     async with trioserver.ray.open_server(Probe) as probe:
         assert await probe.mark("a") == 1
@@ -78,15 +97,6 @@ async def test_the_theater_sells_each_seat_once_to_50_concurrent_callers() -> No
     assert sorted(outcomes) == [*(f"A{n}" for n in range(5)), *["taken"] * 45]
 
 
-async def _until(check: Any, within: float = 30.0) -> None:
-    """Wait (polling) until ``await check()`` is true; fail after `within` seconds."""
-    with trio.fail_after(within):
-        while True:
-            if await check():
-                return
-            await trio.sleep(0.05)
-
-
 async def test_calls_wait_for_their_reply_without_a_thread_each() -> None:
     async with trioserver.ray.open_server(Probe) as probe:
         await probe.hold(0)  # Ray's own threads, started once
@@ -98,15 +108,11 @@ async def test_calls_wait_for_their_reply_without_a_thread_each() -> None:
                 with holding:
                     await probe.hold(30)
 
-            async def queued(count: int) -> bool:
-                snapshot = await trioserver.ray.statistics(probe)
-                return (snapshot.running, snapshot.queued) == (1, count)
-
             nursery.start_soon(hold)
-            await _until(lambda: queued(0))
+            await _settled(probe, running=1, queued=0)
             for n in range(50):
                 nursery.start_soon(probe.mark, str(n))  # queued behind hold
-            await _until(lambda: queued(50))
+            await _settled(probe, running=1, queued=50)
             during = threading.active_count()  # 51 callers wait for their replies now
             holding.cancel()
         assert len(await probe.seen()) == 50
@@ -187,11 +193,11 @@ async def test_the_callers_deadline_travels_and_bounds_the_handler() -> None:
         left = 0.0
         with trio.move_on_after(2.0):
             left = await probe.hold(0)
-        assert 0.5 < left <= 2.0  # the handler's deadline was the caller's, not its budget
+        assert 0.2 < left <= 2.0  # the handler's deadline was the caller's, not its budget
         held = await probe.held()
     how, seconds = held[1]
     assert how == "cancelled"
-    assert 0.5 < seconds < 1.5  # cut at the caller's deadline, in the actor
+    assert 0.2 < seconds < 2.5  # cut at the caller's deadline (1 s after it sent), in the actor
 
 
 async def test_a_hung_handler_is_cut_at_its_budget_and_others_proceed() -> None:
@@ -199,26 +205,23 @@ async def test_a_hung_handler_is_cut_at_its_budget_and_others_proceed() -> None:
         async with trio.open_nursery() as nursery:
 
             async def hang() -> None:
-                with pytest.raises(CallTimeout, match=r"Probe\.hang did not finish within"):
+                with pytest.raises(CallTimeout, match=r"Probe\.hang did not finish within 0\.5"):
                     await probe.hang()
 
-            nursery.start_soon(hang)
-            await trio.sleep(0.2)
             began = trio.current_time()
-            nursery.start_soon(hang)  # queued behind the first
-            await trio.sleep(0.2)
-            assert await probe.mark("after") == 3
-        # The first hang was cut at its budget, the second after its own 0.5 s, then "after".
-        assert 0.5 < trio.current_time() - began < 3.0
-        assert await probe.seen() == ["hang cut", "hang cut", "after"]
-        assert (await trioserver.ray.statistics(probe)).timed_out == 2
+            nursery.start_soon(hang)
+            await _settled(probe, running=1, queued=0)
+            assert await probe.mark("after") == 2  # it waited for the cut, then ran
+            assert 0.5 < trio.current_time() - began < 5.0
+        assert await probe.seen() == ["hang cut", "after"]
+        assert (await trioserver.ray.statistics(probe)).timed_out == 1
 
 
 async def test_a_queued_call_whose_caller_left_never_runs() -> None:
     async with trioserver.ray.open_server(Probe) as probe:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(probe.hold, 3.0)
-            await trio.sleep(1.0)  # hold runs now
+            await _settled(probe, running=1, queued=0)
             with trio.move_on_after(1.0) as scope:
                 await probe.mark("withdrawn")  # queued behind hold; its caller leaves
             assert scope.cancelled_caught
@@ -233,12 +236,15 @@ async def test_a_running_handler_is_cancelled_when_its_caller_leaves() -> None:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(probe.hold, 30)
-                await trio.sleep(1.0)
+                await _settled(probe, running=1, queued=0)
+                await trio.sleep(0.5)
                 scope.cancel()  # not a deadline: only `ray.cancel` reaches the actor
         began = trio.current_time()
         assert await probe.mark("next") == 1
         assert trio.current_time() - began < 5.0
-        assert await probe.held() == [("cancelled", pytest.approx(1.0, abs=0.9))]
+        [(how, seconds)] = await probe.held()
+        assert how == "cancelled"
+        assert 0.5 <= seconds < 10.0
         assert (await trioserver.ray.statistics(probe)).cancelled == 1
 
 
