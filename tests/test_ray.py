@@ -205,7 +205,9 @@ async def test_a_hung_handler_is_cut_at_its_budget_and_others_proceed() -> None:
         async with trio.open_nursery() as nursery:
 
             async def hang() -> None:
-                with pytest.raises(CallTimeout, match=r"Probe\.hang did not finish within 0\.5"):
+                with pytest.raises(
+                    CallTimeout, match=r"Probe\.hang did not finish within its budget of 0\.5 s"
+                ):
                     await probe.hang()
 
             began = trio.current_time()
