@@ -52,3 +52,8 @@ class HandleNotCopyable(TrioServerError, TypeError):
 class StoreError(TrioServerError):
     """Raised about durable casts' store: a server with durable casts opened without a store,
     or a commit that failed (the cast may or may not be stored)."""
+
+
+class NotSendable(TrioServerError, TypeError):
+    """Raised to a caller of a server in a Ray actor (`trioserver.ray`) when its arguments, or
+    what its handler returned or raised, could not be pickled (or rebuilt) to cross over."""
