@@ -61,17 +61,17 @@ if "RAY_AUTH_MODE" not in os.environ:
     os.environ["RAY_AUTH_MODE"] = "token"
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 
-import ray  # noqa: E402
+import ray
 
-import trioserver.ray  # noqa: E402
-from trioserver import open_server  # noqa: E402
-from trioserver._ray_caller import wait_for  # noqa: E402 (how trioserver.ray awaits a reference)
+import trioserver.ray
+from trioserver import open_server
+from trioserver._ray_caller import wait_for  # how trioserver.ray awaits a reference
 
-from ._common import median, percentile  # noqa: E402
-from ._ray_raw import RawCounter  # noqa: E402
-from ._ray_server import Counter  # noqa: E402
-from .contenders import Bump, Contender, Opener  # noqa: E402
-from .roundtrip import Sample, interleaved  # noqa: E402
+from ._common import median, percentile
+from ._ray_raw import RawCounter
+from ._ray_server import Counter
+from .contenders import Bump, Contender, Opener
+from .roundtrip import Sample, interleaved
 
 CALLERS = (1, 20)
 WARMUP = 200  # calls before the timed ones, in each measurement
@@ -295,10 +295,7 @@ def _summarize(section: dict[str, Any]) -> None:
         for q in ("p50", "p99"):
             row[f"{q}_ratio_to_raw"] = row[f"{q}_us"] / theirs[f"{q}_us"]
             row[f"{q}_ratio_to_raw_per_round_median"] = median(
-                [
-                    a[f"{q}_us"] / b[f"{q}_us"]
-                    for a, b in zip(rounds, theirs["rounds"], strict=True)
-                ]
+                [a[f"{q}_us"] / b[f"{q}_us"] for a, b in zip(rounds, theirs["rounds"], strict=True)]
             )
 
 
@@ -355,4 +352,3 @@ def run_ray(*, rounds: int, calls: int, seed: int, starts: int = STARTS) -> dict
         ray.shutdown()
     section["cluster"]["shutdown_seconds"] = time.perf_counter() - began
     return section
-
