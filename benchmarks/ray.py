@@ -2,7 +2,7 @@
 
 A local Ray cluster is started once for the section (``ray.init(num_cpus=2,
 include_dashboard=False)``, on the loopback interface, token authentication with a token of its
-own) and shut down with ``ray.shutdown()`` at its end. Three contenders serve the round trip's
+own) and shut down with ``ray.shutdown()`` at its end. Four contenders serve the round trip's
 request, ``bump(1)``: add 1 to a counter and return it.
 
 - ``trioserver_ray``: ``await handle.bump(1)`` on a handle from ``trioserver.ray.start(Counter)``
@@ -12,22 +12,25 @@ request, ``bump(1)``: add 1 to a counter and return it.
   (`benchmarks._ray_raw.RawCounter`), called from trio as trioserver.ray calls its actor:
   ``await wait_for(actor.bump.remote(1))``, with trioserver.ray's own `wait_for` (a done-callback
   on the reference's future into the trio run; no thread per call). The ratio of the two is
-  what trioserver adds: its handle, the deadline it sends, the hop from the actor's asyncio
-  loop to its trio thread and back, the server, the reply's envelope.
+  what trioserver.ray adds: its handle, the deadline it sends, the crossing from the actor's
+  asyncio loop to its trio thread and back, the server, the reply's envelope.
+- ``trio_thread``: the raw actor with trio on a thread of its own and no server
+  (`benchmarks._ray_server.TrioThreadCounter`): each call crosses into the trio run and back,
+  as in trioserver.ray's host. It splits what trioserver.ray adds into the crossing and the rest.
 - ``in_process``: the same server opened in this process (`trioserver.open_server`), for scale.
 
-Both actors are started once, before the rounds, and serve every measurement; each measurement
-is one fresh `trio.run` that warms up, releases its callers together and times each call, as in
+The actors are started once, before the rounds, and serve every measurement; each measurement is
+one fresh `trio.run` that warms up, releases its callers together and times each call, as in
 `roundtrip`. Measurements interleave in rounds (`roundtrip.interleaved`). A Ray measurement makes
-a tenth of ``--calls`` (a Ray call takes about a millisecond); the in-process one all of them.
-CPU time is this process's (the caller's side: trio, and Ray's own threads in this process) and,
-apart, the actor process's (read from /proc), each per call.
+a tenth of ``--calls`` (a Ray call takes about a millisecond here); the in-process one all of
+them. CPU time is this process's (the caller's side: trio, and Ray's own threads in this
+process) and, apart, the actor process's (read from /proc), each per call.
 
 Also measured: how long ``ray.init`` takes; how long ``await trioserver.ray.start(Counter)``
-takes (until ``on_start`` finished in the actor), its first call, and ``trioserver.ray.stop``,
-against starting a raw actor until its first reply; the memory of each actor's process (RSS,
-PSS, and USS, the memory no other process shares) after the rounds, and of the cluster's
-processes just after ``ray.init``.
+takes (it returns once ``on_start`` finished in the actor), its first call, and
+``trioserver.ray.stop``, against starting a raw actor until its first reply; the memory of each
+actor's process (RSS, PSS, and USS: the memory no other process shares) after the rounds, and
+of the cluster's processes just after ``ray.init``.
 
 Target (issue 15): trioserver.ray's p50 latency at most 1.2x the raw Ray call's, at 1 and 20
 callers.
@@ -69,7 +72,7 @@ from trioserver._ray_caller import wait_for  # how trioserver.ray awaits a refer
 
 from ._common import median, percentile
 from ._ray_raw import RawCounter
-from ._ray_server import Counter
+from ._ray_server import Counter, TrioThreadCounter
 from .contenders import Bump, Contender, Opener
 from .roundtrip import Sample, interleaved
 
@@ -82,10 +85,13 @@ TARGET_RAY = 1.2  # trioserver.ray's p50 latency, times the raw Ray call's (issu
 
 TRIOSERVER_RAY = "trioserver_ray"
 RAW_RAY = "raw_ray"
+TRIO_THREAD = "trio_thread"
 IN_PROCESS = "in_process"
 NAMESPACE = "trioserver-benchmarks"
 
-_RAW: Any = ray.remote(RawCounter)  # Ray's `remote` is typed loosely: used through `Any`
+# Ray's `remote` is typed loosely: the actor classes are used through `Any`.
+_RAW: Any = ray.remote(RawCounter)
+_TRIO_THREAD: Any = ray.remote(TrioThreadCounter)
 
 
 @attrs.frozen
@@ -213,7 +219,7 @@ async def _in_process() -> AsyncGenerator[Bump]:
 
 
 def raw_bump(actor: Any) -> Bump:
-    """A raw Ray actor's ``bump``, awaited from trio as trioserver.ray awaits its actor."""
+    """A plain Ray actor's ``bump``, awaited from trio as trioserver.ray awaits its actor."""
 
     async def bump(n: int) -> object:
         return await wait_for(actor.bump.remote(n))
@@ -259,7 +265,7 @@ async def _startups(times: int) -> dict[str, Any]:
 # -- the section ----------------------------------------------------------------------------
 
 
-def contenders(handle: Any, raw: Any) -> list[Contender]:
+def contenders(handle: Any, raw: Any, trio_thread: Any) -> list[Contender]:
     return [
         Contender(
             TRIOSERVER_RAY,
@@ -273,6 +279,12 @@ def contenders(handle: Any, raw: Any) -> list[Contender]:
             _serving(raw_bump(raw)),
         ),
         Contender(
+            TRIO_THREAD,
+            "raw Ray async actor + trio thread (the crossing alone)",
+            _serving(raw_bump(trio_thread)),
+            baseline=RAW_RAY,
+        ),
+        Contender(
             IN_PROCESS,
             "trioserver in process: open_server, await handle.bump(1)",
             _in_process,
@@ -282,21 +294,29 @@ def contenders(handle: Any, raw: Any) -> list[Contender]:
 
 
 def _summarize(section: dict[str, Any]) -> None:
-    """Add to each row its CPU per call (caller, actor) and its latency ratios to the raw
-    call's at the same number of callers (of the medians, and the median of per-round ones)."""
-    raw = {row["callers"]: row for row in section["rows"] if row["name"] == RAW_RAY}
-    for row in section["rows"]:
+    """Add to each row its CPU per call (caller, actor), and its latency ratios to the raw call's
+    and to the trio thread's at the same number of callers (of the medians, and the median of
+    the per-round ones)."""
+    rows: list[dict[str, Any]] = section["rows"]
+    for row in rows:
         rounds = row["rounds"]
         row["cpu_us_per_call"] = median([r["cpu_seconds"] / r["calls"] * 1e6 for r in rounds])
         row["actor_cpu_us_per_call"] = median(
             [r["actor_cpu_seconds"] / r["calls"] * 1e6 for r in rounds]
         )
-        theirs = raw[row["callers"]]
-        for q in ("p50", "p99"):
-            row[f"{q}_ratio_to_raw"] = row[f"{q}_us"] / theirs[f"{q}_us"]
-            row[f"{q}_ratio_to_raw_per_round_median"] = median(
-                [a[f"{q}_us"] / b[f"{q}_us"] for a, b in zip(rounds, theirs["rounds"], strict=True)]
+        for reference in (RAW_RAY, TRIO_THREAD):
+            theirs = next(
+                r for r in rows if r["name"] == reference and r["callers"] == row["callers"]
             )
+            for q in ("p50", "p99"):
+                key = f"{q}_ratio_to_{reference}"
+                row[key] = row[f"{q}_us"] / theirs[f"{q}_us"]
+                row[f"{key}_per_round_median"] = median(
+                    [
+                        a[f"{q}_us"] / b[f"{q}_us"]
+                        for a, b in zip(rounds, theirs["rounds"], strict=True)
+                    ]
+                )
 
 
 def run_ray(*, rounds: int, calls: int, seed: int, starts: int = STARTS) -> dict[str, Any]:
@@ -315,9 +335,11 @@ def run_ray(*, rounds: int, calls: int, seed: int, starts: int = STARTS) -> dict
         startup = trio.run(_startups, starts)
         handle = trio.run(trioserver.ray.start, Counter)
         raw = _RAW.remote()
+        trio_thread = _TRIO_THREAD.remote()
         pids: dict[str, int | None] = {
             TRIOSERVER_RAY: trio.run(handle.pid),
             RAW_RAY: ray.get(raw.pid.remote()),
+            TRIO_THREAD: ray.get(trio_thread.pid.remote()),
             IN_PROCESS: None,
         }
         some = ray_calls(calls)
@@ -328,7 +350,7 @@ def run_ray(*, rounds: int, calls: int, seed: int, starts: int = STARTS) -> dict
             return trio.run(_measure, contender.open, callers, mine, pids[contender.name])
 
         section = interleaved(
-            contenders(handle, raw),
+            contenders(handle, raw, trio_thread),
             callers=CALLERS,
             rounds=rounds,
             calls=calls,
@@ -338,15 +360,13 @@ def run_ray(*, rounds: int, calls: int, seed: int, starts: int = STARTS) -> dict
         )
         _summarize(section)
         section["calls_per_measurement"] = {"ray": some, IN_PROCESS: calls}
-        section["memory"] = {
-            TRIOSERVER_RAY: _memory(pids[TRIOSERVER_RAY] or 0),
-            RAW_RAY: _memory(pids[RAW_RAY] or 0),
-        }
+        section["memory"] = {name: _memory(pid) for name, pid in pids.items() if pid is not None}
         section["cluster"] = cluster | {"start_seconds": cluster_start}
         section["startup"] = startup
         section["ray"] = ray.__version__
         trio.run(trioserver.ray.stop, handle)
         ray.kill(raw)
+        ray.kill(trio_thread)
     finally:
         began = time.perf_counter()
         ray.shutdown()
