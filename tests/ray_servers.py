@@ -23,6 +23,19 @@ class Unrebuildable(Exception):
         super().__init__(f"{seat}: {reason}")
 
 
+def _rebuild(pid: int) -> Local:
+    if os.getpid() != pid:
+        raise RuntimeError("a Local cannot be rebuilt in another process")
+    return Local()
+
+
+class Local:
+    """An object that pickles, but cannot be rebuilt in another process."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (_rebuild, (os.getpid(),))
+
+
 @server
 class Theater:
     """The seed's theater: a reservation checks the seat, pays (slowly), then sells it."""
@@ -81,9 +94,13 @@ class Probe:
         finally:
             self.events.append("hang cut")
 
+    @cast(crash=True)
+    def crash(self) -> None:
+        raise RuntimeError("crashing the server")  # it stops; its actor exits, Ray restarts it
+
     @call
-    def mark(self, tag: str) -> int:
-        self.events.append(tag)
+    def mark(self, tag: object) -> int:
+        self.events.append(str(tag))
         return len(self.events)
 
     @cast

@@ -8,11 +8,14 @@ checks that none of its processes are left.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 # Ray reads its settings from the environment when imported. Its processes bind to this host's
 # address unless told otherwise: keep the test cluster on the loopback interface. Its cluster
@@ -37,9 +41,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (the extra trioser
 import trioserver  # noqa: E402
 import trioserver.ray  # noqa: E402
 from trioserver import CallTimeout, ServerCrashed, ServerStopped, TrioServerError  # noqa: E402
-from trioserver.ray import ReplyNotSendable  # noqa: E402
+from trioserver.ray import NotSendable  # noqa: E402
 
-from .ray_servers import Probe, SeatTaken, Theater, Unrebuildable  # noqa: E402
+from .ray_servers import Local, Probe, SeatTaken, Theater  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: its `tests` is importable
 NAMESPACE = "trioserver-tests"
@@ -77,6 +81,9 @@ def cluster() -> Iterator[str]:
     """A local Ray cluster for the session: two CPUs, no dashboard, loopback only, token
     authentication (the module's environment). Yields its address; at the end, shuts it down
     with `ray.shutdown()` and checks that none of its processes is left."""
+    # Its session files and logs go to a directory of its own, removed at the end (Ray keeps
+    # them in /tmp/ray otherwise). Short: Ray's unix sockets are in it.
+    temp = tempfile.mkdtemp(prefix="trioserver-ray-")
     try:
         ray.init(
             num_cpus=2,
@@ -84,11 +91,13 @@ def cluster() -> Iterator[str]:
             namespace=NAMESPACE,
             logging_level="WARNING",
             log_to_driver=False,
+            _temp_dir=temp,
         )
         yield ray.get_runtime_context().gcs_address
     finally:
         processes = _children(os.getpid())
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
         for name, value in SAVED.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -135,7 +144,9 @@ async def test_the_theater_sells_each_seat_once_to_50_concurrent_callers() -> No
 async def _until(check: Any, within: float = 30.0) -> None:
     """Wait (polling) until ``await check()`` is true; fail after `within` seconds."""
     with trio.fail_after(within):
-        while not await check():
+        while True:
+            if await check():
+                return
             await trio.sleep(0.05)
 
 
@@ -195,6 +206,23 @@ async def test_wrong_arguments_raise_type_error_in_the_caller() -> None:
         with pytest.raises(TypeError):
             await probe.mark()  # type: ignore[call-arg]
         assert await probe.seen() == []
+
+
+async def test_arguments_that_cannot_cross_raise_not_sendable() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        with pytest.raises(NotSendable, match=r"Probe\.mark: its arguments cannot be pickled"):
+            await probe.mark(threading.Lock())  # nothing is sent
+        with pytest.raises(NotSendable, match=r"Probe\.mark: its arguments could not be rebuilt"):
+            await probe.mark(Local())
+        assert await probe.seen() == []
+
+
+async def test_a_call_that_returns_has_executed_a_checkpoint() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        with trio.testing.assert_checkpoints():
+            await probe.mark("a")
+        with trio.testing.assert_checkpoints():
+            await probe.note("b")
 
 
 async def test_statistics_come_from_the_actor() -> None:
@@ -290,9 +318,9 @@ async def test_handler_exceptions_reach_the_caller_as_themselves() -> None:
         with pytest.raises(ExceptionGroup) as group:  # passed through, not wrapped
             await probe.fail("group")
         assert [type(exc) for exc in group.value.exceptions] == [ValueError, KeyError]
-        with pytest.raises(ReplyNotSendable, match=r"ray_servers\.Unrebuildable: B7: sold"):
+        with pytest.raises(NotSendable, match=r"ray_servers\.Unrebuildable: B7: sold"):
             await probe.fail("unrebuildable")
-        with pytest.raises(ReplyNotSendable, match=r"Probe\.lock.*pickle"):
+        with pytest.raises(NotSendable, match=r"Probe\.lock.*pickle"):
             await probe.lock()
         assert await probe.mark("still serving") == 1
 
@@ -317,6 +345,22 @@ async def test_an_actor_that_dies_mid_call_gives_server_crashed_then_restarts_fr
             await probe.exit_process()  # no restart left
         with pytest.raises(ServerCrashed):
             await probe.increment()
+
+
+async def test_a_server_that_crashes_restarts_its_actor_fresh() -> None:
+    async with trioserver.ray.open_server(Probe, max_restarts=1) as probe:
+        assert await probe.increment() == 1
+        first = await probe.pid()
+        with contextlib.suppress(ServerCrashed):  # (its acknowledgement may be lost with it)
+            await probe.crash()  # a cast marked crash=True raises: the server crashes
+        with trio.fail_after(30):
+            while True:  # calls sent while the actor restarts may hear ServerCrashed
+                try:
+                    assert await probe.increment() == 1
+                    break
+                except ServerCrashed:
+                    await trio.sleep(0.1)
+        assert await probe.pid() != first
 
 
 async def test_an_actor_killed_mid_call_gives_server_crashed() -> None:

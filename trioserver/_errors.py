@@ -54,6 +54,6 @@ class StoreError(TrioServerError):
     or a commit that failed (the cast may or may not be stored)."""
 
 
-class ReplyNotSendable(TrioServerError, TypeError):
-    """Raised to a caller of a server in a Ray actor (`trioserver.ray`) whose handler returned
-    or raised something that could not be pickled to send it back."""
+class NotSendable(TrioServerError, TypeError):
+    """Raised to a caller of a server in a Ray actor (`trioserver.ray`) when its arguments, or
+    what its handler returned or raised, could not be pickled (or rebuilt) to cross over."""

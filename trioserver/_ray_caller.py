@@ -10,23 +10,25 @@ Only `trioserver.ray` imports this module (it imports Ray).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import TYPE_CHECKING, Any
 
 import outcome
+import ray
 import trio
+from ray import exceptions as ray_errors
 from trio.lowlevel import Abort, checkpoint, checkpoint_if_cancelled
 
-import ray
-from ray import exceptions as ray_errors
-
-from ._errors import CallTimeout, ReplyNotSendable, ServerCrashed, ServerStopped, TrioServerError
+from ._errors import CallTimeout, NotSendable, ServerCrashed, ServerStopped, TrioServerError
 from ._statistics import ServerStatistics
 
 if TYPE_CHECKING:
     from ._spec import Method, ServerSpec
 
 _INF = math.inf
+
+_ray: Any = ray  # Ray's API is typed loosely (`ray.cancel` takes refs of unknown types)
 
 INTENDED_EXIT = "INTENDED_USER_EXIT"
 """How Ray's `ActorDiedError` says that the actor exited on purpose (`trioserver.ray.stop`
@@ -46,10 +48,8 @@ class _Waiter:
     def done(self, future: Any) -> None:
         """In Ray's thread (or this one, if it was done already): wake the task."""
         if self.waiting:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):  # (the caller's run ended)
                 self.token.run_sync_soon(self.wake, future)
-            except trio.RunFinishedError:  # the caller's run ended meanwhile
-                pass
 
     def wake(self, future: Any) -> None:
         """In the trio thread: reschedule the task with the reference's outcome."""
@@ -69,7 +69,7 @@ async def wait_for(ref: Any) -> Any:
 
     def abort(_: object) -> Abort:
         waiter.waiting = False
-        ray.cancel(ref)
+        _ray.cancel(ref)
         return Abort.SUCCEEDED
 
     return await trio.lowlevel.wait_task_rescheduled(abort)
@@ -117,12 +117,24 @@ class RemoteServer:
                 f"{label}: {self.describe()} crashed (its actor died or restarted): the "
                 f"request may or may not have run"
             )
-        if isinstance(error, ray_errors.RayTaskError):  # the reply could not be sent back
-            cause = error.cause if isinstance(error.cause, BaseException) else error
-            return ReplyNotSendable(
-                f"{label}: the reply could not be sent back from {self.describe()}: {cause}"
-            )
+        if isinstance(error, ray_errors.RayTaskError):  # the actor method did not run, or
+            found: object = getattr(error, "cause", None)  # its reply could not be pickled
+            cause = found if isinstance(found, BaseException) else error
+            if isinstance(cause, ray_errors.RaySystemError):
+                what = "its arguments could not be rebuilt in"
+            else:
+                what = "its reply could not be sent back from"
+            return NotSendable(f"{label}: {what} {self.describe()}: {cause}")
         return ServerCrashed(f"{label}: {self.describe()} failed in Ray: {error}")
+
+    def send(self, label: str, args: tuple[Any, ...], kwargs: Any, remaining: float | None) -> Any:
+        """Send a request to the actor (`_ray_host.Host.call`); the reference to its reply."""
+        try:
+            return self.actor.call.remote(label, args, kwargs or {}, remaining)
+        except TypeError as exc:  # Ray could not pickle the arguments: nothing was sent
+            raise NotSendable(
+                f"{label}: its arguments cannot be pickled to send them to {self.describe()}"
+            ) from exc
 
     async def request(self, label: str, ref: Any) -> Any:
         """Await the reply to the actor method call `ref`; its value, or its error."""
@@ -139,7 +151,7 @@ class RemoteServer:
         await checkpoint_if_cancelled()
         deadline = trio.current_effective_deadline()
         remaining = None if deadline == _INF else deadline - trio.current_time()
-        ref = self.actor.call.remote(label, args, kwargs or {}, remaining)
+        ref = self.send(label, args, kwargs, remaining)
         try:
             return await self.request(label, ref)
         except CallTimeout:
@@ -152,7 +164,7 @@ class RemoteServer:
         if self.stopped:
             raise self.not_running(label)
         await checkpoint_if_cancelled()  # Cancelled: not sent
-        await self.request(label, self.actor.call.remote(label, args, kwargs or {}, None))
+        await self.request(label, self.send(label, args, kwargs, None))
 
     async def durable_cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
         raise TrioServerError(  # refused by `start`: only a handle from `connect` gets here

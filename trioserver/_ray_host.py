@@ -13,24 +13,27 @@ Only `trioserver.ray` imports this module (it imports Ray's cloudpickle).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import trio
-
 import ray
-from ray import cloudpickle  # pyright: ignore[reportMissingTypeStubs]
+import trio
+from ray import cloudpickle as _cloudpickle  # pyright: ignore[reportMissingTypeStubs]
 
-from ._errors import CallTimeout, ReplyNotSendable, ServerCrashed, ServerStopped, TrioServerError
+from ._errors import CallTimeout, NotSendable, ServerCrashed, ServerStopped, TrioServerError
 from ._lifecycle import open_server
-from ._spec import Method, ServerSpec
+from ._spec import SPEC, Method, ServerSpec
 from ._statistics import ServerStatistics, statistics
 
 logger = logging.getLogger("trioserver")
+
+cloudpickle: Any = _cloudpickle  # Ray's vendored cloudpickle has no type hints
 
 Reply = tuple[Any, ...]
 """What an actor method returns: ``(True, value)``, or ``(False, exception, traceback)`` where
@@ -38,6 +41,11 @@ the traceback is the handler's, as text, or None."""
 
 CRASH_EXIT = 70
 """The actor process's exit status when its server crashed: Ray restarts it (`max_restarts`)."""
+
+CRASH_GRACE = 0.2
+"""Seconds a crashed server's actor waits before it exits, so that the replies already made
+(`ServerCrashed` to the callers it had) can leave; callers whose reply is lost hear the same
+from Ray."""
 
 
 def ok(value: object) -> Reply:
@@ -52,7 +60,7 @@ def failure(exc: BaseException, label: str) -> Reply:
     try:
         cloudpickle.loads(cloudpickle.dumps(exc))
     except Exception as why:  # a class that pickles but cannot be rebuilt from its args too
-        exc = ReplyNotSendable(
+        exc = NotSendable(
             f"{label} raised {type(exc).__module__}.{type(exc).__qualname__}: {exc}, which "
             f"cannot be sent back from its Ray actor: pickling it failed with {why!r}"
         )
@@ -88,10 +96,8 @@ class Job:
 
     def send(self, reply: Reply) -> None:
         """In the trio thread: post the reply to the coroutine waiting on the asyncio loop."""
-        try:
+        with contextlib.suppress(RuntimeError):  # (the loop is closed: the actor is exiting)
             self.loop.call_soon_threadsafe(_resolve, self.future, reply)
-        except RuntimeError:  # the loop is closed: the actor is exiting
-            pass
 
 
 def _resolve(future: asyncio.Future[Reply], reply: Reply) -> None:
@@ -107,7 +113,7 @@ class Host:
     """
 
     def __init__(self, cls: type, args: tuple[Any, ...]) -> None:
-        self._spec: ServerSpec = cls._trioserver_spec  # type: ignore[attr-defined]
+        self._spec: ServerSpec = getattr(cls, SPEC)
         self._methods: dict[str, Method] = {m.label: m for m in self._spec.methods.values()}
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -137,6 +143,7 @@ class Host:
                 # The server crashed (a fatal handler error, an `on_stop` error): end the
                 # process, so that Ray restarts the actor as configured and callers hear it.
                 logger.exception("%s crashed in its Ray actor", self._spec.name)
+                time.sleep(CRASH_GRACE)
                 logging.shutdown()
                 os._exit(CRASH_EXIT)
         finally:
@@ -176,7 +183,9 @@ class Host:
         except RuntimeError:  # the nursery is closing: the server stopped
             job.send(failure(self._not_running(job.label), job.label))
 
-    async def _do(self, job: Job, work: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+    async def _do(
+        self, job: Job, work: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> None:
         reply = None
         with trio.CancelScope() as scope:
             job.scope = scope
@@ -235,10 +244,8 @@ class Host:
         try:
             return await future
         except asyncio.CancelledError:  # `ray.cancel`: the caller left
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(job.leave)
-            except trio.RunFinishedError:
-                pass
             raise
 
     def _method(self, label: str) -> Method:
@@ -291,7 +298,8 @@ class Host:
 
 def _restarted() -> bool:
     """Whether this actor is a restart of one that died (Ray restarted it)."""
-    return bool(ray.get_runtime_context().was_current_actor_reconstructed)
+    context: Any = ray.get_runtime_context()  # (Ray types it loosely)
+    return bool(context.was_current_actor_reconstructed)
 
 
 def _ended(future: asyncio.Future[None]) -> None:

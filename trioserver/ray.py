@@ -29,7 +29,7 @@ except ImportError as exc:  # pragma: no cover - the extra is installed for the 
 
 import trio
 
-from ._errors import InvalidServerDefinition, ReplyNotSendable, ServerCrashed, ServerStopped
+from ._errors import InvalidServerDefinition, NotSendable, ServerCrashed, ServerStopped
 from ._ray_caller import RemoteServer, unwrap, wait_for
 from ._ray_host import Host
 from ._spec import SPEC, STATE, ServerSpec
@@ -37,7 +37,7 @@ from ._statistics import ServerStatistics
 
 __all__ = [
     "MAX_CONCURRENCY",
-    "ReplyNotSendable",
+    "NotSendable",
     "actor",
     "connect",
     "open_server",
@@ -59,8 +59,10 @@ server's sight."""
 
 HANDLE_CLASS = "_trioserver_ray_handle"
 
-# Ray's `remote` is typed loosely: the actor class it returns is used through `Any`.
+# Ray's API is typed loosely (an actor handle is generic over an unknown class): the actor
+# class, its handles and the functions that take them are used through `Any`, here only.
 _HOST: Any = ray.remote(Host)
+_ray: Any = ray
 
 
 def _spec_of_class(cls: object) -> ServerSpec:
@@ -111,7 +113,7 @@ def _handle_class(spec: ServerSpec) -> type:
 
 
 def _handle(spec: ServerSpec, remote_actor: Any, name: str | None) -> Any:
-    handle_class = _handle_class(spec)
+    handle_class: Any = _handle_class(spec)
     handle = handle_class.__new__(handle_class)
     setattr(handle, STATE, RemoteServer(spec, remote_actor, name))
     return handle
@@ -162,8 +164,9 @@ async def start(
       `trioserver.CallTimeout` when the handler is cut at its budget; `trio.Cancelled` at
       the caller's own deadline (the handler is cut there too); `ServerCrashed` when the
       actor died or restarted while the request was sent or handled (it may or may not
-      have run); `ServerStopped` after `stop`; `ReplyNotSendable` when the handler's
-      return value or exception cannot be pickled.
+      have run); `ServerStopped` after `stop`; `NotSendable` (a `TypeError`) when the
+      arguments, or the handler's return value or exception, cannot be pickled (or rebuilt
+      on the other side).
 
     Raises:
       InvalidServerDefinition: `cls` is not a server class, or has durable casts.
@@ -181,7 +184,7 @@ async def start(
     try:
         reply = await wait_for(remote_actor.ready.remote())
     except BaseException as error:
-        ray.kill(remote_actor, no_restart=True)
+        _ray.kill(remote_actor, no_restart=True)
         if isinstance(error, ray_errors.RayError):
             raise ServerCrashed(
                 f"{label}: its Ray actor died before its server started: {error}"
@@ -190,7 +193,7 @@ async def start(
     try:
         unwrap(reply)
     except BaseException:
-        ray.kill(remote_actor, no_restart=True)
+        _ray.kill(remote_actor, no_restart=True)
         raise
     return cast("T", _handle(spec, remote_actor, name))
 
@@ -219,11 +222,11 @@ def connect(name: str, cls: type[T], *, namespace: str | None = None) -> T:
     """
     spec = _spec_of_class(cls)
     try:
-        remote_actor = ray.get_actor(name, namespace=namespace)
+        remote_actor = _ray.get_actor(name, namespace=namespace)
     except ValueError as error:
         raise ServerStopped(
             f"no server named {name!r} runs in the Ray namespace "
-            f"{namespace or ray.get_runtime_context().namespace!r}"
+            f"{namespace or _ray.get_runtime_context().namespace!r}"
         ) from error
     return cast("T", _handle(spec, remote_actor, name))
 
@@ -256,7 +259,7 @@ async def stop(handle: object) -> None:
     except ray_errors.RayError:
         pass  # (the actor died, by this exit or before it)
     except BaseException:
-        ray.kill(remote_actor, no_restart=True)
+        _ray.kill(remote_actor, no_restart=True)
         raise
 
 
@@ -317,4 +320,4 @@ def actor(handle: object) -> Any:
     return _remote(handle).actor
 
 
-ReplyNotSendable.__module__ = __name__  # reported where users import it from
+NotSendable.__module__ = __name__  # reported where users import it from
