@@ -1,7 +1,8 @@
-"""Fixtures for every test module: the PostgreSQL servers of tests/postgres.py (started only
-for the tests that ask for them). Tests marked ``crash`` (real processes killed at random
-moments, a minute or so each file) are skipped with ``TRIOSERVER_CRASH_TESTS=0``: `make test`
-runs them once, not in each of its four runs."""
+"""Fixtures for every test module: the PostgreSQL servers of tests/postgres.py and the Ray
+cluster of tests/ray_cluster.py (started only for the tests that ask for them; importing the
+latter sets Ray's environment before any test module imports Ray). Tests marked ``crash``
+(real processes killed at random moments, a minute or so each file) are skipped with
+``TRIOSERVER_CRASH_TESTS=0``: `make test` runs them once, not in each of its four runs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import pytest
 
 from .postgres import pg, postgres, postgres_fsync  # noqa: F401 (fixtures)
+from .ray_cluster import ray_cluster  # noqa: F401 (a fixture)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

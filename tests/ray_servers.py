@@ -141,3 +141,41 @@ class Probe:
     @call
     def lock(self) -> object:
         return threading.Lock()  # cannot be pickled
+
+
+@server
+class Failing:
+    """A server whose `on_start` or `on_stop` raises, as told."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    async def on_start(self) -> None:
+        if self.when == "start":
+            raise LookupError("no seats")
+
+    async def on_stop(self) -> None:
+        if self.when == "stop":
+            raise KeyError("till")
+
+    @call
+    def ping(self) -> bool:
+        return True
+
+
+@server
+class Mailer:
+    """A server with a durable cast, which trioserver.ray refuses."""
+
+    @cast(durable=True)
+    def send(self, to: str) -> None:
+        pass
+
+
+@server
+class Relay:
+    """Calls another server in a Ray actor from its handler (a handle passed as argument)."""
+
+    @call(timeout=20.0)
+    async def forward(self, target: Probe, seconds: float) -> float:
+        return await target.hold(seconds)  # under this handler's deadline

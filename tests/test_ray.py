@@ -9,16 +9,10 @@ checks that none of its processes are left.
 from __future__ import annotations
 
 import contextlib
-import os
 import pickle
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,90 +20,34 @@ import pytest
 import trio
 import trio.testing
 
-# Ray reads its settings from the environment when imported. Its processes bind to this host's
-# address unless told otherwise: keep the test cluster on the loopback interface. Its cluster
-# uses token authentication (Ray 2.60's default): give it a token of its own, in the
-# environment (other drivers this test starts inherit it), so that nothing is written to
-# ~/.ray. The session's fixture puts the variables back as they were.
-AUTH = ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
-SAVED = {name: os.environ.get(name) for name in AUTH}
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-os.environ["RAY_AUTH_MODE"] = "token"
-os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 ray = pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ray])")
 
 import trioserver  # noqa: E402
 import trioserver.ray  # noqa: E402
-from trioserver import CallTimeout, ServerCrashed, ServerStopped, TrioServerError  # noqa: E402
+from trioserver import (  # noqa: E402
+    CallTimeout,
+    InvalidServerDefinition,
+    ServerCrashed,
+    ServerStopped,
+    TrioServerError,
+)
 from trioserver.ray import NotSendable  # noqa: E402
 
-from .ray_servers import Local, Probe, SeatTaken, Theater  # noqa: E402
+from .ray_cluster import NAMESPACE  # noqa: E402
+from .ray_servers import (  # noqa: E402
+    Failing,
+    Local,
+    Mailer,
+    Probe,
+    Relay,
+    SeatTaken,
+    Theater,
+)
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout: its `tests` is importable
-NAMESPACE = "trioserver-tests"
 
 
-def _children(pid: int) -> set[int]:
-    """Every live descendant of `pid` (Linux's /proc), or an empty set elsewhere."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:  # it ended meanwhile
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # (a zombie has exited; its parent reaps it)
-
-
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[str]:
-    """A local Ray cluster for the session: two CPUs, no dashboard, loopback only, token
-    authentication (the module's environment). Yields its address; at the end, shuts it down
-    with `ray.shutdown()` and checks that none of its processes is left."""
-    # Its session files and logs go to a directory of its own, removed at the end (Ray keeps
-    # them in /tmp/ray otherwise). Short: Ray's unix sockets are in it.
-    temp = tempfile.mkdtemp(prefix="trioserver-ray-")
-    try:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            namespace=NAMESPACE,
-            logging_level="WARNING",
-            log_to_driver=False,
-            _temp_dir=temp,
-        )
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        processes = _children(os.getpid())
-        ray.shutdown()
-        shutil.rmtree(temp, ignore_errors=True)
-        for name, value in SAVED.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        deadline = time.monotonic() + 30
-        while (left := {pid for pid in processes if _alive(pid)}) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not left, f"Ray processes left after ray.shutdown(): {sorted(left)}"
-
-
-pytestmark = pytest.mark.usefixtures("cluster")
+pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 # -- calls, casts, stop ---------------------------------------------------------------------
@@ -330,6 +268,33 @@ async def test_on_start_errors_come_out_of_start() -> None:
         await trioserver.ray.start(Probe, "no seats")
 
 
+async def test_on_stop_errors_come_out_of_stop_unless_the_block_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with pytest.raises(KeyError, match="till"):
+        async with trioserver.ray.open_server(Failing, "stop") as failing:
+            assert await failing.ping()
+    with pytest.raises(SeatTaken):
+        async with trioserver.ray.open_server(Failing, "stop"):
+            raise SeatTaken("A1")
+    assert "Failing.on_stop raised" in caplog.text
+
+
+async def test_what_is_not_a_ray_server_is_refused() -> None:
+    with pytest.raises(InvalidServerDefinition, match="not a server class"):
+        await trioserver.ray.start(SeatTaken, "A1")  # type: ignore[type-var]
+    with pytest.raises(InvalidServerDefinition, match="durable casts"):
+        await trioserver.ray.start(Mailer)
+    with pytest.raises(ValueError, match="at most once"):
+        await trioserver.ray.start(Probe, max_task_retries=1)
+    with pytest.raises(InvalidServerDefinition, match="not a server class"):
+        trioserver.ray.connect("theater", SeatTaken)
+    with pytest.raises(ServerStopped, match="no server named 'nobody'"):
+        trioserver.ray.connect("nobody", Probe)
+    with pytest.raises(TypeError, match="not a handle to a server in a Ray actor"):
+        await trioserver.ray.stop(Probe())
+
+
 # -- crashes and restarts --------------------------------------------------------------------
 
 
@@ -402,11 +367,11 @@ ray.shutdown()
 """
 
 
-async def test_a_second_process_connects_by_name_and_calls(cluster: str) -> None:
+async def test_a_second_process_connects_by_name_and_calls(ray_cluster: str) -> None:
     async with trioserver.ray.open_server(Probe, name="shared") as probe:
         await probe.mark("from the first process")
         done = await trio.run_process(
-            [sys.executable, "-c", SECOND_DRIVER, cluster, NAMESPACE],
+            [sys.executable, "-c", SECOND_DRIVER, ray_cluster, NAMESPACE],
             cwd=ROOT,
             capture_stdout=True,
             capture_stderr=True,
@@ -416,6 +381,27 @@ async def test_a_second_process_connects_by_name_and_calls(cluster: str) -> None
         assert done.stdout.split() == [b"2", b"1"]
         assert await probe.seen() == ["from the first process", "from the second process"]
         assert [how for how, _ in await probe.held()] == ["cancelled"]
+
+
+async def test_a_handler_in_an_actor_calls_a_server_in_another_actor() -> None:
+    async with (
+        trioserver.ray.open_server(Probe) as probe,
+        trioserver.ray.open_server(Relay) as relay,
+    ):
+        assert await relay.forward(probe, 0) == pytest.approx(20.0, abs=1.0)  # relay's budget
+        with trio.move_on_after(1.0):  # the deadline travels on, through both actors
+            await relay.forward(probe, 30)
+        [_, (how, seconds)] = await probe.held()
+        assert how == "cancelled"
+        assert 0.5 < seconds < 1.5
+
+
+async def test_a_start_cancelled_before_the_server_started_leaves_no_server() -> None:
+    with trio.move_on_after(0.01):  # (an actor takes longer than this to start)
+        await trioserver.ray.start(Probe, name="never")
+    await trio.sleep(1.0)
+    with pytest.raises((ServerStopped, ServerCrashed)):  # its actor was killed
+        await trioserver.ray.connect("never", Probe).mark("a")
 
 
 async def test_handles_pickle_to_the_same_actor() -> None:

@@ -20,7 +20,14 @@ import trio
 from ray import exceptions as ray_errors
 from trio.lowlevel import Abort, checkpoint, checkpoint_if_cancelled
 
-from ._errors import CallTimeout, NotSendable, ServerCrashed, ServerStopped, TrioServerError
+from ._errors import (
+    CallTimeout,
+    NotSendable,
+    NotTrioError,
+    ServerCrashed,
+    ServerStopped,
+    TrioServerError,
+)
 from ._statistics import ServerStatistics
 
 if TYPE_CHECKING:
@@ -130,7 +137,7 @@ class RemoteServer:
     def send(self, label: str, args: tuple[Any, ...], kwargs: Any, remaining: float | None) -> Any:
         """Send a request to the actor (`_ray_host.Host.call`); the reference to its reply."""
         try:
-            return self.actor.call.remote(label, args, kwargs or {}, remaining)
+            return self.actor.call.remote((label, args, kwargs or {}, remaining))
         except TypeError as exc:  # Ray could not pickle the arguments: nothing was sent
             raise NotSendable(
                 f"{label}: its arguments cannot be pickled to send them to {self.describe()}"
@@ -144,10 +151,21 @@ class RemoteServer:
             raise self.lost(label, error) from error
         return unwrap(reply)
 
-    async def call(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
-        label = method.label
+    def check(self, label: str) -> None:
+        """Refuse a request that cannot be sent: the server was stopped, or this is not trio."""
+        try:
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            raise NotTrioError(
+                f"{label} was called outside trio (asyncio?): trioserver needs trio "
+                f"(trio.run, or anyio's trio backend)"
+            ) from None
         if self.stopped:
             raise self.not_running(label)
+
+    async def call(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> Any:
+        label = method.label
+        self.check(label)
         await checkpoint_if_cancelled()
         deadline = trio.current_effective_deadline()
         remaining = None if deadline == _INF else deadline - trio.current_time()
@@ -161,8 +179,7 @@ class RemoteServer:
 
     async def cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
         label = method.label
-        if self.stopped:
-            raise self.not_running(label)
+        self.check(label)
         await checkpoint_if_cancelled()  # Cancelled: not sent
         await self.request(label, self.send(label, args, kwargs, None))
 

@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -122,9 +123,12 @@ class Host:
         self._stop: trio.Event | None = None
         self._jobs: trio.Nursery | None = None
         self._last_turn: trio.Event | None = None
-        self._ended: asyncio.Future[None] | None = None  # set by `stop`: the run ended
+        self._ended: asyncio.Future[None] | None = None  # made by `stop`: the run ended
+        self._finished = False  # the run has ended (with `_ended`, under `_lock`)
+        self._lock = threading.Lock()
         self._stopped = False  # stopped by `stop` (else, once the run ended, it crashed)
         self._ending = False  # the server's run is ending: no job may reach it now
+        self._end_error: BaseException | None = None  # what ended the run, if it raised
         thread = threading.Thread(
             target=self._run, args=(cls, args), name=f"trioserver {self._spec.name}", daemon=True
         )
@@ -138,22 +142,26 @@ class Host:
             trio.run(self._main, cls, args)
             if self._start_error is not None and _restarted():
                 raise self._start_error  # a restart that failed: Ray may try again
-        except BaseException:
-            if not self._stopped:
-                # The server crashed (a fatal handler error, an `on_stop` error): end the
-                # process, so that Ray restarts the actor as configured and callers hear it.
-                logger.exception("%s crashed in its Ray actor", self._spec.name)
+        except BaseException as exc:
+            self._end_error = exc  # (stopped: an `on_stop` error, which `stop` raises)
+            if not self._stopped:  # pragma: no cover - ends the process (test_ray.py's actors)
+                # The server crashed (a fatal handler error): end the process, so that Ray
+                # restarts the actor as configured and callers hear it.
+                logger.error("%s crashed in its Ray actor", self._spec.name, exc_info=exc)
                 time.sleep(CRASH_GRACE)
                 logging.shutdown()
                 os._exit(CRASH_EXIT)
         finally:
             self._started.set()  # (a start that failed before it began)
-            ended = self._ended
+            with self._lock:
+                self._finished = True
+                ended = self._ended
             if ended is not None:
                 ended.get_loop().call_soon_threadsafe(_ended, ended)
 
     async def _main(self, cls: type, args: tuple[Any, ...]) -> None:
         self._token = trio.lowlevel.current_trio_token()
+        ended: BaseException | None = None  # raised out of the job nursery, unwrapped
         async with trio.open_nursery() as jobs:
             self._jobs = jobs
             try:
@@ -164,14 +172,19 @@ class Host:
                     await self._stop.wait()
                 # (leaving it: its callers still waiting heard ServerStopped)
             except Exception as exc:
-                if self._stop is not None:
-                    raise  # it crashed
-                self._start_error = exc  # the constructor or on_start: `ready` says so
+                if self._stop is None:
+                    self._start_error = exc  # the constructor or on_start: `ready` says so
+                else:
+                    ended = exc  # a crash, or on_stop's error
+            except BaseException as exc:  # (KeyboardInterrupt, SystemExit: fatal)
+                ended = exc
             finally:
                 self._ending = True
                 # Job tasks that were told post their replies on their way out; those still
                 # waiting for their turn are cut, and reply that the server is not running.
                 jobs.cancel_scope.cancel()
+        if ended is not None:
+            raise ended
 
     def _begin(self, job: Job, work: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         """In the trio thread, in arrival order: start `job`'s task."""
@@ -221,6 +234,9 @@ class Host:
         name = self._spec.name
         if self._stopped:
             return ServerStopped(f"{label}: {name} is not running: it was stopped")
+        if self._start_error is not None:
+            why = f"it failed to start ({self._start_error!r})"
+            return ServerCrashed(f"{label}: {name} is not running: {why}")
         return ServerCrashed(f"{label}: {name} is not running: it crashed")
 
     # -- the actor's methods, on Ray's asyncio loop ---------------------------------------
@@ -264,42 +280,65 @@ class Host:
         return ok(None)
 
     async def call(
-        self, label: str, args: tuple[Any, ...], kwargs: dict[str, Any], remaining: float | None
+        self, request: tuple[str, tuple[Any, ...], dict[str, Any], float | None]
     ) -> Reply:
-        """Run a call (or queue a cast) under the caller's remaining time; its reply."""
+        """Run a call (or queue a cast) under the caller's remaining time; its reply.
+
+        The request is one argument, ``(label, args, kwargs, remaining)``: Ray serializes
+        each argument of an actor call apart, and one costs about 0.1 ms less a call than
+        four (measured from trio, 1 caller, p50 1.13 ms against 1.27 ms).
+        """
+        label, args, kwargs, remaining = request
         try:
             method = self._method(label)
         except TypeError as exc:
             return failure(exc, label)
         if method.kind == "cast":
             remaining = None  # casts do not inherit their caster's deadline
+        if self._handle is None:  # it did not start
+            return failure(self._not_running(label), label)
         bound = getattr(self._handle, method.name)
         return await self._bridge(label, remaining, _apply, bound, args, kwargs)
 
     async def statistics(self) -> Reply:
         """The server's statistics, taken in its trio run."""
         label = f"statistics({self._spec.name})"
+        if self._handle is None:  # it did not start
+            return failure(self._not_running(label), label)
         return await self._bridge(label, None, _snapshot, self._handle)
 
     async def stop(self) -> Reply:
-        """Stop the server as leaving `open_server` does; return once it has stopped."""
-        if self._stop is None:  # it never started
+        """Stop the server as leaving `open_server` does; return once it has stopped (at
+        once if it never started or has stopped)."""
+        stopping = self._stop
+        if stopping is None:  # it never started
             return ok(None)
-        self._stopped = True
-        self._ended = asyncio.get_running_loop().create_future()
-        try:
-            assert self._token is not None
-            self._token.run_sync_soon(self._stop.set)
-        except trio.RunFinishedError:
-            return ok(None)
-        await asyncio.shield(self._ended)
+        with self._lock:
+            ended = self._ended
+            if ended is None and not self._finished:  # the first stop: tell the run
+                self._stopped = True
+                ended = self._ended = asyncio.get_running_loop().create_future()
+                assert self._token is not None
+                # (if the run is ending on its own, `_run` resolves `ended` as it finishes)
+                with contextlib.suppress(trio.RunFinishedError):
+                    self._token.run_sync_soon(stopping.set)
+        if ended is not None:
+            await asyncio.shield(ended)
+        if self._stopped and self._end_error is not None:
+            return failure(self._end_error, f"{self._spec.name} (stopping)")
         return ok(None)
 
 
 def _restarted() -> bool:
-    """Whether this actor is a restart of one that died (Ray restarted it)."""
+    """Whether this is an actor that Ray restarted (False outside an actor)."""
+    if not ray.is_initialized():  # (asking would start a Ray cluster)
+        return False
     context: Any = ray.get_runtime_context()  # (Ray types it loosely)
-    return bool(context.was_current_actor_reconstructed)
+    if context.get_actor_id() is None:
+        return False
+    with warnings.catch_warnings():  # (it reads a property Ray deprecated for users)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return bool(context.was_current_actor_reconstructed)
 
 
 def _ended(future: asyncio.Future[None]) -> None:

@@ -14,6 +14,7 @@ its Ray task (`ray.cancel`): a queued request is withdrawn, a running handler ca
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar, TypeVarTuple, cast
@@ -58,6 +59,8 @@ handler. With ``max_concurrency=1`` requests would wait in Ray's queue instead, 
 server's sight."""
 
 HANDLE_CLASS = "_trioserver_ray_handle"
+
+logger = logging.getLogger("trioserver")
 
 # Ray's API is typed loosely (an actor handle is generic over an unknown class): the actor
 # class, its handles and the functions that take them are used through `Any`, here only.
@@ -152,6 +155,8 @@ async def start(
         (the default) for none; -1 for no limit.
       actor_options: Given to Ray's ``actor.options`` (``namespace``, ``lifetime``,
         ``num_cpus``, ...). ``max_concurrency`` is `MAX_CONCURRENCY` unless given.
+        ``max_task_retries`` is refused: Ray would send a request again after a crash, and
+        its handler could run twice (as it is, each request runs at most once).
 
     Returns:
       The handle, typed as the class.
@@ -170,11 +175,17 @@ async def start(
 
     Raises:
       InvalidServerDefinition: `cls` is not a server class, or has durable casts.
-      ValueError: Ray refused the options (say, `name` is taken in the namespace).
+      ValueError: Ray refused the options (say, `name` is taken in the namespace), or
+        ``max_task_retries`` was given.
       ServerCrashed: the actor died before its server started.
       Exception: what the constructor or `on_start` raised, unwrapped.
     """
     spec = _spec_of_class(cls)
+    if actor_options.get("max_task_retries", 0):
+        raise ValueError(
+            f"{spec.name}: trioserver.ray runs each request at most once; Ray's "
+            f"max_task_retries would send it again after a crash"
+        )
     options: dict[str, Any] = {"max_concurrency": MAX_CONCURRENCY, **actor_options}
     options["max_restarts"] = max_restarts
     if name is not None:
@@ -219,8 +230,14 @@ def connect(name: str, cls: type[T], *, namespace: str | None = None) -> T:
     Raises:
       ServerStopped: no actor of that name is alive in the namespace.
       InvalidServerDefinition: `cls` is not a server class.
+      RuntimeError: this process is not connected to a Ray cluster (``ray.init``).
     """
     spec = _spec_of_class(cls)
+    if not ray.is_initialized():  # (Ray would start a cluster of its own, without the server)
+        raise RuntimeError(
+            f"connect({name!r}, {spec.name}) needs this process connected to the Ray cluster "
+            f"first: ray.init(address=...)"
+        )
     try:
         remote_actor = _ray.get_actor(name, namespace=namespace)
     except ValueError as error:
@@ -245,6 +262,7 @@ async def stop(handle: object) -> None:
 
     Raises:
       TypeError: `handle` is not a handle from `start` or `connect`.
+      Exception: what `on_stop` raised, unwrapped (the actor has exited all the same).
     """
     remote = _remote(handle)
     remote_actor = remote.actor
@@ -252,8 +270,9 @@ async def stop(handle: object) -> None:
         await trio.lowlevel.checkpoint()
         return
     remote.stopped = True
+    reply = None
     try:
-        await wait_for(remote_actor.stop.remote())
+        reply = await wait_for(remote_actor.stop.remote())
         # Ray's graceful exit: the actor exits once the requests it runs now have replied.
         await wait_for(remote_actor.__ray_terminate__.remote())
     except ray_errors.RayError:
@@ -261,6 +280,8 @@ async def stop(handle: object) -> None:
     except BaseException:
         _ray.kill(remote_actor, no_restart=True)
         raise
+    if reply is not None:
+        unwrap(reply)  # `on_stop`'s error, if it raised
 
 
 @asynccontextmanager
@@ -283,14 +304,21 @@ async def open_server(
       Leaving the block by any means stops the server (as `stop`).
 
     Errors:
-      An exception from the block comes out unwrapped.
+      An exception from the block comes out unwrapped; else one from `on_stop` does (a
+      shadowed `on_stop` error is logged).
     """
     handle = await start(cls, *args, name=name, max_restarts=max_restarts, **actor_options)
     try:
         yield handle
-    finally:
+    except BaseException:
         with trio.CancelScope(shield=True):
-            await stop(handle)
+            try:
+                await stop(handle)
+            except Exception as shadowed:  # the block's exception comes first
+                logger.error("%s.on_stop raised", _remote(handle).spec.name, exc_info=shadowed)
+        raise
+    with trio.CancelScope(shield=True):
+        await stop(handle)
 
 
 async def statistics(handle: object) -> ServerStatistics:
