@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -23,6 +24,7 @@ SECTIONS = (
     "overload",
     "waiting",
     "durable",
+    "ray",
     "profile",
 )
 
@@ -34,7 +36,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "limits, handlers that await, casts, instruments and statistics reads, memory per "
         "idle server, overload, a profile of the call path, waiting without holding the server "
         "(guarded calls, released blocks, cycle detection), durable casts (SQLite FULL and "
-        "NORMAL against an in-memory cast), and the targets they meet.",
+        "NORMAL against an in-memory cast), servers in Ray actors (against a raw Ray call), "
+        "and the targets they meet.",
     )
     parser.add_argument(
         "--quick",
@@ -125,6 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         from .durable import run_durable
 
         results["durable"] = run_durable(rounds=rounds, calls=calls, seed=args.seed + 7)
+    if "ray" in sections:
+        if importlib.util.find_spec("ray") is None:  # Ray is in the dev extra, not a dependency
+            results["ray"] = {"error": "Ray is not installed: pip install 'trioserver[ray]'"}
+            print("  ray: skipped: Ray is not installed", file=sys.stderr)
+        else:
+            from .ray import run_ray
+
+            results["ray"] = run_ray(rounds=rounds, calls=calls, seed=args.seed + 8)
     if "profile" in sections:
         from .profiling import format_profile, run_profile
 

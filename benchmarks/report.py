@@ -37,6 +37,12 @@ DURABLE_TARGET_ROWS = (
     ("sleep0_sqlite_full", 200, "a handler awaiting trio.sleep(0)"),
 )
 
+# Issue 15's target (guarantee 18): a call through trioserver.ray, p50 latency, times the raw
+# Ray async-actor call's from trio (the section's own constant, repeated: importing the section
+# imports Ray).
+TARGET_RAY = 1.2
+RAY_TARGET_ROW = ("trioserver_ray", "raw_ray")
+
 # Guarantees 14-16's targets (waiting without holding the server), met by CPU time.
 TARGET_UNCHANGED = 0.97  # plain calls on this tree, times the tree before guarantees 14-16
 TARGET_DETECTION = 0.97  # calls with cycle detection, times the same with it stubbed out
@@ -515,6 +521,119 @@ def durable_parts(durable: dict[str, Any], heading: str, *, markdown: bool) -> l
     return parts
 
 
+def targets_ray(results: dict[str, Any]) -> list[Target]:
+    """Issue 15's target, if measured: trioserver.ray's p50 latency at most 1.2x the raw Ray
+    call's, at each number of callers (the CPU column: caller's and actor's CPU per call, the
+    same ratio; shown, not judged)."""
+    found: list[Target] = []
+    section = results.get("ray")
+    if section is None or "rows" not in section:
+        return found
+    mine, theirs = RAY_TARGET_ROW
+    for n in section["callers"]:
+        row, raw = _row(section, mine, n), _row(section, theirs, n)
+        if row is None or raw is None:
+            continue
+        ratio = row[f"p50_ratio_to_{theirs}"]
+        cpu = (row["cpu_us_per_call"] + row["actor_cpu_us_per_call"]) / (
+            raw["cpu_us_per_call"] + raw["actor_cpu_us_per_call"]
+        )
+        found.append(
+            Target(
+                f"trioserver.ray p50 latency x raw Ray call, {_callers(n)} "
+                f"({_us(row['p50_us'])} / {_us(raw['p50_us'])} µs)",
+                f"<= {TARGET_RAY}x",
+                f"{ratio:.2f}x",
+                f"{cpu:.2f}x",
+                ratio <= TARGET_RAY,
+                ratio,
+                cpu,
+            )
+        )
+    return found
+
+
+def ray_table(section: dict[str, Any], callers: int, *, markdown: bool) -> str:
+    """One row per contender at `callers`: rate, latency, the latency ratios to the raw Ray
+    call and to the raw actor with a trio thread, and CPU per call in each process."""
+    header = [
+        "contender",
+        "calls/s",
+        "p50 µs",
+        "p99 µs",
+        "p50 x raw",
+        "p99 x raw",
+        "p50 x trio thread",
+        "caller CPU µs/call",
+        "actor CPU µs/call",
+    ]
+    rows: list[list[str]] = []
+    for row in section["rows"]:
+        if row["callers"] != callers:
+            continue
+        rows.append(
+            [
+                row["label"],
+                _us(row["calls_per_s"])
+                if row["calls_per_s"] < 10_000
+                else _rate(row["calls_per_s"]),
+                _us(row["p50_us"]),
+                _us(row["p99_us"]),
+                _ratio(row["p50_ratio_to_raw_ray"]),
+                _ratio(row["p99_ratio_to_raw_ray"]),
+                _ratio(row["p50_ratio_to_trio_thread"]),
+                _us(row["cpu_us_per_call"]),
+                _us(row["actor_cpu_us_per_call"]) if row["actor_cpu_us_per_call"] else "",
+            ]
+        )
+    return table(header, rows, markdown=markdown)
+
+
+def _mib(figures: dict[str, float]) -> str:
+    return (
+        f"RSS {figures['rss_mib']:.0f} MiB, PSS {figures['pss_mib']:.0f}, "
+        f"USS {figures['uss_mib']:.0f}"
+    )
+
+
+RAY_ACTORS = {
+    "trioserver_ray": "trioserver.ray actor",
+    "raw_ray": "raw async actor",
+    "trio_thread": "raw actor + trio thread",
+}
+
+
+def ray_parts(section: dict[str, Any], heading: str, *, markdown: bool) -> list[str]:
+    """The section "ray": start-up, memory, and a table per number of callers."""
+    if "error" in section:
+        return [f"{heading}Servers in Ray actors: not run: {section['error']}"]
+    calls = section["calls_per_measurement"]
+    cluster, startup = section["cluster"], section["startup"]
+    median_s = startup["median_seconds"]
+    parts = [
+        f"{heading}Servers in Ray actors (Ray {section['ray']}, a local cluster of 2 CPUs): "
+        f"median of {section['rounds']} interleaved rounds, {calls['ray']:,} calls per Ray "
+        f"measurement, {calls['in_process']:,} in process",
+        f"Cluster: ray.init {cluster['start_seconds']:.1f} s, ray.shutdown "
+        f"{cluster.get('shutdown_seconds', float('nan')):.1f} s; {cluster['processes']} "
+        f"processes after ray.init: {_mib(cluster)} (this driver: {_mib(cluster['driver'])})",
+        f"Start-up (median of {startup['times']}): trioserver.ray.start "
+        f"{median_s['start'] * 1000:,.0f} ms, its first call {median_s['first_call'] * 1000:.1f} "
+        f"ms, stop {median_s['stop'] * 1000:,.0f} ms; a raw actor until its first reply "
+        f"{median_s['raw_start'] * 1000:,.0f} ms",
+        "Memory per actor process, after the rounds: "
+        + "; ".join(
+            f"{label}: {_mib(section['memory'][name])}"
+            for name, label in RAY_ACTORS.items()
+            if name in section["memory"]
+        ),
+    ]
+    for n in section["callers"]:
+        parts.append(f"{_callers(n)}:")
+        parts.append(ray_table(section, n, markdown=markdown))
+    return parts
+
+
 def targets(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     """Every target this run measured, by issue, for the JSON file."""
     return {
@@ -524,6 +643,7 @@ def targets(results: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             attrs.asdict(t) | {"verdict": t.verdict} for t in targets_waiting(results)
         ],
         "issue_14": [attrs.asdict(t) | {"verdict": t.verdict} for t in targets_durable(results)],
+        "issue_15": [attrs.asdict(t) | {"verdict": t.verdict} for t in targets_ray(results)],
     }
 
 
@@ -678,6 +798,8 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
         parts += waiting_parts(results["waiting"], heading, markdown=markdown)
     if "durable" in results:
         parts += durable_parts(results["durable"], heading, markdown=markdown)
+    if "ray" in results:
+        parts += ray_parts(results["ray"], heading, markdown=markdown)
     for issue, found in (("4", targets_issue_4(results)), ("12", targets_issue_12(results))):
         if found:
             parts.append(f"{heading}Targets of issue {issue}")
@@ -689,5 +811,12 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
     found = targets_durable(results)
     if found:
         parts.append(f"{heading}Target of issue 14 (durable casts; met by wall clock)")
+        parts.append(targets_table(found, markdown=markdown))
+    found = targets_ray(results)
+    if found:
+        parts.append(
+            f"{heading}Target of issue 15 (servers in Ray actors; met by p50 latency; CPU: "
+            f"caller's and actor's CPU per call, the same ratio)"
+        )
         parts.append(targets_table(found, markdown=markdown))
     return "\n\n".join(parts) + "\n"

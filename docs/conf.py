@@ -89,6 +89,7 @@ intersphinx_mapping = {
     "attrs": ("https://www.attrs.org/en/stable/", f"{_INV}/attrs.inv"),
     "hypothesis": ("https://hypothesis.readthedocs.io/en/latest/", f"{_INV}/hypothesis.inv"),
     "outcome": ("https://outcome.readthedocs.io/en/latest/", f"{_INV}/outcome.inv"),
+    "ray": ("https://docs.ray.io/en/latest/", f"{_INV}/ray.inv"),
 }
 intersphinx_timeout = 1
 
@@ -214,9 +215,23 @@ def _attribute_docstring(
     lines.extend(analyzer.attr_docs.get((cls, attribute), []))
 
 
+# trioserver's public submodules (`trioserver.ray`) name the package's own errors as they
+# import them, bare (`ServerStopped`): a bare name that their module does not document is
+# looked up in `trioserver`.
+def _package_names(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    module = node.get("py:module") or ""
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not module.startswith("trioserver.") or "." in target:
+        return None
+    return env.domains["py"].resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], f"trioserver.{target}", node, contnode
+    )
+
+
 def setup(app: Any) -> None:
     app.add_autodoc_attrgetter(type, _class_attribute)
     app.connect("autodoc-process-docstring", _attribute_docstring, priority=300)
     app.connect("source-read", _leave_out_missing_pages)
     app.connect("autodoc-process-docstring", _attribute_prose, priority=400)  # before napoleon
+    app.connect("missing-reference", _package_names, priority=800)
     app.connect("missing-reference", _parameter_names, priority=900)

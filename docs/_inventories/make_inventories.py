@@ -313,12 +313,30 @@ OUTCOME: list[Entry] = [
     *_py("api.html", "method", "outcome.Outcome.unwrap", "outcome.Outcome.send"),
 ]
 
+# Ray's API pages: one page per object, ray-core/api/doc/<name>.html.
+RAY: list[Entry] = [
+    ("ray", "py:module", "ray-core/api/core.html"),
+    *[
+        (name, "py:function", f"ray-core/api/doc/{name}.html#$")
+        for name in (
+            "ray.init",
+            "ray.shutdown",
+            "ray.remote",
+            "ray.cancel",
+            "ray.kill",
+            "ray.get_actor",
+        )
+    ],
+    ("ray.actor.ActorHandle", "py:class", "ray-core/api/doc/ray.actor.ActorHandle.html#$"),
+]
+
 PROJECTS: dict[str, tuple[str, list[Entry]]] = {
     "python": ("3.13", PYTHON),
     "trio": ("0.35", TRIO),
     "attrs": ("26.1", ATTRS),
     "hypothesis": ("6.170", HYPOTHESIS),
     "outcome": ("1.3", OUTCOME),
+    "ray": ("2.60", RAY),
 }
 
 
