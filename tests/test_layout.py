@@ -1,9 +1,12 @@
-"""The layout shows the architecture: no import cycles, and trio's internals in one module."""
+"""The layout shows the architecture: no import cycles, trio's internals in one module, and Ray
+imported only by the extra that needs it (`trioserver.ray`)."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import trioserver
@@ -91,3 +94,23 @@ def test_trios_private_names_are_used_in_one_module_only() -> None:
     )
     assert "_private.py" in users  # the pattern finds what it is meant to find
     assert set(users) <= ALLOWED_PRIVATE, users
+
+
+# `trioserver.ray` is an extra: the package works, and says what to install, without Ray.
+
+
+def test_importing_trioserver_does_not_import_ray() -> None:
+    code = "import sys, trioserver; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)
+
+
+def test_without_ray_the_import_error_names_the_extra() -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "try:\n    import trioserver.ray\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent
+    )
+    assert "pip install 'trioserver[ray]'" in done.stdout, done.stderr

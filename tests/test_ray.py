@@ -2,15 +2,14 @@
 cluster started once for the session (loopback only, token auth with a token of its own).
 
 Real processes and real time: margins are generous (two loaded CPUs). Each test stops the
-servers it starts; the session's fixture shuts the cluster down with `ray.shutdown()` and
-checks that none of its processes are left.
+servers it starts; the session's fixture (tests/ray_cluster.py) shuts the cluster down with
+`ray.shutdown()` and checks that none of its processes are left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import pickle
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -53,6 +52,25 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 # -- calls, casts, stop ---------------------------------------------------------------------
 
 
+async def _until(check: Any, within: float = 30.0) -> None:
+    """Wait (polling) until ``await check()`` is true; fail after `within` seconds."""
+    with trio.fail_after(within):
+        while True:
+            if await check():
+                return
+            await trio.sleep(0.05)
+
+
+async def _settled(probe: Probe, running: int, queued: int) -> None:
+    """Wait until the server behind `probe` runs `running` handlers and has `queued` queued."""
+
+    async def check() -> bool:
+        snapshot = await trioserver.ray.statistics(probe)
+        return (snapshot.running, snapshot.queued) == (running, queued)
+
+    await _until(check)
+
+
 async def test_calls_return_values_and_casts_are_queued_in_order() -> None:
     async with trioserver.ray.open_server(Probe) as probe:
         assert await probe.mark("a") == 1
@@ -79,15 +97,6 @@ async def test_the_theater_sells_each_seat_once_to_50_concurrent_callers() -> No
     assert sorted(outcomes) == [*(f"A{n}" for n in range(5)), *["taken"] * 45]
 
 
-async def _until(check: Any, within: float = 30.0) -> None:
-    """Wait (polling) until ``await check()`` is true; fail after `within` seconds."""
-    with trio.fail_after(within):
-        while True:
-            if await check():
-                return
-            await trio.sleep(0.05)
-
-
 async def test_calls_wait_for_their_reply_without_a_thread_each() -> None:
     async with trioserver.ray.open_server(Probe) as probe:
         await probe.hold(0)  # Ray's own threads, started once
@@ -99,15 +108,11 @@ async def test_calls_wait_for_their_reply_without_a_thread_each() -> None:
                 with holding:
                     await probe.hold(30)
 
-            async def queued(count: int) -> bool:
-                snapshot = await trioserver.ray.statistics(probe)
-                return (snapshot.running, snapshot.queued) == (1, count)
-
             nursery.start_soon(hold)
-            await _until(lambda: queued(0))
+            await _settled(probe, running=1, queued=0)
             for n in range(50):
                 nursery.start_soon(probe.mark, str(n))  # queued behind hold
-            await _until(lambda: queued(50))
+            await _settled(probe, running=1, queued=50)
             during = threading.active_count()  # 51 callers wait for their replies now
             holding.cancel()
         assert len(await probe.seen()) == 50
@@ -188,11 +193,11 @@ async def test_the_callers_deadline_travels_and_bounds_the_handler() -> None:
         left = 0.0
         with trio.move_on_after(2.0):
             left = await probe.hold(0)
-        assert 0.5 < left <= 2.0  # the handler's deadline was the caller's, not its budget
+        assert 0.2 < left <= 2.0  # the handler's deadline was the caller's, not its budget
         held = await probe.held()
     how, seconds = held[1]
     assert how == "cancelled"
-    assert 0.5 < seconds < 1.5  # cut at the caller's deadline, in the actor
+    assert 0.2 < seconds < 2.5  # cut at the caller's deadline (1 s after it sent), in the actor
 
 
 async def test_a_hung_handler_is_cut_at_its_budget_and_others_proceed() -> None:
@@ -200,26 +205,25 @@ async def test_a_hung_handler_is_cut_at_its_budget_and_others_proceed() -> None:
         async with trio.open_nursery() as nursery:
 
             async def hang() -> None:
-                with pytest.raises(CallTimeout, match=r"Probe\.hang did not finish within"):
+                with pytest.raises(
+                    CallTimeout, match=r"Probe\.hang did not finish within its budget of 0\.5 s"
+                ):
                     await probe.hang()
 
-            nursery.start_soon(hang)
-            await trio.sleep(0.2)
             began = trio.current_time()
-            nursery.start_soon(hang)  # queued behind the first
-            await trio.sleep(0.2)
-            assert await probe.mark("after") == 3
-        # The first hang was cut at its budget, the second after its own 0.5 s, then "after".
-        assert 0.5 < trio.current_time() - began < 3.0
-        assert await probe.seen() == ["hang cut", "hang cut", "after"]
-        assert (await trioserver.ray.statistics(probe)).timed_out == 2
+            nursery.start_soon(hang)
+            await _settled(probe, running=1, queued=0)
+            assert await probe.mark("after") == 2  # it waited for the cut, then ran
+            assert 0.5 < trio.current_time() - began < 5.0
+        assert await probe.seen() == ["hang cut", "after"]
+        assert (await trioserver.ray.statistics(probe)).timed_out == 1
 
 
 async def test_a_queued_call_whose_caller_left_never_runs() -> None:
     async with trioserver.ray.open_server(Probe) as probe:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(probe.hold, 3.0)
-            await trio.sleep(1.0)  # hold runs now
+            await _settled(probe, running=1, queued=0)
             with trio.move_on_after(1.0) as scope:
                 await probe.mark("withdrawn")  # queued behind hold; its caller leaves
             assert scope.cancelled_caught
@@ -234,12 +238,15 @@ async def test_a_running_handler_is_cancelled_when_its_caller_leaves() -> None:
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(probe.hold, 30)
-                await trio.sleep(1.0)
+                await _settled(probe, running=1, queued=0)
+                await trio.sleep(0.5)
                 scope.cancel()  # not a deadline: only `ray.cancel` reaches the actor
         began = trio.current_time()
         assert await probe.mark("next") == 1
         assert trio.current_time() - began < 5.0
-        assert await probe.held() == [("cancelled", pytest.approx(1.0, abs=0.9))]
+        [(how, seconds)] = await probe.held()
+        assert how == "cancelled"
+        assert 0.5 <= seconds < 10.0
         assert (await trioserver.ray.statistics(probe)).cancelled == 1
 
 
@@ -298,13 +305,24 @@ async def test_what_is_not_a_ray_server_is_refused() -> None:
 # -- crashes and restarts --------------------------------------------------------------------
 
 
+async def _first_after_restart(probe: Probe) -> int:
+    """`probe.increment()` once its actor has restarted: a call sent while the actor restarts
+    hears ServerCrashed (Ray cannot say whether it ran), so the caller tries again."""
+    with trio.fail_after(30):
+        while True:
+            try:
+                return await probe.increment()
+            except ServerCrashed:
+                await trio.sleep(0.1)
+
+
 async def test_an_actor_that_dies_mid_call_gives_server_crashed_then_restarts_fresh() -> None:
     async with trioserver.ray.open_server(Probe, max_restarts=1) as probe:
         assert await probe.increment() == 1
         first = await probe.pid()
         with pytest.raises(ServerCrashed, match="may or may not have run"):
             await probe.exit_process()
-        assert await probe.increment() == 1  # a new object, in a new process
+        assert await _first_after_restart(probe) == 1  # a new object, in a new process
         assert await probe.pid() != first
         with pytest.raises(ServerCrashed):
             await probe.exit_process()  # no restart left
@@ -318,13 +336,7 @@ async def test_a_server_that_crashes_restarts_its_actor_fresh() -> None:
         first = await probe.pid()
         with contextlib.suppress(ServerCrashed):  # (its acknowledgement may be lost with it)
             await probe.crash()  # a cast marked crash=True raises: the server crashes
-        with trio.fail_after(30):
-            while True:  # calls sent while the actor restarts may hear ServerCrashed
-                try:
-                    assert await probe.increment() == 1
-                    break
-                except ServerCrashed:
-                    await trio.sleep(0.1)
+        assert await _first_after_restart(probe) == 1
         assert await probe.pid() != first
 
 
@@ -343,7 +355,7 @@ async def test_an_actor_killed_mid_call_gives_server_crashed() -> None:
             await trio.sleep(1.0)
             ray.kill(trioserver.ray.actor(probe), no_restart=False)
         assert len(crashed) == 1
-        assert await probe.increment() == 1
+        assert await _first_after_restart(probe) == 1
 
 
 # -- other processes --------------------------------------------------------------------------
@@ -409,18 +421,3 @@ async def test_handles_pickle_to_the_same_actor() -> None:
         copy: Any = pickle.loads(pickle.dumps(probe))
         assert await copy.mark("via the copy") == 1
         assert repr(copy) == "<Probe in a Ray actor>"
-
-
-def test_importing_trioserver_does_not_import_ray() -> None:
-    code = "import sys, trioserver; assert 'ray' not in sys.modules, 'ray imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-
-
-def test_without_ray_the_import_error_names_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['ray'] = None\n"
-        "try:\n    import trioserver.ray\n"
-        "except ImportError as exc:\n    print(exc)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert "pip install 'trioserver[ray]'" in done.stdout, done.stderr

@@ -168,8 +168,9 @@ async def start(
       Calls through the handle get, besides the handler's own return value or exception:
       `trioserver.CallTimeout` when the handler is cut at its budget; `trio.Cancelled` at
       the caller's own deadline (the handler is cut there too); `ServerCrashed` when the
-      actor died or restarted while the request was sent or handled (it may or may not
-      have run); `ServerStopped` after `stop`; `NotSendable` (a `TypeError`) when the
+      actor died while the request was sent or handled, or is restarting (it may or may
+      not have run: Ray cannot say; each request runs at most once); `ServerStopped`
+      after `stop`; `NotSendable` (a `TypeError`) when the
       arguments, or the handler's return value or exception, cannot be pickled (or rebuilt
       on the other side).
 
