@@ -31,7 +31,7 @@ from .._lifecycle import serve
 from ._history import History, Operation
 from ._linearizability import DEFAULT_BUDGET
 from ._model import Model, ServerModel
-from ._scheduler import Decision, Deviation, hook_available, schedule_strategy, steer
+from ._scheduler import LANE, Decision, Deviation, hook_available, schedule_strategy, steer
 from ._verify import Checked, Run, describe_inconclusive, verify
 
 T = TypeVar("T")
@@ -290,6 +290,7 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
             self._idle = trio.Event()
 
         async def lane() -> None:
+            LANE.set(caller)  # (tasks it starts are named by it in scheduling decisions)
             try:
                 await fn(*args, **kwargs)
             except Exception:
