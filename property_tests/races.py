@@ -6,6 +6,11 @@
 - A counter incremented through get/set calls (lost update), and its ``@call increment`` twin.
 - A bank transfer through balance/withdraw/deposit calls (overdraft), and its ``@call
   transfer`` twin.
+- A read-through cache filled by its clients: a slow fetch races an invalidation and
+  overwrites the newer value with a stale one; its twin reads and writes through ``@call``.
+- A move made of a copy and a delete started together in two tasks, correct only in trio's
+  first-in-first-out task order (a race no choice of lanes and delays shows, only another
+  task order); its twin moves in one ``@call``.
 - A server that makes session ids from the wall clock: nondeterministic.
 """
 
@@ -328,6 +333,194 @@ class Sessions:
 
 def wall_clock() -> ScenarioTest[Sessions]:
     return ScenarioTest(Sessions)
+
+
+# -- the cache: a slow fetch races an invalidation (stale overwrite) --------------------------
+
+
+class Backend:
+    """The source of truth behind a cache: a fetch reads at once and answers a second later."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+
+    async def fetch(self, key: str) -> int:
+        value = self.data.get(key, 0)
+        await trio.sleep(1.0)
+        return value
+
+    def store(self, key: str, value: int) -> None:
+        self.data[key] = value
+
+
+@server
+class Cache:
+    """A read-through cache; clients fill it and invalidate it."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, int] = {}
+        self.backend = Backend()
+
+    @call
+    def lookup(self, key: str) -> int | None:
+        return self.entries.get(key)
+
+    @call
+    def fill(self, key: str, value: int) -> None:
+        self.entries[key] = value
+
+    @call
+    def invalidate(self, key: str) -> None:
+        self.entries.pop(key, None)
+
+    @call
+    async def read_through(self, key: str) -> int:
+        """The twin's read: the fetch happens inside the call, so no write comes between."""
+        if key not in self.entries:
+            self.entries[key] = await self.backend.fetch(key)
+        return self.entries[key]
+
+    @call
+    def write_through(self, key: str, value: int) -> None:
+        self.backend.store(key, value)
+        self.entries.pop(key, None)
+
+
+async def cached_read(cache: Cache, key: str) -> int:
+    """The race: on a miss, fetch (slowly) and fill; a write during the fetch is overwritten."""
+    value = await cache.lookup(key)
+    if value is None:
+        value = await cache.backend.fetch(key)
+        await cache.fill(key, value)
+    return value
+
+
+async def write(cache: Cache, key: str, value: int) -> None:
+    """Write the source of truth, then invalidate the cache."""
+    cache.backend.store(key, value)
+    await cache.invalidate(key)
+
+
+class Register:
+    """The model of the cache: what a read returns is the last value written."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+
+    def read(self, key: str) -> int:
+        return self.data.get(key, 0)
+
+    def write(self, key: str, value: int) -> None:
+        self.data[key] = value
+
+
+KEYS = st.just("k")
+VALUES = st.sampled_from([1, 2])
+
+
+def stale_cache() -> ScenarioTest[Cache]:
+    """Lanes that read through the cache on the client side, and write."""
+    return ScenarioTest(
+        Cache,
+        operations=[
+            operation(cached_read, KEYS, name="read"),
+            operation(write, KEYS, VALUES),
+        ],
+        model=ServerModel(Register),
+    )
+
+
+def cache_twin() -> ScenarioTest[Cache]:
+    """The same through ``@call read_through`` and ``@call write_through``."""
+
+    async def read(cache: Cache, key: str) -> int:
+        return await cache.read_through(key)
+
+    async def write_call(cache: Cache, key: str, value: int) -> None:
+        await cache.write_through(key, value)
+
+    return ScenarioTest(
+        Cache,
+        operations=[operation(read, KEYS), operation(write_call, KEYS, VALUES, name="write")],
+        model=ServerModel(Register),
+    )
+
+
+# -- the move: a client that counts on the order its own tasks start in ----------------------
+
+
+@server
+class Shelf:
+    def __init__(self) -> None:
+        self.items: dict[str, str | None] = {"a": "book"}
+
+    @call
+    def get(self, slot: str) -> str | None:
+        return self.items.get(slot)
+
+    @call
+    def put(self, slot: str, item: str | None) -> None:
+        self.items[slot] = item
+
+    @call
+    def delete(self, slot: str) -> None:
+        self.items.pop(slot, None)
+
+    @call
+    def move(self, source: str, target: str) -> None:
+        self.items[target] = self.items.pop(source, None)
+
+
+async def move(shelf: Shelf, source: str, target: str) -> None:
+    """The race: copy and delete at once, counting on the copy's get to reach the server
+    first. It does in trio's first-in-first-out order: only another task order shows it."""
+
+    async def copy() -> None:
+        await shelf.put(target, await shelf.get(source))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(copy)
+        nursery.start_soon(shelf.delete, source)
+
+
+async def look(shelf: Shelf, slot: str) -> str | None:
+    return await shelf.get(slot)
+
+
+class Slots:
+    def __init__(self) -> None:
+        self.items: dict[str, str | None] = {"a": "book"}
+
+    def move(self, source: str, target: str) -> None:
+        self.items[target] = self.items.pop(source, None)
+
+    def look(self, slot: str) -> str | None:
+        return self.items.get(slot)
+
+
+SLOTS = st.sampled_from(["a", "b"])
+
+
+def task_order() -> ScenarioTest[Shelf]:
+    """Lanes that move through a copy and a delete started together, and look."""
+    return ScenarioTest(
+        Shelf,
+        operations=[operation(move, SLOTS, SLOTS), operation(look, SLOTS)],
+        model=ServerModel(Slots),
+    )
+
+
+def shelf_twin() -> ScenarioTest[Shelf]:
+    """The same through ``@call move``."""
+
+    async def move_call(shelf: Shelf, source: str, target: str) -> None:
+        await shelf.move(source, target)
+
+    return ScenarioTest(
+        Shelf,
+        operations=[operation(move_call, SLOTS, SLOTS, name="move"), operation(look, SLOTS)],
+        model=ServerModel(Slots),
+    )
 
 
 # -- hunting: run one race test with one seed, counting examples -----------------------------
