@@ -482,10 +482,10 @@ class ScenarioTest(Generic[T]):
 
     def minimal(self, scenario: Scenario) -> tuple[Scenario, RaceFound] | None:
         """Make a failing example as small as the race it shows (`hypothesis_test` does this
-        to the example Hypothesis has shrunk): each operation the story does not show is
-        removed, or else replaced by a pure wait as long as it took, as long as the example
-        still fails with `RaceFound`; then waits that no longer line anything up go. If
-        operations the story does not show remain, the report says why.
+        to the example Hypothesis has shrunk): each operation (those the story does not show
+        first) is removed, or else replaced by a pure wait as long as it took, as long as the
+        example still fails with `RaceFound`; then waits that no longer line anything up go.
+        If operations the story does not show remain, the report says why.
 
         Args:
           scenario: An example that fails with `RaceFound`.
@@ -533,7 +533,8 @@ class ScenarioTest(Generic[T]):
             kept = tuple(tuple(lane) for lane in changed if lane)
             return Scenario(lanes=kept or ((),), schedule=scenario.schedule)
 
-        for i, j, entry in _unshown(scenario, race):
+        unshown = list(_unshown(scenario, race))
+        for i, j, entry in unshown + [c for c in _operations(scenario, race) if c not in unshown]:
             step = lanes[i][j]
             yield build(
                 [lane if k != i else lane[:j] + lane[j + 1 :] for k, lane in enumerate(lanes)]
@@ -615,6 +616,14 @@ def _unshown(scenario: Scenario, race: RaceFound) -> Iterator[tuple[int, int, En
     """The operation steps of `scenario` (lane, index, and the entry it made, if any) that
     the story of `race` does not show."""
     shown = {entry.id for entry in race.violation.entries}
+    for i, j, entry in _operations(scenario, race):
+        if entry is None or entry.id not in shown:
+            yield i, j, entry
+
+
+def _operations(scenario: Scenario, race: RaceFound) -> Iterator[tuple[int, int, Entry | None]]:
+    """The operation steps of `scenario`: lane, index, and the entry it made in `race`'s
+    history (None if it made none)."""
     by_caller: dict[str, list[Entry]] = {}
     for entry in sorted(race.history.entries, key=lambda e: e.invoked):
         by_caller.setdefault(entry.caller, []).append(entry)
@@ -623,9 +632,7 @@ def _unshown(scenario: Scenario, race: RaceFound) -> Iterator[tuple[int, int, En
         for j, step in enumerate(lane):
             if step.name is None:
                 continue
-            entry = next(entries, None)
-            if entry is None or entry.id not in shown:
-                yield i, j, entry
+            yield i, j, next(entries, None)
 
 
 def _stuck_report(

@@ -95,9 +95,21 @@ def schedules(max_deviations: int = 4) -> st.SearchStrategy[tuple[Deviation, ...
       A strategy of tuples of `Deviation`, shrinking toward ``()`` (canonical order).
     """
     # One integer per deviation keeps Hypothesis' work per example small; it shrinks toward
-    # after=0, resume=1.
-    codes = st.lists(st.integers(0, 16 * 7 - 1), max_size=max_deviations)
-    return codes.map(lambda drawn: tuple(Deviation(c // 7, 1 + c % 7) for c in drawn))
+    # after=0, resume=1. Three deviations in four come within the next 6 contested passes
+    # (a small run has few: there, one in eight hits a given pass, not one in sixteen), the
+    # others up to 16 passes on.
+    codes = st.lists(st.integers(0, _SOON * 3 + _LATER - 1), max_size=max_deviations)
+    return codes.map(lambda drawn: tuple(_deviation(c) for c in drawn))
+
+
+_SOON = 6 * 7  # codes of deviations within 6 passes (after 0 to 5, resume 1 to 7)
+_LATER = 10 * 7  # codes of deviations 6 to 15 passes on
+
+
+def _deviation(code: int) -> Deviation:
+    """Code 0 to 3 * _SOON - 1: after 0 to 5 (three times over); then after 6 to 15."""
+    x = code % _SOON if code < 3 * _SOON else _SOON + code - 3 * _SOON
+    return Deviation(x // 7, 1 + x % 7)
 
 
 def _trio_version() -> tuple[int, int]:
