@@ -435,7 +435,7 @@ class ScenarioTest(Generic[T]):
         if isinstance(found, ModelMismatch):
             raise ModelMismatch(found.report, found.history, found.entry, found.expected)
         if found is not None:
-            self._failing = scenario
+            self._failing = found.scenario = scenario
             raise found
         if inconclusive:
             self.inconclusive += 1
@@ -513,7 +513,7 @@ class ScenarioTest(Generic[T]):
                 f"longer shows. They take part in its timing or its scheduling (each "
                 f"scheduling deviation counts the passes with several runnable tasks)."
             )
-            race = RaceFound(race.report + note, race.history, race.violation)
+            race = RaceFound(race.report + note, race.history, race.violation, scenario)
         return scenario, race
 
     def _race(self, scenario: Scenario) -> RaceFound | None:
