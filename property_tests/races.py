@@ -549,6 +549,7 @@ class Hunt:
     examples: int  # examples run up to and including the first failing one (all, if none)
     seconds: float  # wall time to the first failure (or to the end, if none)
     error: BaseException | None  # what the test raised at the end (shrunk), or None
+    cpu_seconds: float = 0.0  # processor time of this process to the same point
 
 
 Target = type[ServerMachine] | ScenarioTest[Any]
@@ -571,13 +572,14 @@ def hunt(
         max_examples=max_examples, database=None, phases=phases, stateful_step_count=steps
     )
     count = 0
-    first: tuple[int, float] | None = None
+    first: tuple[int, float, float] | None = None
     start = timeit.default_timer()
+    cpu_start = time.process_time()
 
     def failed() -> None:
         nonlocal first
         if first is None:
-            first = (count, timeit.default_timer() - start)
+            first = (count, timeit.default_timer() - start, time.process_time() - cpu_start)
 
     error: BaseException | None = None
     if isinstance(target, ScenarioTest):
@@ -620,8 +622,8 @@ def hunt(
         except BaseException as exc:
             error = exc
     if first is None or error is None:  # (a failure Hypothesis discarded does not count)
-        return Hunt(count, timeit.default_timer() - start, error)
-    return Hunt(first[0], first[1], error)
+        return Hunt(count, timeit.default_timer() - start, error, time.process_time() - cpu_start)
+    return Hunt(first[0], first[1], error, first[2])
 
 
 def theater_scenarios() -> ScenarioTest[Theater]:
