@@ -61,7 +61,7 @@ def servers_of(obj: object) -> tuple[object, ...]:
         items = list(mapping.values())
     elif isinstance(obj, (tuple, list)):
         sequence: Sequence[object] = obj  # pyright: ignore[reportUnknownVariableType]
-        items = list(sequence)
+        items = [*sequence]
     servers = tuple(item for item in items if _is_server(item))
     if not servers:
         raise TypeError(
@@ -214,7 +214,8 @@ class ScenarioTest(Generic[T]):
     once (each a sequence of up to `steps` steps: an operation after a drawn virtual
     delay, or now and then a pure wait) in one `trio.run` on a `trio.testing.MockClock`
     (autojump), under a drawn schedule, and checks the history for linearizability
-    against `model`. Lanes are named ``#1``, ``#2``... in reports (see `lane_name`).
+    against `model`. Lanes are named ``#1``, ``#2``... in reports (no drawn value is shown
+    so: strings are quoted, and ``#`` starts no Python literal).
 
     Args:
       factory: Makes the server object (a fresh one per example); or, for a scenario over
@@ -573,8 +574,10 @@ class ScenarioTest(Generic[T]):
 
         A race it finds is reported on the smallest example Hypothesis shrinks to, made
         smaller still by `minimal`. Hypothesis' storage (its example database and caches)
-        is kept out of the working directory, in `storage_home`, unless the user chose a
-        place for it (``HYPOTHESIS_STORAGE_DIRECTORY``, or a ``database`` in `settings`).
+        is kept out of the working directory, in
+        ``$XDG_CACHE_HOME/trioserver/hypothesis/<hash of the working directory>``
+        (``~/.cache`` if unset), unless the user chose a place for it
+        (``HYPOTHESIS_STORAGE_DIRECTORY``, or a ``database`` in `settings`).
 
         Args:
           settings: Hypothesis settings; `race_settings` by default.

@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ def storage_home() -> Path:
 
 
 @contextlib.contextmanager
-def hypothesis_storage() -> Iterator[None]:
+def hypothesis_storage() -> Generator[None]:
     """Inside the block, Hypothesis' storage (its ``.hypothesis/`` directory: the example
     database and its caches) is kept in `storage_home`, unless the user chose a place:
     ``HYPOTHESIS_STORAGE_DIRECTORY`` is set, or ``hypothesis.configuration.set_hypothesis_home_dir``
