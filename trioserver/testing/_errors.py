@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._history import Entry, History, Result
     from ._linearizability import Violation
-    from ._scenario import Scenario
+    from ._steps import Scenario
 
 
 class RaceFound(AssertionError):

@@ -22,8 +22,9 @@ from ._history import Entry, History, Operation
 from ._linearizability import DEFAULT_BUDGET, Inconclusive
 from ._model import Model, ServerModel
 from ._report import timeline
-from ._scheduler import LANE, Decision, Deviation, schedule_strategy, steer
+from ._scheduler import LANE, Decision, schedule_strategy, steer
 from ._settings import hypothesis_storage, race_settings
+from ._steps import Scenario, Step
 from ._stuck import STUCK_AFTER, Stopped, Watch, collect_abandoned
 from ._verify import Checked, Run, describe_inconclusive, verify
 
@@ -172,39 +173,6 @@ def _caller_of(name: str) -> Callable[..., Awaitable[Any]]:
 
     call_method.__name__ = name
     return call_method
-
-
-@attrs.frozen
-class Step:
-    """One step of a lane: wait `delay` virtual seconds, then invoke operation `name` with
-    `args`; a step whose `name` is ``None`` only waits (shrinking turns an operation that
-    only lines a race up in time into such a wait)."""
-
-    delay: float
-    name: str | None
-    args: tuple[Any, ...] = ()
-
-    def __repr__(self) -> str:
-        return f"Step({self.delay!r}, {self.name!r}, {self.args!r})"
-
-
-@attrs.frozen
-class Scenario:
-    """A drawn example: each lane's steps, and the schedule (``None`` in fallback scheduling).
-
-    Its ``repr`` is Python that rebuilds it, for `ScenarioTest.replay`.
-    """
-
-    lanes: tuple[tuple[Step, ...], ...]
-    schedule: tuple[Deviation, ...] | None
-
-    def __repr__(self) -> str:
-        return f"Scenario(lanes={self.lanes!r}, schedule={self.schedule!r})"
-
-    @property
-    def operations(self) -> int:
-        """How many operations all lanes make together (pure waits are no operations)."""
-        return sum(step.name is not None for lane in self.lanes for step in lane)
 
 
 class ScenarioTest(Generic[T]):
