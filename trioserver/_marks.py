@@ -454,8 +454,10 @@ def call(
 
     Errors:
       The handler's own exception reaches the caller as itself.
-      `CallTimeout` when its deadline cut the handler; `ServerOverloaded`
-      when admission or a full mailbox refused it (it never started);
+      `CallTimeout` when its deadline cut the handler; refused by
+      admission (it never started), the call ends as its caller's deadline
+      would, at once: the scope that set it is cancelled; `ServerOverloaded`
+      when a full mailbox refused it;
       `ServerStopped`, `DeadlockError` as the contract says (and for a
       handler calling a guarded method of its own server whose guard is
       false: it would wait on itself); `TypeError` for

@@ -156,6 +156,26 @@ def effective_deadline(task: Task) -> float:
         status = parent
 
 
+def deadline_scope(task: Task, deadline: float) -> trio.CancelScope | None:
+    """The innermost cancel scope of the running `task` whose deadline is `deadline` (its
+    effective deadline): the scope that reaching it would cancel. A call refused because that
+    deadline will pass before it could finish cancels this scope, to end as the deadline would.
+
+    Public fallback: None (the caller waits for its deadline, which then ends it the same way).
+    """
+    if not ENABLED:
+        return None
+    status = task._cancel_status  # pyright: ignore[reportPrivateUsage]
+    while status is not None:
+        scope = status._scope  # pyright: ignore[reportPrivateUsage]
+        if scope._deadline == deadline:  # pyright: ignore[reportPrivateUsage]
+            return scope
+        if scope._shield:  # pyright: ignore[reportPrivateUsage]
+            return None
+        status = status._parent  # pyright: ignore[reportPrivateUsage]
+    return None
+
+
 def has_children(task: Task) -> bool:
     """Whether `task` has a nursery open (a task it started, maybe indirectly, may be running).
 
