@@ -36,6 +36,7 @@ from trio.lowlevel import (
 TESTED_TRIO_VERSIONS = ((0, 31), (0, 36))
 
 if TYPE_CHECKING:
+    from trio._core._run import CancelStatus  # pyright: ignore[reportPrivateUsage]
     from trio._core._run_context import RunContext  # pyright: ignore[reportPrivateUsage]
     from trio._core._traps import WaitTaskRescheduled  # pyright: ignore[reportPrivateUsage]
 
@@ -165,7 +166,7 @@ def deadline_scope(task: Task, deadline: float) -> trio.CancelScope | None:
     """
     if not ENABLED:
         return None
-    status = task._cancel_status  # pyright: ignore[reportPrivateUsage]
+    status: CancelStatus | None = task._cancel_status  # pyright: ignore[reportPrivateUsage]
     while status is not None:
         scope = status._scope  # pyright: ignore[reportPrivateUsage]
         if scope._deadline == deadline:  # pyright: ignore[reportPrivateUsage]

@@ -13,7 +13,17 @@ from typing import Generic, TypeVar, assert_type
 
 import trio
 
-from trioserver import ServerStatistics, call, cast, open_server, serve, server, statistics
+from trioserver import (
+    ServerStatistics,
+    call,
+    cast,
+    open_server,
+    open_supervisor,
+    serve,
+    server,
+    start_server,
+    statistics,
+)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -115,6 +125,26 @@ async def check_serve_with_nursery_start() -> None:
         theater: Theater = await nursery.start(serve, Theater())
         assert_type(await theater.reserve("A1", "ann"), str)
         assert_type(statistics(theater), ServerStatistics)
+
+
+async def check_start_server() -> None:
+    async with trio.open_nursery() as nursery:
+        theater = await start_server(nursery, Theater())
+        assert_type(theater, Theater)
+        assert_type(await theater.reserve("A1", "ann"), str)
+        store = await start_server(nursery, Store[str, int](), instruments=())
+        assert_type(store, Store[str, int])
+
+
+async def check_both_handles_have_one_surface() -> None:
+    # Both kinds of handle are typed as the class, and both reach its attributes at run time
+    # (tests/test_supervision.py checks the run-time side).
+    async with open_server(Theater()) as local, open_supervisor() as supervisor:
+        supervised = await supervisor.start(Theater)
+        assert_type(supervised, Theater)
+        assert_type(local.owner, dict[str, str])
+        assert_type(supervised.owner, dict[str, str])
+        assert_type(await supervised.reserve("A1", "ann"), str)
 
 
 async def check_serve_task_status(status: trio.TaskStatus[Theater]) -> None:
