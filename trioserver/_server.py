@@ -182,6 +182,7 @@ def _make_server(
             run=_in_worker_thread(mark.fn) if mark.thread else mark.fn,
             guard=mark.guard,
             durable=mark.durable,
+            cleanup=mark.cleanup,
             handoff=not mark.thread and mark.guard is None,
         )
         for attr, mark in marks.items()
@@ -274,6 +275,7 @@ def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
                     method.crash,
                     method.guard,
                     method.durable,
+                    method.cleanup,
                 )
             else:
                 marks.pop(attr, None)

@@ -76,6 +76,14 @@ class Theater:
     async def audit(self, note: str) -> None:
         pass
 
+    @call(cleanup=True)
+    def give_back(self, seat: str) -> bool:
+        return self.owner.pop(seat, None) is not None
+
+    @cast(cleanup=True, timeout=1.0)
+    async def forget(self, user: str) -> None:
+        pass
+
     @cast(timeout=1.0)
     def log(self, line: str, *, level: int = 0) -> None:
         pass
@@ -109,6 +117,8 @@ async def check_open_server() -> None:
         assert_type(await theater.names("a", "b"), int)
         assert_type(await theater.audit("checked"), None)
         assert_type(await theater.log("line", level=2), None)
+        assert_type(await theater.give_back("A1"), bool)
+        assert_type(await theater.forget("ann"), None)
         assert_type(statistics(theater), ServerStatistics)
 
 
@@ -163,6 +173,7 @@ async def check_must_fail(
     await theater.count(limit="3")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     await theater.audit(b"note")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     await theater.tags(1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    await theater.give_back(1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     await store.put("a", "one")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     # A missing argument, an extra one, an unknown keyword, positional-only by name.
     await theater.reserve("A1")  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]
