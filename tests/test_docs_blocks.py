@@ -2,8 +2,8 @@
 
 Each block is written to a file in a fresh temporary directory and run there by this venv's
 interpreter, in a process of its own, with nothing run before it: no shared set-up, no block
-of the same page before it. A block that is followed by its output (``testoutput``) must
-print that output. trioserver's log lines, which the doctest build prints as ``LEVEL message``
+of the same page before it. A block that is followed by its output (a ``testoutput``, or
+in markdown a paragraph "It prints..." and a ``text`` block) must print that output. trioserver's log lines, which the doctest build prints as ``LEVEL message``
 beside the output, are not on standard output in a pasted run: they must be on standard
 error instead (Python's last-resort handler prints each message there).
 
@@ -174,6 +174,26 @@ def rst_blocks(page: str, lines: list[str], offset: int) -> Iterator[Block]:
         i = after
 
 
+def printed_below(lines: list[str], start: int) -> str | None:
+    """The output shown after a markdown code block that ends at `start`: a paragraph that
+    begins "It prints", then a ``text`` block."""
+    paragraph = []
+    i = start
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    while i < len(lines) and lines[i].strip():
+        paragraph.append(lines[i])
+        i += 1
+    if not paragraph or not paragraph[0].startswith("It prints"):
+        return None
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i >= len(lines) or lines[i].strip() != "```text":
+        return None
+    end = next(n for n in range(i + 1, len(lines)) if lines[n].startswith("```"))
+    return "\n".join(lines[i + 1 : end]) + "\n"
+
+
 def markdown_blocks(page: str, lines: list[str], offset: int = 0) -> Iterator[Block]:
     """The code blocks of MyST text whose first line is line `offset` + 1 of the page."""
     i = 0
@@ -198,7 +218,8 @@ def markdown_blocks(page: str, lines: list[str], offset: int = 0) -> Iterator[Bl
             while skip < len(body) and body[skip].startswith(":"):  # a directive's options
                 skip += 1
             code = "\n".join(body[skip:]) + "\n"
-            yield Block(page, offset + i + 2 + skip, code, None, marker_above(lines, i))
+            output = printed_below(lines, end + 1)
+            yield Block(page, offset + i + 2 + skip, code, output, marker_above(lines, i))
         elif info == "{eval-rst}":
             yield from rst_blocks(page, body, offset + i + 1)
         elif info.startswith("{") and not info.startswith("{code"):
