@@ -3,9 +3,11 @@
 Each block is written to a file in a fresh temporary directory and run there by this venv's
 interpreter, in a process of its own, with nothing run before it: no shared set-up, no block
 of the same page before it. A block that is followed by its output (a ``testoutput``, or
-in markdown a paragraph "It prints..." and a ``text`` block) must print that output. trioserver's log lines, which the doctest build prints as ``LEVEL message``
-beside the output, are not on standard output in a pasted run: they must be on standard
-error instead (Python's last-resort handler prints each message there).
+in markdown a paragraph "It prints..." and a ``text`` block) must print that output.
+trioserver's log lines, which the doctest build prints as ``LEVEL message`` beside the
+output, are not on standard output in a pasted run: they must be on standard error instead
+(Python's last-resort handler prints each message there). A name that a block uses but does
+not define fails too, even in code the run does not reach (ruff's undefined-name check).
 
 A block that does not run alone says so in the page, on the line just above it, with a
 comment that the rendered page does not show:
@@ -77,8 +79,12 @@ DIRECTIVE = re.compile(r"^(\s*)\.\. ([\w-]+)::\s*(.*?)\s*$")
 LOG_LINE = re.compile(r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)$")
 
 PYTHON_FENCES = {"python", "py", "python3", "{code-block} python", "{code} python", "{testcode}"}
-RST_CODE = {("testcode", ""), ("code-block", "python"), ("code", "python")}
-RST_CODE |= {("sourcecode", "python")}
+RST_CODE = {
+    ("testcode", ""),
+    ("code-block", "python"),
+    ("code", "python"),
+    ("sourcecode", "python"),
+}
 # Blocks of Python this test cannot run as a program: none is used; if one appears, the test
 # fails (it would otherwise be skipped silently).
 UNSUPPORTED_FENCES = {"pycon", "{doctest}", "{testsetup}", "{testcleanup}"}
@@ -92,7 +98,7 @@ class Block:
     page: str  # relative to the repository
     line: int  # of the first line of code, 1-based
     code: str
-    output: str | None  # the testoutput that follows it, if any
+    output: str | None  # what the page shows it prints, if it does
     marker: tuple[str, str] | None  # (kind, name) from the comment above it
 
     @property
@@ -109,27 +115,20 @@ def pages() -> list[Path]:
     return [*found, ROOT / "README.md"]
 
 
-def dedent_body(lines: list[str], start: int) -> tuple[list[str], int]:
-    """The indented body of a reST directive whose first body line is at or after `start`:
-    (its lines, dedented, without options; the index of the line after it)."""
-    body: list[tuple[int, str]] = []
-    i = start
-    while i < len(lines) and (not lines[i].strip() or lines[i][:1].isspace()):
-        body.append((i, lines[i]))
-        i += 1
-    while body and not body[-1][1].strip():
-        body.pop()
-        i = body[-1][0] + 1 if body else start
-    if not body:
-        return [], i
-    indent = min(len(text) - len(text.lstrip()) for _, text in body if text.strip())
-    text = [line[indent:] if line.strip() else "" for _, line in body]
-    # Options (`:hide:`) first, then a blank line, then the content.
-    while text and text[0].startswith(":"):
-        text.pop(0)
-    while text and not text[0].strip():
-        text.pop(0)
-    return text, i
+def directive_body(lines: list[str], start: int) -> tuple[list[str], int, int]:
+    """The content of a reST directive whose body starts at `start`: (its lines, dedented,
+    without the options; the index of its first line; the index of the line after it)."""
+    after = start
+    while after < len(lines) and (not lines[after].strip() or lines[after][:1].isspace()):
+        after += 1
+    while after > start and not lines[after - 1].strip():
+        after -= 1
+    first = start
+    while first < after and (not lines[first].strip() or lines[first].lstrip()[:1] == ":"):
+        first += 1  # blank lines and options (`:hide:`) come before the content
+    body = lines[first:after]
+    indent = min((len(line) - len(line.lstrip()) for line in body if line.strip()), default=0)
+    return [line[indent:] if line.strip() else "" for line in body], first, after
 
 
 def marker_above(lines: list[str], index: int) -> tuple[str, str] | None:
@@ -157,20 +156,15 @@ def rst_blocks(page: str, lines: list[str], offset: int) -> Iterator[Block]:
         if (name, argument) not in RST_CODE and not (name == "testcode" and argument):
             i += 1
             continue
-        code, after = dedent_body(lines, i + 1)
-        first = i + 1 + next(n for n, line in enumerate(lines[i + 1 :]) if line.strip())
-        first += sum(1 for line in lines[first:after] if line.strip().startswith(":"))
-        first += next(n for n, line in enumerate(lines[first:]) if line.strip())
+        code, first, after = directive_body(lines, i + 1)
         output = None
         j = after
         while j < len(lines) and not lines[j].strip():
             j += 1
         if j < len(lines) and DIRECTIVE.match(lines[j]) and "testoutput" in lines[j]:
-            out, _ = dedent_body(lines, j + 1)
-            output = "\n".join(out) + "\n"
-        yield Block(
-            page, offset + first + 1, "\n".join(code) + "\n", output, marker_above(lines, i)
-        )
+            output = "\n".join(directive_body(lines, j + 1)[0]) + "\n"
+        code_text = "\n".join(code) + "\n"
+        yield Block(page, offset + first + 1, code_text, output, marker_above(lines, i))
         i = after
 
 
@@ -194,6 +188,13 @@ def printed_below(lines: list[str], start: int) -> str | None:
     return "\n".join(lines[i + 1 : end]) + "\n"
 
 
+def closes(line: str, chars: str) -> bool:
+    """Whether `line` closes a fence opened with `chars`: the same character, at least as
+    many, and nothing else."""
+    fence = FENCE.match(line)
+    return bool(fence and not fence[3] and fence[2][0] == chars[0] and fence[2] >= chars)
+
+
 def markdown_blocks(page: str, lines: list[str], offset: int = 0) -> Iterator[Block]:
     """The code blocks of MyST text whose first line is line `offset` + 1 of the page."""
     i = 0
@@ -204,11 +205,7 @@ def markdown_blocks(page: str, lines: list[str], offset: int = 0) -> Iterator[Bl
             continue
         chars, info = fence[2], fence[3]
         end = i + 1
-        while end < len(lines):
-            closing = FENCE.match(lines[end])
-            if closing and closing[2][0] == chars[0] and len(closing[2]) >= len(chars):
-                if not closing[3]:
-                    break
+        while end < len(lines) and not closes(lines[end], chars):
             end += 1
         body = lines[i + 1 : end]
         where = f"{page}:{offset + i + 1}"
@@ -271,9 +268,7 @@ def runs(request: pytest.FixtureRequest) -> Iterator[dict[str, concurrent.future
     }
     with concurrent.futures.ThreadPoolExecutor(WORKERS) as pool:
         futures = {
-            block.id: pool.submit(run_block, block)
-            for block in TO_RUN
-            if block.id in selected
+            block.id: pool.submit(run_block, block) for block in TO_RUN if block.id in selected
         }
         yield futures
         for future in futures.values():

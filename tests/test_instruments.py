@@ -272,7 +272,7 @@ async def test_trace_instrument_colours_each_outcome_with_its_own_cname(
     trace = TraceInstrument()
     async with open_server(Counter(), instruments=[trace]) as counter:
         await counter.work(0.0)  # handled
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="no"):
             await counter.fail()  # failed
         with pytest.raises(trio.TooSlowError):
             await counter.work(5.0)  # timed_out: cut at its 2 s budget

@@ -36,15 +36,17 @@ class TraceInstrument(Instrument):
     `write` the file and open it in https://ui.perfetto.dev or chrome://tracing.
     """
 
-    COLOURS: ClassVar[Mapping[str, str]] = MappingProxyType({
-        "handled": "good",
-        "failed": "terrible",
-        "timed_out": "bad",
-        "cancelled": "grey",
-        "withdrawn": "yellow",
-        "dropped": "olive",
-        "shed": "black",
-    })
+    COLOURS: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "handled": "good",
+            "failed": "terrible",
+            "timed_out": "bad",
+            "cancelled": "grey",
+            "withdrawn": "yellow",
+            "dropped": "olive",
+            "shed": "black",
+        }
+    )
     """Outcome (`CallInfo.outcome`) -> the ``cname`` of its slice or instant."""
     QUEUE_COLOUR: ClassVar[str] = "thread_state_runnable"
     """The ``cname`` of a request's wait in the mailbox: ready to run, not running."""
