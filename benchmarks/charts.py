@@ -48,7 +48,9 @@ CHARTS = ROOT / "docs" / "_static" / "charts"
 STYLE: dict[str, Any] = {
     "svg.hashsalt": "trioserver-charts",  # ids from a fixed salt, not a random one
     "svg.fonttype": "none",  # text stays text: smaller files, searchable, styled by the page
-    "font.family": ["DejaVu Sans"],
+    # the metrics of matplotlib's own font; in the page, the reader's sans-serif if it is absent
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],
     "font.size": 9.0,
     "axes.spines.top": False,
     "axes.spines.right": False,
@@ -63,6 +65,8 @@ OVERLOAD_SERVERS = (
 )
 CALLERS_COLOURS = {1: "#6baed6", 100: "#08519c"}
 TARGET_COLOUR = "#d62728"
+TARGET_STYLES = ("--", ":", "-.")
+LOG_ABOVE = 4.0  # a ratio chart is drawn on a log scale if its largest / smallest ratio > this
 
 
 @attrs.frozen
@@ -230,7 +234,7 @@ def overload_chart(section: dict[str, Any], meta: dict[str, Any]) -> Figure | No
         f"Overload: a {section['service_seconds'] * 1000:g} ms handler (capacity "
         f"{1 / section['service_seconds']:g}/s), bins of {step:g} s"
     )
-    figure.text(1.0, 0.0, _source(meta), ha="right", va="bottom", fontsize=7, color="#555555")
+    figure.supxlabel(_source(meta), x=1.0, ha="right", fontsize=7, color="#555555")
     return figure
 
 
@@ -239,7 +243,8 @@ def _times(value: float, _position: object = None) -> str:
 
 
 def ratio_chart(chart: RatioChart, section: dict[str, Any], meta: dict[str, Any]) -> Figure:
-    """One horizontal bar per contender and number of callers, from 1x, log scale."""
+    """One horizontal bar per contender and number of callers, from 1x (on a log scale if the
+    ratios span more than `LOG_ABOVE`)."""
     callers: list[int] = section["callers"]
     labels: list[str] = []
     for row in section["rows"]:
@@ -292,35 +297,47 @@ def ratio_chart(chart: RatioChart, section: dict[str, Any], meta: dict[str, Any]
                     fontsize=7,
                 )
         ax.axvline(1.0, color="black", linewidth=0.8)
-        for value, what in panel.targets:
-            line = ax.axvline(value, color=TARGET_COLOUR, linewidth=1.0, linestyle="--")
-            line.set_gid(f"target-{chart.name}-{panel.key}-{value:g}")
-            ax.annotate(
-                f"target {value:g}x: {what}",
-                (value, 1.0),
-                xycoords=("data", "axes fraction"),
-                xytext=(2, 2),
-                textcoords="offset points",
-                rotation=90,
-                ha="left",
-                va="top",
+        for (value, what), style in zip(panel.targets, TARGET_STYLES, strict=False):
+            line = ax.axvline(
+                value,
                 color=TARGET_COLOUR,
-                fontsize=7,
+                linewidth=1.0,
+                linestyle=style,
+                label=f"target {value:g}x: {what}",
             )
-        ax.set_xscale("log")
-        ax.set_xlim(low / 1.6, high * 1.6)
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            line.set_gid(f"target-{chart.name}-{panel.key}-{value:g}")
+        if high / low > LOG_ABOVE:
+            ax.set_xscale("log")
+            ax.set_xlim(low / 1.6, high * 1.6)
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            scale = "; log scale"
+        else:
+            pad = 0.1 * (high - low) + 0.05
+            ax.set_xlim(low - pad, high + pad)
+            scale = ""
         ax.xaxis.set_major_formatter(FuncFormatter(_times))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(f"{panel.title} (wall clock; log scale)")
+        ax.set_xlabel(f"{panel.title} (wall clock{scale})")
         ax.grid(axis="x", which="major", color="#dddddd", linewidth=0.6)
         ax.set_axisbelow(True)
     first = axes[0]
     first.set_yticks(range(len(labels)), labels)
     first.invert_yaxis()
-    first.legend(loc="lower right", fontsize=8, frameon=False)
-    figure.suptitle(chart.title)
-    figure.text(1.0, 0.0, _source(meta), ha="right", va="bottom", fontsize=7, color="#555555")
+    # one legend for the figure: the numbers of callers, then each panel's targets
+    legend: dict[str, Any] = {}
+    for ax in axes:
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(name, handle)
+    names = sorted(legend, key=lambda name: not name.endswith(("caller", "callers")))
+    figure.legend(
+        [legend[name] for name in names],
+        names,
+        loc="outside lower center",
+        ncols=min(len(names), 3),
+        fontsize=8,
+        frameon=False,
+    )
+    figure.suptitle(f"{chart.title}\n{_source(meta)}", fontsize=10)
     return figure
 
 
