@@ -123,7 +123,11 @@ RATIO_CHARTS = (
     RatioChart(
         "instrument",
         "A no-op Instrument: calls/s, times the same server without one",
-        (Panel("baseline", "x no instrument", ((TARGET_INSTRUMENT, "no-op Instrument (issue 12)"),)),),
+        (
+            Panel(
+                "baseline", "x no instrument", ((TARGET_INSTRUMENT, "no-op Instrument (issue 12)"),)
+            ),
+        ),
     ),
 )
 
@@ -165,9 +169,7 @@ def overload_chart(section: dict[str, Any], meta: dict[str, Any]) -> Figure | No
     """Goodput (top) and mean queue wait (bottom) per bin, burst (left) and sustained (right);
     None if the run recorded no time series."""
     scenarios: dict[str, Any] = section["scenarios"]
-    rows = {
-        (name, row["server"]): row for name, s in scenarios.items() for row in s["rows"]
-    }
+    rows = {(name, row["server"]): row for name, s in scenarios.items() for row in s["rows"]}
     if not all("series" in row for row in rows.values()):
         return None
     patience = section["patience_seconds"]
