@@ -8,8 +8,9 @@ section is drawn from the newest recorded run that has it (by the ``date`` in it
 - ``overload.svg``: goodput and queue wait over (virtual) time, burst and sustained overload:
   trioserver's defaults, ``admission=False`` and the hand-written FIFO actor.
 - ``performance-<section>.svg``: a same-run ratio table (``roundtrip``, ``budget``,
-  ``awaiting``, ``casts``, ``instrument``) as bars from 1x on a log scale, one bar per number
-  of callers, with the targets the issues set drawn as dashed lines.
+  ``awaiting``, ``casts``, ``instrument``) as bars from 1x (on a log scale when the ratios
+  span more than `LOG_ABOVE`), one bar per number of callers, with the targets the issues set
+  drawn as dashed lines.
 
 The SVG is deterministic: the same results give the same bytes with the same matplotlib
 (``svg.hashsalt`` fixed, no date in the metadata, text kept as text). It needs matplotlib,
@@ -31,6 +32,7 @@ import matplotlib.style
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.typing import RcKeyType
 
 from ._common import PARTIAL, RESULTS, ROOT
 from .contenders import ACTOR, LOCK
@@ -45,7 +47,7 @@ from .report import (
 
 CHARTS = ROOT / "docs" / "_static" / "charts"
 
-STYLE: dict[str, Any] = {
+STYLE: dict[RcKeyType, Any] = {
     "svg.hashsalt": "trioserver-charts",  # ids from a fixed salt, not a random one
     "svg.fonttype": "none",  # text stays text: smaller files, searchable, styled by the page
     # the metrics of matplotlib's own font; in the page, the reader's sans-serif if it is absent

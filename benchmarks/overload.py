@@ -205,7 +205,7 @@ def _bin(seconds: float) -> int:
     return math.floor(seconds / BIN + 1e-9)  # 1e-9: 0.3 / 0.1 is 2.9999999999999996
 
 
-def _series(raw: dict[str, Any]) -> dict[str, Any]:
+def time_series(raw: dict[str, Any]) -> dict[str, Any]:
     """Goodput and queue wait per bin of `BIN` seconds, until the last caller left or the last
     run ended (whichever is later)."""
     outcomes: list[tuple[str, float, float]] = raw["outcomes"]
@@ -250,7 +250,7 @@ def _summarize(raw: dict[str, Any], steady: tuple[float, float] | None) -> dict[
             for second in range(math.ceil(max((e for _, _, e in outcomes), default=0)) or 1)
         ],
         "statistics": raw["statistics"],
-        "series": _series(raw),
+        "series": time_series(raw),
     }
     if steady is not None:
         start, stop = steady

@@ -17,11 +17,11 @@ pytest.importorskip(
     "matplotlib", reason="matplotlib (the dev extra) draws the charts; not installed"
 )
 
-import matplotlib  # noqa: E402
+import matplotlib
 
-from benchmarks import charts  # noqa: E402
-from benchmarks._common import RESULTS, ROOT  # noqa: E402
-from benchmarks.overload import Run, _series  # noqa: E402
+from benchmarks import charts
+from benchmarks._common import RESULTS, ROOT
+from benchmarks.overload import Run, time_series
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -199,7 +199,7 @@ def test_overload_series_bins() -> None:
             Run(3, 0.29, 0.3, True),
         ],
     }
-    series = _series(raw)
+    series = time_series(raw)
     assert series["bin_seconds"] == 0.1
     # bins [0, 0.1), ..., [0.5, 0.6): the last caller left at 0.5
     assert series["goodput_rate"] == [20.0, 0.0, 0.0, 10.0, 0.0, 0.0]
