@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import RESULTS, machine
+from ._common import PARTIAL, RESULTS, machine
 from .report import render, targets
 
 SECTIONS = (
@@ -147,8 +147,21 @@ def main(argv: list[str] | None = None) -> int:
     if profile_text:
         print("\n" + profile_text, end="")
     full = set(sections) == set(SECTIONS) and not args.quick and args.rounds is None
-    path: Path = args.json or RESULTS / ("latest.json" if full else "partial.json")
+    path: Path = args.json or RESULTS / ("latest.json" if full else PARTIAL)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nFigures written to {path} ({results['meta']['seconds']:.0f} s)")
+    if path.resolve().parent == RESULTS and path.name != PARTIAL:
+        redraw_charts()
     return 0
+
+
+def redraw_charts() -> None:
+    """The docs' charts, from the recorded runs (this one now among them)."""
+    if importlib.util.find_spec("matplotlib") is None:  # in the dev extra, not a dependency
+        print("Charts not redrawn: matplotlib is not installed (pip install matplotlib)")
+        return
+    from .charts import redraw
+
+    for chart in redraw():
+        print(f"Chart drawn: {chart}")
