@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from typing import Any
+
+import pytest
+
 from trioserver.testing import (
     History,
     Inconclusive,
     Linearizable,
+    Model,
     Operation,
     Raised,
     Refused,
+    Result,
     Returned,
     ServerModel,
     Unknown,
@@ -176,3 +183,168 @@ def test_a_search_past_its_budget_is_inconclusive() -> None:
     verdict = check_linearizable(h.entries, ServerModel(Counter), budget=50)
     assert isinstance(verdict, Inconclusive)
     assert verdict.steps == 50
+
+
+# Issue 16, point 5: the checker on Porcupine's histories, and what that showed.
+
+
+class Keyed(Model[int]):
+    """One integer per key (histories partitioned by key): increment, write, read."""
+
+    def __init__(self) -> None:
+        self.applied = 0  # model applications, to count the search's work independently
+
+    def initial(self) -> int:
+        return 0
+
+    def apply(self, state: int, operation: Operation) -> tuple[int, Result]:
+        self.applied += 1
+        if operation.name == "increment":
+            return state + 1, Returned(state + 1)
+        if operation.name == "write":
+            return operation.args[1], Returned(None)
+        return state, Returned(state)
+
+
+def by_key(operation: Operation) -> Hashable:
+    return operation.args[0]
+
+
+def hard_key(h: History, key: str, n: int) -> None:
+    """`n` concurrent writes and a read that sees none of them: every subset is tried."""
+    writes = [h.invoke(f"{key}{i}", Operation("write", (key, i + 1))) for i in range(n)]
+    read = h.invoke(f"{key}-r", Operation("read", (key,)))
+    h.end(read, Returned(99))
+    for entry in writes:
+        h.end(entry, Returned(None))
+
+
+def illegal_key(h: History, key: str) -> None:
+    """A read after a finished write that does not see it."""
+    w = h.invoke(f"{key}-w", Operation("write", (key, 1)))
+    h.end(w, Returned(None))
+    r = h.invoke(f"{key}-r", Operation("read", (key,)))
+    h.end(r, Returned(2))
+
+
+def test_an_illegal_key_behind_a_hard_one_is_found_in_few_steps() -> None:
+    alone = History("hard", partition=by_key)
+    hard_key(alone, "hard", 11)
+    verdict = check_linearizable(alone.entries, Keyed(), partition=by_key)
+    assert isinstance(verdict, Violation)
+    assert verdict.steps > 50_000  # the hard key really is hard
+    h = History("both", partition=by_key)
+    hard_key(h, "hard", 11)  # first: checked one key after the other, it would go first
+    illegal_key(h, "bad")
+    model = Keyed()
+    verdict = check_linearizable(h.entries, model, partition=by_key)
+    assert isinstance(verdict, Violation)
+    assert verdict.partition == "bad"
+    # Counted by the model, not by the checker, and not by the wall clock.
+    assert model.applied < 10_000
+    assert verdict.steps + 1 == model.applied  # and one to say what the model expected
+
+
+def test_steps_add_up_across_partitions() -> None:
+    h = History("keys", partition=by_key)
+    for key in ("a", "b", "c"):
+        entries = [h.invoke(f"{key}{i}", Operation("increment", (key,))) for i in range(6)]
+        for i, entry in enumerate(reversed(entries)):
+            h.end(entry, Returned(i + 1))
+    model = Keyed()
+    verdict = check_linearizable(h.entries, model, partition=by_key)
+    assert isinstance(verdict, Linearizable)
+    assert verdict.steps == model.applied
+    apart = 0
+    for key in ("a", "b", "c"):
+        one = check_linearizable([e for e in h.entries if by_key(e.operation) == key], Keyed())
+        apart += one.steps
+    assert verdict.steps == apart
+    assert len(verdict.order) == 18
+
+
+def test_many_unknown_writes_stay_cheap() -> None:
+    # Jepsen's etcd histories: timed-out writes (":info") pile up. Each may take effect
+    # at any time after its call, or never. A state reached with a set of them placed is
+    # pruned if a search with a subset of them placed failed from the same state.
+    def history(seen: int) -> History:
+        h = History("register")
+        for value in range(1, 14):
+            h.end(h.invoke(f"w{value}", write(value)), Unknown("timed out"))
+        h.end(h.invoke("r", READ), Returned(seen))
+        return h
+
+    ok = check_linearizable(history(7).entries, ServerModel(Register))
+    assert isinstance(ok, Linearizable)
+    assert [e.operation for e in ok.order][-2:] == [write(7), READ]
+    bad = check_linearizable(history(99).entries, ServerModel(Register))
+    assert isinstance(bad, Violation)
+    assert bad.steps < 100_000  # the old search: over 200,000 (inconclusive)
+
+
+def test_a_time_limit_gives_inconclusive_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trioserver.testing._linearizability as checker
+
+    ticks = iter(range(1_000_000))
+    monkeypatch.setattr(checker, "_clock", lambda: float(next(ticks)))  # 1 s a look
+    h = History("hard", partition=by_key)
+    hard_key(h, "hard", 11)
+    verdict = check_linearizable(h.entries, Keyed(), partition=by_key, time_limit=2.5)
+    assert isinstance(verdict, Inconclusive)
+    assert verdict.partition == "hard"
+    assert "time limit of 2.5 s" in verdict.reason
+    assert verdict.steps < 10_000  # three turns, not the whole search
+    assert isinstance(check_linearizable(h.entries, Keyed(), partition=by_key), Violation)
+
+
+def test_a_full_memo_costs_steps_not_the_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    import trioserver.testing._linearizability as checker
+
+    held: list[int] = []
+    add = checker._Memo.add
+
+    def counted(self: Any, *args: Any) -> Any:
+        entry = add(self, *args)
+        held.append(self.tally.remembered)
+        return entry
+
+    monkeypatch.setattr(checker._Memo, "add", counted)
+    h = History("hard", partition=by_key)
+    hard_key(h, "hard", 6)
+    free = check_linearizable(h.entries, Keyed(), partition=by_key)
+    assert isinstance(free, Violation)
+    assert max(held) > 50
+    held.clear()
+    capped = check_linearizable(h.entries, Keyed(), partition=by_key, cache_limit=50)
+    assert isinstance(capped, Violation)
+    assert max(held) <= 50
+    none = check_linearizable(h.entries, Keyed(), partition=by_key, cache_limit=0)
+    assert isinstance(none, Violation)
+    assert none.steps > 5 * free.steps  # 6! orders instead of 2**6 sets
+    assert capped.steps > free.steps
+
+
+def test_bad_limits_are_named_errors() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        check_linearizable([], ServerModel(Register), budget=-1)
+    with pytest.raises(ValueError, match="cache_limit"):
+        check_linearizable([], ServerModel(Register), cache_limit=-1)
+    with pytest.raises(ValueError, match="time_limit"):
+        check_linearizable([], ServerModel(Register), time_limit=float("nan"))
+
+
+@pytest.mark.parametrize(
+    ("name", "linearizable"),
+    [
+        ("jepsen/etcd_002.log", True),  # 1.18M steps on the old checker: inconclusive
+        ("jepsen/etcd_000.log", False),
+        ("kv/c10-ok.txt", True),
+        ("kv/c10-bad.txt", False),
+    ],
+)
+def test_porcupines_histories_at_default_settings(name: str, linearizable: bool) -> None:
+    from benchmarks.porcupine import check, expected_verdicts
+
+    assert expected_verdicts()[name] is linearizable
+    verdict = check(name)
+    assert isinstance(verdict, Linearizable if linearizable else Violation)

@@ -7,20 +7,25 @@ effect at any instant after their invocation, or never, and match any result.
 
 The search is Porcupine's (Wing and Gong's depth-first search over a linked
 list of call and return events, memoized on (linearized set, state) as Lowe
-proposed), with three changes:
+proposed), with these changes:
 
-* Unknown operations are optional: the search tries every definite call it may
-  place first, and unknown ones last. A state reached with a set of unknown
-  operations used is pruned if the same state, with the same definite ones, was
-  already searched to failure with a subset of them: it has no fewer options.
-  This is what makes histories with many timed-out writes (Jepsen's ``:info``)
+* Unknown calls are optional, and tried after the definite ones. A state
+  reached with a set of unknown calls placed is pruned if the same state, with
+  the same definite calls, was searched to failure with a subset of them: it
+  has no more options. An unknown call that changes nothing is never placed.
+  This is what keeps histories with many timed-out writes (Jepsen's ``:info``)
   cheap.
+* A definite call whose result matches and that leaves the state as it was (a
+  read, a failed compare-and-set) is placed for good: any linearization from
+  there may place it first, so the search does not try its siblings. A call is
+  not tried again on the state it last failed on.
+* Among the other calls that may go next, the latest invoked is tried first.
 * The memo is capped (`cache_limit`, counted across partitions): past it the
   search remembers nothing more. It stays correct, only slower.
 * Partitions are searched in turns of a few thousand steps each, like
-  goroutines on one core, and the check stops at the first violation: an
-  illegal key is found after a number of steps bounded by the number of
-  partitions times its own cost, however hard the other keys are.
+  goroutines sharing one core, and the check stops at the first violation:
+  an illegal key is found after about (number of partitions) x (its own
+  cost) steps, however hard the other keys are.
 """
 
 from __future__ import annotations
@@ -243,22 +248,6 @@ def _linked(nodes: list[_Node], head: _Node) -> None:
         previous = node
 
 
-def _lift(node: _Node) -> None:
-    prev = node.prev
-    assert prev is not None
-    prev.next = node.next
-    if node.next is not None:
-        node.next.prev = prev
-
-
-def _unlift(node: _Node) -> None:
-    prev = node.prev
-    assert prev is not None
-    prev.next = node
-    if node.next is not None:
-        node.next.prev = node
-
-
 def _first_return(head: _Node) -> _Node:
     node = head.next
     while node is not None and node.is_call:
@@ -410,7 +399,7 @@ def _search(
             f"the search budget of {budget} steps ran out on partition {key!r} (raise budget=)",
         )
 
-    best: tuple[tuple[Entry, ...], Entry] | None = None
+    best: tuple[tuple[Entry, ...], Entry, S] | None = None
     if left == 0:
         return Linearizable((), 0)
     children, steps = expand(state, state_fp, steps)
@@ -477,7 +466,7 @@ def _search(
             continue
         # Every child tried: back up.
         if best is None or len(stack) - 1 > len(best[0]):
-            best = (tuple(f[2].entry for f in stack[1:]), _first_return(first).entry)
+            best = (tuple(f[2].entry for f in stack[1:]), _first_return(first).entry, state)
         if len(stack) == 1:
             break
         _, _, node, state, state_fp, memo_key, memo_entry = stack.pop()
@@ -496,9 +485,6 @@ def _search(
         if node.next is not None:
             node.next.prev = node
     assert best is not None
-    prefix, stuck = best
-    replay = model.initial()
-    for placed_entry in prefix:
-        replay, _ = model.apply(replay, placed_entry.operation)
-    _, expected = model.apply(replay, stuck.operation)
+    prefix, stuck, reached = best
+    _, expected = model.apply(reached, stuck.operation)
     return Violation(key, tuple(entries), prefix, stuck, expected, steps)
