@@ -8,6 +8,6 @@ virtual time), ``profile`` (where a round trip's time goes), ``waiting`` (what g
 released blocks and cycle detection cost, and what they buy), ``durable`` (durable casts
 against in-memory ones), ``porcupine`` (the linearizability checker on Porcupine's histories,
 against Porcupine's own checker when ``go`` is on PATH) and ``ray`` (servers in Ray actors
-against a raw Ray call; it needs Ray, in the dev extra, and is skipped without it). The report ends with the issues' targets,
-met or not.
+against a raw Ray call; it needs Ray, in the dev extra, and is skipped without it). The report
+ends with the issues' targets, met or not.
 """

@@ -131,7 +131,8 @@ def test_explicit_times_must_not_go_back() -> None:
         history.invoke("b", Operation("op"), at=4)
     with pytest.raises(ValueError, match="time order"):
         history.end(entry, Returned(1), at=4.5)
-    assert entry.ending is None and entry.endings == 0
+    assert entry.ending is None
+    assert entry.endings == 0
     history.end(entry, Returned(1), at=5)
     assert history.incomplete() == []
 

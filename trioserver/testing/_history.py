@@ -212,7 +212,11 @@ class History:
         if at is None:
             now = _now()
         else:
-            if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+            try:
+                finite = not isinstance(at, bool) and math.isfinite(at)
+            except TypeError:
+                finite = False
+            if not finite:
                 raise ValueError(f"{what}: at={at!r} is not a finite number of seconds")
             if at < self._latest:
                 raise ValueError(
@@ -246,7 +250,9 @@ class History:
         """
         invoked_at = self._time(at, f"History.invoke({caller!r}, {operation})")
         if self._busy(caller):
-            caller = next(f"{caller}#{n}" for n in itertools.count(2) if not self._busy(f"{caller}#{n}"))
+            caller = next(
+                f"{caller}#{n}" for n in itertools.count(2) if not self._busy(f"{caller}#{n}")
+            )
         entry = Entry(
             id=len(self.entries),
             caller=caller,

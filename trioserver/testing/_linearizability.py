@@ -271,10 +271,9 @@ class _Memo:
 
     def pruned(self, kept: list[list[Any]], unknown: int) -> bool:
         """Whether a state reached with the unknown set `unknown` is pruned by `kept`."""
-        for used, finished in kept:
-            if used == unknown or (finished and used & ~unknown == 0):
-                return True
-        return False
+        return any(
+            used == unknown or (finished and used & ~unknown == 0) for used, finished in kept
+        )
 
     def add(
         self, key: tuple[int, Hashable], kept: list[list[Any]] | None, unknown: int
@@ -340,12 +339,13 @@ def _search(
     done = 0  # the definite calls placed, as a set of bits
     used = 0  # the unknown calls placed
     left = len(definite) // 2
-    Child = tuple[_Node, S, Hashable]
 
-    def expand(state: S, state_fp: Hashable, steps: int) -> tuple[list[Child] | None, int]:
+    def expand(
+        state: S, state_fp: Hashable, steps: int
+    ) -> tuple[list[tuple[_Node, S, Hashable]] | None, int]:
         """The calls that may go next, with the state each leads to, and the steps
         taken (``None`` if the budget ran out)."""
-        children: list[Child] = []
+        children: list[tuple[_Node, S, Hashable]] = []
         node = first.next
         assert node is not None  # a return not placed is always ahead
         while node.is_call:
@@ -434,7 +434,7 @@ def _search(
             # Lift the call (and its return) out of the list.
             prev = node.prev
             nxt = node.next
-            prev.next = nxt  # type: ignore[union-attr]
+            prev.next = nxt
             if nxt is not None:
                 nxt.prev = prev
             if match is None:
@@ -444,7 +444,7 @@ def _search(
                 left -= 1
                 prev = match.prev
                 nxt = match.next
-                prev.next = nxt  # type: ignore[union-attr]
+                prev.next = nxt
                 if nxt is not None:
                     nxt.prev = prev
             stack.append([None, 0, node, state, state_fp, memo_key, memo_entry])
@@ -478,10 +478,10 @@ def _search(
         else:
             done &= ~node.bit
             left += 1
-            match.prev.next = match  # type: ignore[union-attr]
+            match.prev.next = match
             if match.next is not None:
                 match.next.prev = match
-        node.prev.next = node  # type: ignore[union-attr]
+        node.prev.next = node
         if node.next is not None:
             node.next.prev = node
     assert best is not None
