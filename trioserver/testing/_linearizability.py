@@ -44,10 +44,10 @@ from ._model import Model
 S = TypeVar("S")
 
 #: Default budget: search steps (model applications) per partition before "inconclusive".
-DEFAULT_BUDGET = 20_000_000
-#: Default cap on remembered (linearized set, state) pairs, across partitions (about 200
-#: bytes each).
-DEFAULT_CACHE_LIMIT = 2_000_000
+DEFAULT_BUDGET = 1_000_000
+#: Default cap on remembered (linearized set, state) pairs, across partitions: about 300
+#: bytes each (measured with tracemalloc, search stack included), so about 300 MB.
+DEFAULT_CACHE_LIMIT = 1_000_000
 #: Steps a partition searches before the next one's turn.
 _TURN = 2_000
 
@@ -143,7 +143,7 @@ def check_linearizable(
       time_limit: Optional: wall-clock seconds for the whole check, looked at
         between turns (every few thousand steps).
       cache_limit: How many (linearized set, state) pairs the search may remember,
-        all partitions together (about 200 bytes each). Past it the search
+        all partitions together (about 300 bytes each). Past it the search
         remembers no more: the verdict is the same, it may only take more steps.
 
     Returns:
