@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from trioserver.testing import (
+    Entry,
     History,
     Inconclusive,
     Linearizable,
@@ -22,6 +26,7 @@ from trioserver.testing import (
     Violation,
     check_linearizable,
 )
+from trioserver.testing._history import same_result
 
 
 class Register:
@@ -348,3 +353,123 @@ def test_porcupines_histories_at_default_settings(name: str, linearizable: bool)
     assert expected_verdicts()[name] is linearizable
     verdict = check(name)
     assert isinstance(verdict, Linearizable if linearizable else Violation)
+
+
+# The prunings (unknown calls dominated, reads placed for good, failed states skipped,
+# partitions in turns, a full memo) against a search with none of them.
+
+EXAMPLES = int(os.environ.get("TRIOSERVER_CHECKER_EXAMPLES", "300"))
+
+
+class Cas(Model[int | None]):
+    """A register per key: read, write, compare-and-set."""
+
+    def initial(self) -> int | None:
+        return None
+
+    def apply(self, state: int | None, operation: Operation) -> tuple[int | None, Result]:
+        if operation.name == "read":
+            return state, Returned(state)
+        if operation.name == "write":
+            return operation.args[1], Returned(None)
+        _, expected, new = operation.args
+        return (new, Returned(True)) if state == expected else (state, Returned(False))
+
+
+def brute_force(entries: list[Entry], model: Model[Any]) -> bool:
+    """Every order that respects real time; unknown calls placed anywhere, or never."""
+
+    def definite(entry: Entry) -> bool:
+        return entry.ending is not None and not isinstance(entry.ending, Unknown)
+
+    def end(entry: Entry) -> float:
+        return float("inf") if entry.ended is None else entry.ended
+
+    def search(state: Any, left: list[Entry]) -> bool:
+        if not any(definite(e) for e in left):
+            return True
+        deadline = min(end(e) for e in left if definite(e))
+        for entry in left:
+            if entry.invoked > deadline:
+                continue
+            after, result = model.apply(state, entry.operation)
+            ending = entry.ending
+            if definite(entry) and ending is not None and not same_result(result, ending):
+                continue
+            if search(after, [e for e in left if e is not entry]):
+                return True
+        return False
+
+    return search(model.initial(), list(entries))
+
+
+OUTCOMES = st.sampled_from([None, 0, 1, True, False, "unknown", "never"])
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> History:
+    n = draw(st.integers(1, 7))
+    ops = []
+    for _ in range(n):
+        key = draw(st.sampled_from("ab"))
+        name = draw(st.sampled_from(["read", "write", "cas"]))
+        args: tuple[Any, ...] = (key,)
+        if name == "write":
+            args = (key, draw(st.sampled_from([0, 1])))
+        elif name == "cas":
+            args = (key, draw(st.sampled_from([None, 0, 1])), draw(st.sampled_from([0, 1])))
+        ops.append(Operation(name, args))
+    # Events: each call, then later its ending; the order is drawn.
+    events = draw(st.permutations([(i, 0) for i in range(n)] + [(i, 1) for i in range(n)]))
+    h = History("drawn", partition=by_key)
+    recorded: dict[int, Entry] = {}
+    pending: list[tuple[int, int]] = []
+    for i, kind in events:
+        if kind == 0:
+            recorded[i] = h.invoke(f"c{i}", ops[i])
+            for j, _ in [p for p in pending if p[0] == i]:
+                pending.remove((j, 1))
+                end_drawn(draw, h, recorded[j])
+        elif i in recorded:
+            end_drawn(draw, h, recorded[i])
+        else:
+            pending.append((i, 1))
+    return h
+
+
+def end_drawn(draw: st.DrawFn, h: History, entry: Entry) -> None:
+    outcome = draw(OUTCOMES)
+    if outcome == "never":
+        return
+    if outcome == "unknown":
+        h.end(entry, Unknown("cut"))
+        return
+    if entry.operation.name == "write":
+        h.end(entry, Returned(None))
+    elif entry.operation.name == "cas":
+        h.end(entry, Returned(bool(outcome)))
+    else:
+        h.end(entry, Returned(None if isinstance(outcome, bool) else outcome))
+
+
+@hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None)
+@hypothesis.given(histories(), st.sampled_from([None, 0, 3]))
+def test_the_search_agrees_with_brute_force(h: History, cache_limit: int | None) -> None:
+    limits = {} if cache_limit is None else {"cache_limit": cache_limit}
+    verdict = check_linearizable(h.entries, Cas(), partition=by_key, **limits)
+    keys = {by_key(e.operation) for e in h.entries}
+    expected = all(
+        brute_force([e for e in h.entries if by_key(e.operation) == key], Cas()) for key in keys
+    )
+    assert isinstance(verdict, Linearizable if expected else Violation)
+    if isinstance(verdict, Linearizable):
+        # The order is a linearization: replayed per key, every definite result matches.
+        states: dict[Hashable, Any] = {}
+        for entry in verdict.order:
+            key = by_key(entry.operation)
+            states[key], result = Cas().apply(states.get(key), entry.operation)
+            if entry.ending is not None and not isinstance(entry.ending, Unknown):
+                assert same_result(result, entry.ending)
+        placed = {id(e) for e in verdict.order}
+        definite = [e for e in h.entries if e.ending is not None]
+        assert all(id(e) in placed for e in definite if not isinstance(e.ending, Unknown))
