@@ -16,7 +16,8 @@ verdicts against Porcupine's, the total and worst time, the peak memory the chec
 (tracemalloc, in a second pass), and, if ``go`` is on PATH, Porcupine's own checker timed on
 the same files in the same run (``porcupine_go/``, built once into a temporary directory,
 ``GOMAXPROCS=1``). Each file's time is its best of 3 runs (``--quick``: ours, 1), wall clock
-and CPU, for both; the targets are judged by wall clock.
+and CPU, for both; the time targets are judged by CPU time (wall clock shown), as on a
+shared machine the wall clock measures the other tenants too.
 
     python -m benchmarks --only porcupine
 """
@@ -343,6 +344,9 @@ def targets_porcupine(results: dict[str, Any]) -> list[dict[str, Any]]:
     section = results.get("porcupine")
     if section is None:
         return []
+    # Judged by CPU time, as the waiting section's targets are: the machine is shared, and
+    # the wall clock there measures the other tenants as much as the checker.
+    worst_cpu = max(row["cpu_seconds"] for row in section["files"])
     found = [
         {
             "what": "Porcupine's histories: verdicts agreeing, default settings",
@@ -351,21 +355,22 @@ def targets_porcupine(results: dict[str, Any]) -> list[dict[str, Any]]:
             "verdict": "met" if section["agree"] == len(section["files"]) else "missed",
         },
         {
-            "what": "Porcupine's histories: worst file",
+            "what": "Porcupine's histories: worst file (by CPU time; wall clock shown)",
             "goal": f"<= {WORST_TARGET:g} s",
-            "measured": f"{section['worst_seconds']:.3f} s ({section['worst_file']}; CPU "
-            f"{max(row['cpu_seconds'] for row in section['files']):.3f} s)",
-            "verdict": "met" if section["worst_seconds"] <= WORST_TARGET else "missed",
+            "measured": f"CPU {worst_cpu:.3f} s, wall {section['worst_seconds']:.3f} s "
+            f"({section['worst_file']})",
+            "verdict": "met" if worst_cpu <= WORST_TARGET else "missed",
         },
     ]
-    ratio = section.get("total_ratio")
+    ratio = section.get("total_cpu_ratio")
     found.append(
         {
-            "what": "Porcupine's histories: total time x Porcupine's (Go, GOMAXPROCS=1)",
+            "what": "Porcupine's histories: total time x Porcupine's (Go, GOMAXPROCS=1; by CPU "
+            "time, wall clock shown)",
             "goal": f"<= {TOTAL_TARGET:g}x",
             "measured": "not measured (no go)"
             if ratio is None
-            else f"{ratio:.2f}x (CPU {section['total_cpu_ratio']:.2f}x)",
+            else f"CPU {ratio:.2f}x, wall {section['total_ratio']:.2f}x",
             "verdict": "not measured"
             if ratio is None
             else ("met" if ratio <= TOTAL_TARGET else "missed"),
