@@ -247,7 +247,9 @@ def test_an_illegal_key_behind_a_hard_one_is_found_in_few_steps() -> None:
     assert verdict.partition == "bad"
     # Counted by the model, not by the checker, and not by the wall clock.
     assert model.applied < 10_000
-    assert verdict.steps + 1 == model.applied  # and one to say what the model expected
+    # Every application is a step, but for one per search to say what the model expected
+    # (the failing key is searched again in invocation order, for the story).
+    assert verdict.steps + 2 == model.applied
 
 
 def test_steps_add_up_across_partitions() -> None:
@@ -284,7 +286,9 @@ def test_many_unknown_writes_stay_cheap() -> None:
     assert [e.operation for e in ok.order][-2:] == [write(7), READ]
     bad = check_linearizable(history(99).entries, ServerModel(Register))
     assert isinstance(bad, Violation)
-    assert bad.steps < 100_000  # the old search: over 200,000 (inconclusive)
+    # About 60,000 steps, and as many again for the story; the old search ran out of its
+    # 200,000 steps (inconclusive).
+    assert bad.steps < 150_000
 
 
 def test_a_time_limit_gives_inconclusive_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
