@@ -362,14 +362,16 @@ def test_porcupines_histories_at_default_settings(name: str, linearizable: bool)
 # The prunings (unknown calls dominated, reads placed for good, failed states skipped,
 # partitions in turns, a full memo) against a search with none of them.
 
-EXAMPLES = int(os.environ.get("TRIOSERVER_CHECKER_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("TRIOSERVER_CHECKER_EXAMPLES", "1000"))
 
 
 class Cas(Model[int | None]):
-    """A register per key: read, write, compare-and-set."""
+    """A register per key, 0 at first: read, write, compare-and-set. (A write of the
+    value a register holds changes nothing there, but not everywhere: a search may not
+    take it for a read.)"""
 
     def initial(self) -> int | None:
-        return None
+        return 0
 
     def apply(self, state: int | None, operation: Operation) -> tuple[int | None, Result]:
         if operation.name == "read":
@@ -378,6 +380,23 @@ class Cas(Model[int | None]):
             return operation.args[1], Returned(None)
         _, expected, new = operation.args
         return (new, Returned(True)) if state == expected else (state, Returned(False))
+
+
+def test_a_write_of_the_value_held_is_not_a_read() -> None:
+    # write(0) on 0 changes nothing there, but the only linearization puts it after
+    # write(1): a search that took it for a read (placed first, for good) would call this
+    # history a violation. (The counter twin of property_tests found it: increment and
+    # set(0) overlapping, then get() -> 0.)
+    h = History("register", partition=by_key)
+    zero = h.invoke("a", Operation("write", ("k", 0)))
+    one = h.invoke("b", Operation("write", ("k", 1)))
+    h.end(one, Returned(None))
+    h.end(zero, Returned(None))
+    h.end(h.invoke("c", Operation("read", ("k",))), Returned(0))
+    assert brute_force(h.entries, Cas())
+    verdict = check_linearizable(h.entries, Cas(), partition=by_key)
+    assert isinstance(verdict, Linearizable)
+    assert [e.operation.args for e in verdict.order] == [("k", 1), ("k", 0), ("k",)]
 
 
 def brute_force(entries: list[Entry], model: Model[Any]) -> bool:
@@ -407,7 +426,7 @@ def brute_force(entries: list[Entry], model: Model[Any]) -> bool:
     return search(model.initial(), list(entries))
 
 
-OUTCOMES = st.sampled_from([None, 0, 1, True, False, "unknown", "never"])
+OUTCOMES = st.sampled_from(["answered", "answered", "answered", "unknown", "never"])
 
 
 @st.composite
@@ -415,7 +434,7 @@ def histories(draw: st.DrawFn) -> History:
     n = draw(st.integers(1, 7))
     ops = []
     for _ in range(n):
-        key = draw(st.sampled_from("ab"))
+        key = draw(st.sampled_from("aab"))
         name = draw(st.sampled_from(["read", "write", "cas"]))
         args: tuple[Any, ...] = (key,)
         if name == "write":
@@ -447,13 +466,12 @@ def end_drawn(draw: st.DrawFn, h: History, entry: Entry) -> None:
         return
     if outcome == "unknown":
         h.end(entry, Unknown("cut"))
-        return
-    if entry.operation.name == "write":
+    elif entry.operation.name == "write":
         h.end(entry, Returned(None))
     elif entry.operation.name == "cas":
-        h.end(entry, Returned(bool(outcome)))
+        h.end(entry, Returned(draw(st.booleans())))
     else:
-        h.end(entry, Returned(None if isinstance(outcome, bool) else outcome))
+        h.end(entry, Returned(draw(st.sampled_from([0, 1]))))
 
 
 @hypothesis.settings(max_examples=EXAMPLES, deadline=None, database=None)
@@ -471,7 +489,7 @@ def test_the_search_agrees_with_brute_force(h: History, cache_limit: int | None)
         states: dict[Hashable, Any] = {}
         for entry in verdict.order:
             key = by_key(entry.operation)
-            states[key], result = Cas().apply(states.get(key), entry.operation)
+            states[key], result = Cas().apply(states.get(key, 0), entry.operation)
             if entry.ending is not None and not isinstance(entry.ending, Unknown):
                 assert same_result(result, entry.ending)
         placed = {id(e) for e in verdict.order}

@@ -15,11 +15,11 @@ proposed), with these changes:
   has no more options. An unknown call that changes nothing is never placed.
   This is what keeps histories with many timed-out writes (Jepsen's ``:info``)
   cheap.
-* A definite call whose result matches and that leaves the state as it was (a
-  read, a failed compare-and-set) is placed for good: any linearization from
-  there may place it first, so the search does not try its siblings. A call is
-  not tried again on the state it last failed on.
-* Among the other calls that may go next, the latest invoked is tried first.
+* A call is not tried again on the state it last failed on.
+* Among the calls that may go next, the latest invoked is tried first. (A call
+  that leaves the state as it was is not placed for good, as a read could be:
+  a write of the value held changes nothing here, and may still be needed
+  later, where it does.)
 * The memo is capped (`cache_limit`, counted across partitions): past it the
   search remembers nothing more. It stays correct, only slower.
 * Partitions are searched in turns of a few thousand steps each, like
@@ -374,11 +374,8 @@ def _search_with(
 ) -> Generator[None, None, Verdict]:
     """`_search`'s body.
 
-    Beside the memo, two prunings. A definite call whose result matches and
-    that leaves the state as it was (a read, a failed compare-and-set) is placed
-    for good: any linearization from here may place it first, so its siblings
-    are not tried. And a call is not tried again on the state it last failed on
-    (``failed_at``).
+    Beside the memo, a call is not tried again on the state it last failed on
+    (``failed_at``), and an unknown one not on a state it leaves unchanged.
     """
     definite: list[_Node] = []
     unknown: list[_Node] = []
@@ -433,8 +430,6 @@ def _search_with(
                     ok = same_result(result, ending)
                 if ok:
                     after_fp = fingerprint(after)
-                    if after_fp == state_fp:
-                        return [(node, after, after_fp)], steps  # placed for good
                     children.append((node, after, after_fp))
                 else:
                     node.failed_at = state_fp
