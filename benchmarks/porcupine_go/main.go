@@ -2,7 +2,8 @@
 //
 // The models and parsers below are copied from Porcupine's porcupine_test.go
 // (etcdModel, parseJepsenLog, kvModel, parseKvLog; MIT license, see
-// porcupine/LICENSE.md), with the package's exported names. Usage:
+// porcupine/LICENSE.md), with the package's exported names. porcupine/ is Porcupine's
+// package at commit 55508eb201b314c218d7e8412c3ea4b9499a5f53, unchanged. Usage:
 //
 //	porcupine-bench DATA_DIR FILE...   (files as jepsen/etcd_000.log, kv/c01-ok.txt)
 //
