@@ -25,6 +25,7 @@ SECTIONS = (
     "waiting",
     "durable",
     "ray",
+    "porcupine",
     "profile",
 )
 
@@ -37,7 +38,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "idle server, overload, a profile of the call path, waiting without holding the server "
         "(guarded calls, released blocks, cycle detection), durable casts (SQLite FULL and "
         "NORMAL against an in-memory cast), servers in Ray actors (against a raw Ray call), "
-        "and the targets they meet.",
+        "the linearizability checker on Porcupine's histories (against Porcupine, if go is on "
+        "PATH), and the targets they meet.",
     )
     parser.add_argument(
         "--quick",
@@ -136,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             from .ray import run_ray
 
             results["ray"] = run_ray(rounds=rounds, calls=calls, seed=args.seed + 8)
+    porcupine_text = ""
+    if "porcupine" in sections:
+        from .porcupine import render_porcupine, run_porcupine, targets_porcupine
+
+        results["porcupine"] = run_porcupine(repeat=1 if args.quick else 3)
+        porcupine_text = render_porcupine(results["porcupine"])
     if "profile" in sections:
         from .profiling import format_profile, run_profile
 
@@ -143,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         profile_text = format_profile(results["profile"])
     results["meta"]["seconds"] = time.perf_counter() - began
     results["targets"] = targets(results)
+    if "porcupine" in results:
+        results["targets"]["issue_16"] = targets_porcupine(results)
     print(render(results), end="")
+    if porcupine_text:
+        print("\n" + porcupine_text, end="")
     if profile_text:
         print("\n" + profile_text, end="")
     full = set(sections) == set(SECTIONS) and not args.quick and args.rounds is None
