@@ -237,7 +237,7 @@ def _refuse(state: ServerState, method: Method, now: float, reason: str) -> Serv
         state.numbered += 1
         info = CallInfo(
             state.spec.name, method.label, method.kind, state.numbered, now,
-            ended_at=now, outcome="shed", reason=reason,
+            ended_at=now, outcome="shed", reason=reason, server_id=id(state.obj),
         )  # fmt: skip
         state.notify("call_shed", info)
     return ServerOverloaded(f"{method.label} refused: {reason}")
