@@ -4,10 +4,13 @@
 Two handlers, each with the default budget: ``bump`` (returns without suspending,
 `contenders.Counter`) and the ``event`` body of `awaiting` (waits for another task). Each runs
 with ``open_server(obj, instruments=[...])`` and with no instrument; the ratio is
-instrumented / none, at 1 and at 100 callers. The OpenTelemetry instrument is priced twice:
+instrumented / none, at 1 and at 100 callers. An instrument that overrides the call hooks and
+does nothing in them prices the runtime's reports alone. The OpenTelemetry instrument is priced
+three times:
 with the SDK recording every span (a batch span processor and an exporter that discards,
-a meter provider with a metric reader), and with the API alone (no SDK configured: what a
-library's user pays when the application exports nothing).
+a meter provider with a metric reader), with the SDK sampling 1% of traces (the metrics
+still count every request), and with the API alone (no SDK configured: what a library's
+user pays when the application exports nothing).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from trioserver import Instrument
+from trioserver import CallInfo, Instrument
 from trioserver.opentelemetry import OpenTelemetryInstrument
 
 from . import awaiting, contenders
@@ -38,6 +42,26 @@ class _Discard(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class _Hooked(Instrument):
+    """Overrides the hooks OpenTelemetryInstrument uses, and does nothing in them: the price of
+    the runtime's reports alone (a `CallInfo` per event), apart from what is done with them."""
+
+    def call_queued(self, call: CallInfo) -> None:
+        pass
+
+    def call_started(self, call: CallInfo) -> None:
+        pass
+
+    def call_finished(self, call: CallInfo) -> None:
+        pass
+
+    def call_withdrawn(self, call: CallInfo) -> None:
+        pass
+
+    def call_shed(self, call: CallInfo) -> None:
+        pass
+
+
 @cache
 def _sdk() -> tuple[trace.TracerProvider, metrics.MeterProvider]:
     tracer_provider = TracerProvider()
@@ -48,6 +72,17 @@ def _sdk() -> tuple[trace.TracerProvider, metrics.MeterProvider]:
 def otel_sdk() -> Instrument:
     tracer_provider, meter_provider = _sdk()
     return OpenTelemetryInstrument(tracer_provider=tracer_provider, meter_provider=meter_provider)
+
+
+@cache
+def _sampled() -> trace.TracerProvider:
+    tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.01)))
+    tracer_provider.add_span_processor(BatchSpanProcessor(_Discard()))
+    return tracer_provider
+
+
+def otel_sampled() -> Instrument:
+    return OpenTelemetryInstrument(tracer_provider=_sampled(), meter_provider=_sdk()[1])
 
 
 def otel_api() -> Instrument:
@@ -81,9 +116,21 @@ INSTRUMENTS: list[Contender] = [
         baseline="event_bare",
     ),
     Contender(
+        "bump_hooks",
+        "@call async bump, an Instrument with empty call hooks",
+        contenders.trioserver_opener(contenders.Counter, "bump", instrumented=_Hooked),
+        baseline="bump_bare",
+    ),
+    Contender(
         "bump_otel_sdk",
         "@call async bump, OpenTelemetryInstrument, SDK recording",
         contenders.trioserver_opener(contenders.Counter, "bump", instrumented=otel_sdk),
+        baseline="bump_bare",
+    ),
+    Contender(
+        "bump_otel_sampled",
+        "@call async bump, OpenTelemetryInstrument, SDK sampling 1% of traces",
+        contenders.trioserver_opener(contenders.Counter, "bump", instrumented=otel_sampled),
         baseline="bump_bare",
     ),
     Contender(
@@ -93,9 +140,21 @@ INSTRUMENTS: list[Contender] = [
         baseline="bump_bare",
     ),
     Contender(
+        "event_hooks",
+        "@call awaiting an Event, an Instrument with empty call hooks",
+        awaiting.trioserver_opener(awaiting.Budgeted, "event", instrumented=_Hooked),
+        baseline="event_bare",
+    ),
+    Contender(
         "event_otel_sdk",
         "@call awaiting an Event, OpenTelemetryInstrument, SDK recording",
         awaiting.trioserver_opener(awaiting.Budgeted, "event", instrumented=otel_sdk),
+        baseline="event_bare",
+    ),
+    Contender(
+        "event_otel_sampled",
+        "@call awaiting an Event, OpenTelemetryInstrument, SDK sampling 1% of traces",
+        awaiting.trioserver_opener(awaiting.Budgeted, "event", instrumented=otel_sampled),
         baseline="event_bare",
     ),
     Contender(

@@ -329,7 +329,9 @@ def targets_issue_12(results: dict[str, Any]) -> list[Target]:
     if instrument is not None:
         priced = (
             ("instrumented", "no-op Instrument"),
+            ("hooks", "Instrument with empty call hooks"),
             ("otel_sdk", "OpenTelemetryInstrument (SDK recording)"),
+            ("otel_sampled", "OpenTelemetryInstrument (SDK, 1% sampled)"),
             ("otel_api", "OpenTelemetryInstrument (API only)"),
         )
         for suffix, which in priced:

@@ -206,7 +206,8 @@ class OpenTelemetryInstrument(Instrument):
             start_time=at,
         )
         if queued:
-            span.add_event("queued", timestamp=at)
+            if span.is_recording():
+                span.add_event("queued", timestamp=at)
             self._depth[call.server] = self._depth.get(call.server, 0) + 1
         return _Live(span, queued)
 
@@ -250,9 +251,11 @@ class OpenTelemetryInstrument(Instrument):
                 "started", {QUEUE_WAIT: wait}, timestamp=self._ns(call.started_at)
             )
         self._queue_wait.record(wait, self._names_of(call).metric_attributes)
-        # (this hook runs in the handler's contextvars: the span is current for the handler)
-        live.previous = otel_context.get_current()
-        otel_context.attach(trace.set_span_in_context(live.span, live.previous))
+        # This hook runs in the handler's contextvars: the span is made current for the handler
+        # (unless it is invalid: the API without an SDK makes only those, and they carry nothing).
+        if live.span.get_span_context().is_valid:
+            live.previous = otel_context.get_current()
+            otel_context.attach(trace.set_span_in_context(live.span, live.previous))
 
     def call_finished(self, call: CallInfo) -> None:
         live = self._live.pop((call.server_id, call.number), None)
