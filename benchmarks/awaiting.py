@@ -131,7 +131,10 @@ class HandlerActor(Actor):
 
 
 def trioserver_opener(
-    cls: type[Budgeted] | type[Unlimited], body: str, *, instrumented: bool | Callable[[], Instrument] = False
+    cls: type[Budgeted] | type[Unlimited],
+    body: str,
+    *,
+    instrumented: bool | Callable[[], Instrument] = False,
 ) -> Opener:
     @asynccontextmanager
     async def opener() -> AsyncGenerator[Bump, None]:
@@ -196,4 +199,3 @@ def run_awaiting(*, rounds: int, calls: int, seed: int) -> dict[str, Any]:
     return interleaved(
         contenders(), callers=(1, 100), rounds=rounds, calls=calls, seed=seed, title="awaiting"
     )
-

@@ -135,7 +135,10 @@ class UnlimitedCounter:
 
 
 def trioserver_opener(
-    cls: type[Counter] | type[UnlimitedCounter], method: str, *, instrumented: bool | Callable[[], Instrument] = False
+    cls: type[Counter] | type[UnlimitedCounter],
+    method: str,
+    *,
+    instrumented: bool | Callable[[], Instrument] = False,
 ) -> Opener:
     @asynccontextmanager
     async def opener() -> AsyncGenerator[Bump, None]:

@@ -34,7 +34,6 @@ from .contenders import Contender
 from .roundtrip import interleaved
 
 
-
 class _Discard(SpanExporter):
     """Exports nowhere: the price is the instrument's and the SDK's, not a collector's."""
 

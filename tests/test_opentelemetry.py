@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -81,8 +80,8 @@ def make_otel() -> Otel:
 
 
 @pytest.fixture
-def otel() -> Iterator[Otel]:
-    yield make_otel()
+def otel() -> Otel:
+    return make_otel()
 
 
 def parent_id(span: ReadableSpan) -> int | None:
@@ -278,20 +277,22 @@ async def test_a_withdrawn_request_has_a_withdrawn_event_and_is_counted(
 async def test_a_request_dropped_by_a_stop_is_counted_apart(
     otel: Otel, autojump_clock: trio.abc.Clock
 ) -> None:
-    async with trio.open_nursery() as nursery:
-        async with open_server(Desk(otel.tracer), instruments=[otel.instrument]) as desk:
+    async with (
+        trio.open_nursery() as nursery,
+        open_server(Desk(otel.tracer), instruments=[otel.instrument]) as desk,
+    ):
 
-            async def stopped() -> None:
-                with pytest.raises(ServerStopped):
-                    await desk.work(1.0)
+        async def stopped() -> None:
+            with pytest.raises(ServerStopped):
+                await desk.work(1.0)
 
-            nursery.start_soon(stopped)  # running
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(stopped)  # queued
-            await trio.testing.wait_all_tasks_blocked()
-            stats = statistics(desk)
-            assert stats.queued == 1
-            assert otel.total("trioserver.mailbox.depth", **{"rpc.service": "Desk"}) == 1
+        nursery.start_soon(stopped)  # running
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(stopped)  # queued
+        await trio.testing.wait_all_tasks_blocked()
+        stats = statistics(desk)
+        assert stats.queued == 1
+        assert otel.total("trioserver.mailbox.depth", **{"rpc.service": "Desk"}) == 1
     statuses = sorted(
         str((s.attributes or {})["rpc.response.status_code"]) for s in otel.spans("Desk/work")
     )
@@ -310,9 +311,11 @@ async def test_a_shed_request_is_a_span_of_its_caller_with_a_shed_event(
             await trio.testing.wait_all_tasks_blocked()
             nursery.start_soon(narrow.work, 1.0)  # queued: the mailbox is full
             await trio.testing.wait_all_tasks_blocked()
-            with otel.tracer.start_as_current_span("caller") as caller:
-                with pytest.raises(ServerOverloaded):
-                    await narrow.work(1.0)
+            with (
+                otel.tracer.start_as_current_span("caller") as caller,
+                pytest.raises(ServerOverloaded),
+            ):
+                await narrow.work(1.0)
         stats = statistics(narrow)
     [shed] = [s for s in otel.spans("Narrow/work") if parent_id(s) == span_id(caller)]
     assert events(shed) == ["shed"]
@@ -392,8 +395,10 @@ async def test_metrics_add_up_with_statistics(otel: Otel, autojump_clock: trio.a
         + stats.withdrawn + stats.dropped + stats.shed
     )  # fmt: skip
     durations = otel.points("rpc.server.call.duration")
-    assert sum(p.count for p in durations) == ended == len(
-        [s for s in otel.spans() if s.kind == SpanKind.SERVER]
+    assert (
+        sum(p.count for p in durations)
+        == ended
+        == len([s for s in otel.spans() if s.kind == SpanKind.SERVER])
     )
     waits = otel.points("trioserver.queue.wait")
     started = [m.queue_wait for m in stats.methods.values()]

@@ -127,12 +127,12 @@ class OpenTelemetryInstrument(Instrument):
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
-        if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):
+        if tracer_provider is not None and not isinstance(tracer_provider, trace.TracerProvider):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(
                 f"OpenTelemetryInstrument: tracer_provider must be an OpenTelemetry "
                 f"TracerProvider, not {tracer_provider!r}"
             )
-        if meter_provider is not None and not isinstance(meter_provider, metrics.MeterProvider):
+        if meter_provider is not None and not isinstance(meter_provider, metrics.MeterProvider):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(
                 f"OpenTelemetryInstrument: meter_provider must be an OpenTelemetry "
                 f"MeterProvider, not {meter_provider!r}"
@@ -191,8 +191,7 @@ class OpenTelemetryInstrument(Instrument):
         root = trio.lowlevel.current_root_task()
         if root is not self._root:
             self._root = root
-            self._offset = trio.lowlevel.current_clock().current_time()
-            self._offset = time_ns() - round(self._offset * _NS)
+            self._offset = time_ns() - round(trio.lowlevel.current_clock().current_time() * _NS)
         return self._offset + round(at * _NS)
 
     def _open(self, call: CallInfo, queued: bool) -> _Live:
@@ -247,9 +246,7 @@ class OpenTelemetryInstrument(Instrument):
         self._unqueue(call, live)
         wait = call.started_at - call.queued_at
         if live.span.is_recording():
-            live.span.add_event(
-                "started", {QUEUE_WAIT: wait}, timestamp=self._ns(call.started_at)
-            )
+            live.span.add_event("started", {QUEUE_WAIT: wait}, timestamp=self._ns(call.started_at))
         self._queue_wait.record(wait, self._names_of(call).metric_attributes)
         # This hook runs in the handler's contextvars: the span is made current for the handler
         # (unless it is invalid: the API without an SDK makes only those, and they carry nothing).
