@@ -114,8 +114,8 @@ class OpenTelemetryInstrument(Instrument):
     - ``trioserver.requests.shed`` (counter): requests refused with `ServerOverloaded`.
 
     Args:
-      tracer_provider: Where spans go; the global one (`opentelemetry.trace`) if None.
-      meter_provider: Where metrics go; the global one (`opentelemetry.metrics`) if None.
+      tracer_provider: Where spans go; the global one (``opentelemetry.trace``) if None.
+      meter_provider: Where metrics go; the global one (``opentelemetry.metrics``) if None.
 
     Raises:
       TypeError: a provider is not an OpenTelemetry ``TracerProvider`` / ``MeterProvider``.
