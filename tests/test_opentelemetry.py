@@ -28,6 +28,7 @@ from trioserver import (
     call,
     cast,
     open_server,
+    released,
     remove_instrument,
     server,
     statistics,
@@ -195,6 +196,50 @@ async def test_the_call_span_is_the_callers_child_and_the_handlers_parent(
     assert wait == {"trioserver.queue_wait": 1.0 if busy else 0.0}
     # Between requests the server's contextvars hold no call span: on_stop sees none.
     assert desk.at_stop is trace.INVALID_SPAN
+
+
+@server(admission=False)
+class Releasing:
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+        self.at_stop: trace.Span | None = None
+
+    @call(timeout=5.0)
+    async def slow(self) -> None:
+        async with released():
+            with self.tracer.start_as_current_span("in block"):
+                await trio.sleep(1.0)
+        with self.tracer.start_as_current_span("after block"):
+            pass
+
+    @call(timeout=5.0)
+    async def quick(self) -> None:
+        with self.tracer.start_as_current_span("in quick"):
+            await trio.sleep(0.125)
+
+    async def on_stop(self) -> None:
+        self.at_stop = trace.get_current_span()
+
+
+async def test_a_released_block_keeps_its_span_while_another_request_is_served(
+    otel: Otel, autojump_clock: trio.abc.Clock
+) -> None:
+    """Guarantee 15: the server serves `quick` while `slow` is in its released block; each
+    handler's spans stay children of its own request's span."""
+    releasing = Releasing(otel.tracer)
+    async with (
+        open_server(releasing, instruments=[otel.instrument]) as handle,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(handle.slow)
+        await trio.testing.wait_all_tasks_blocked()
+        await handle.quick()
+    [slow] = otel.spans("Releasing/slow")
+    [quick] = otel.spans("Releasing/quick")
+    for name, parent in (("in block", slow), ("after block", slow), ("in quick", quick)):
+        [span] = otel.spans(name)
+        assert parent_id(span) == span_id(parent), name
+    assert releasing.at_stop is trace.INVALID_SPAN
 
 
 async def test_a_failed_call_has_status_error_and_its_outcome(
