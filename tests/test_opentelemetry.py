@@ -24,6 +24,7 @@ from trioserver import (
     CallTimeout,
     ServerOverloaded,
     ServerStopped,
+    _private,
     add_instrument,
     call,
     cast,
@@ -34,6 +35,8 @@ from trioserver import (
     statistics,
 )
 from trioserver.opentelemetry import OpenTelemetryInstrument
+
+from .tasks import StepCounter
 
 
 @attrs.define
@@ -174,17 +177,26 @@ async def test_the_call_span_is_the_callers_child_and_the_handlers_parent(
     path); on a busy one it is queued. Either way the handler runs in the server's contextvars,
     where the instrument makes the call span current, and the caller's are left as they were."""
     desk = Desk(otel.tracer)
+    steps = StepCounter("trioserver: ")
     async with open_server(desk, instruments=[otel.instrument]) as handle:
         async with trio.open_nursery() as nursery:
+            await handle.peek()  # (a server's task starts with its first request)
+            await trio.testing.wait_all_tasks_blocked()  # it parks, idle
             if busy:
                 nursery.start_soon(handle.work, 1.0)
                 await trio.testing.wait_all_tasks_blocked()
             with otel.tracer.start_as_current_span("caller") as caller:
-                if method == "work":
-                    await handle.work(0.5)
-                else:
-                    await handle.peek()
+                trio.lowlevel.add_instrument(steps)
+                try:
+                    if method == "work":
+                        await handle.work(0.5)
+                    else:
+                        await handle.peek()
+                finally:
+                    trio.lowlevel.remove_instrument(steps)
                 assert trace.get_current_span() is caller
+        if method == "peek" and not busy and _private.ENABLED:
+            assert steps.steps == 0  # the hand-off: run in the caller's step
         assert trace.get_current_span() is trace.INVALID_SPAN
     [mine] = [s for s in otel.spans(f"Desk/{method}") if parent_id(s) == span_id(caller)]
     assert mine.context is not None
@@ -375,6 +387,8 @@ async def test_a_cast_is_a_span_too_child_of_the_caster(
 ) -> None:
     desk = Desk(otel.tracer)
     async with open_server(desk, instruments=[otel.instrument]) as handle:
+        await handle.peek()  # (a server's task starts with its first request)
+        await trio.testing.wait_all_tasks_blocked()  # it parks, idle
         with otel.tracer.start_as_current_span("caster") as caster:
             await handle.note("idle")  # the hand-off
             async with trio.open_nursery() as nursery:
