@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from tests.test_opentelemetry import Otel, make_otel
+from tests.otel import Otel, make_otel
 from trioserver import (
     CallTimeout,
     ServerOverloaded,
