@@ -279,7 +279,9 @@ class OpenTelemetryInstrument(Instrument):
         self._close(call, live, "shed")
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
+        # (a periodic reader calls this from its own thread: copy the dict in one step)
+        depths = tuple(self._depth.items())
         return [
             Observation(depth, {RPC_SYSTEM_NAME: SYSTEM, RPC_SERVICE: server})
-            for server, depth in self._depth.items()
+            for server, depth in depths
         ]
