@@ -43,6 +43,8 @@ from trioserver import (
 from trioserver._statistics import ServerStatistics
 
 EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0"))
+BUDGET = 1.0
+"""The handlers' budget, in seconds."""
 
 STARTED = frozenset({"handled", "failed", "timed_out", "cancelled"})
 """The outcomes of a request whose handler started (its span has a ``started`` event)."""
@@ -117,7 +119,7 @@ def make_class(scenario: Scenario, otel: Otel) -> Any:
 
     @server(admission=scenario.admission, **bounded)
     class Worker:
-        @call(timeout=1.0)
+        @call(timeout=BUDGET)
         async def work(self, seconds: float, fails: bool) -> str:
             with otel.tracer.start_as_current_span("inside"):
                 await trio.sleep(seconds)
@@ -125,7 +127,7 @@ def make_class(scenario: Scenario, otel: Otel) -> Any:
                 raise ValueError("failed")
             return "done"
 
-        @cast(timeout=1.0)
+        @cast(timeout=BUDGET)
         async def note(self, seconds: float, fails: bool) -> None:
             with otel.tracer.start_as_current_span("inside"):
                 await trio.sleep(seconds)
@@ -213,13 +215,12 @@ def check(scenario: Scenario, otel: Otel, run: Run) -> None:
         attributes = span.attributes or {}
         status = str(attributes["rpc.response.status_code"])
         allowed = ALLOWED[saw]
-        spec = scenario.callers[index]
-        if saw == "cancelled" and spec.deadline is not None and spec.deadline == spec.cancel_after:
-            # cancelled at its own deadline: the outer scope's Cancelled reaches the caller,
-            # and the server counts the request cut at its deadline
+        names = [e.name for e in span.events]
+        if saw == "cancelled" and "started" in names and cut_when_cancelled(scenario, index, span):
+            # cancelled at the handler's deadline (its budget's or its caller's): the caller
+            # hears its Cancelled, and the server counts the request cut at its deadline
             allowed |= {"timed_out"}
         assert status in allowed, f"caller {index} saw {saw}, its span says {status}"
-        names = [e.name for e in span.events]
         assert ("started" in names) == (status in STARTED), f"caller {index}: {names} {status}"
         assert (span.status.status_code == StatusCode.ERROR) == (status != "handled")
         inside = [s for s in spans if s.name == "inside" and s.parent == span.context]
@@ -235,6 +236,20 @@ def check(scenario: Scenario, otel: Otel, run: Run) -> None:
     assert otel.total("trioserver.mailbox.depth") == 0
     durations = otel.points("rpc.server.call.duration")
     assert sum(p.count for p in durations) == len(server_spans)
+
+
+def cut_when_cancelled(scenario: Scenario, index: int, span: ReadableSpan) -> bool:
+    """Whether caller `index` was cancelled at the very moment its handler's deadline passed."""
+    spec = scenario.callers[index]
+    if spec.cancel_after is None:
+        return False
+    assert span.start_time is not None
+    [started] = [e for e in span.events if e.name == "started"]
+    started_at = spec.start + (started.timestamp - span.start_time) / 1e9  # (queued at start)
+    cut_at = started_at + BUDGET
+    if spec.deadline is not None:
+        cut_at = min(cut_at, spec.start + spec.deadline)
+    return math.isclose(cut_at, spec.start + spec.cancel_after, abs_tol=1e-6)
 
 
 @pytest.fixture(autouse=True)
