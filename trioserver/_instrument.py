@@ -84,7 +84,8 @@ class Instrument:
         """A request left the mailbox without starting: its caller left, or the server stopped."""
 
     def call_shed(self, call: CallInfo) -> None:
-        """A request was refused with `ServerOverloaded` (`CallInfo.reason` says why)."""
+        """A request was refused, by admission or with `ServerOverloaded` (`CallInfo.reason`
+        says why)."""
 
     def cast_stored(self, call: CallInfo) -> None:
         """A durable cast was committed to its server's store (in the store's task)."""
