@@ -55,7 +55,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "shed": frozenset({"shed"}),
     "stopped": frozenset({"dropped", "cancelled"}),
     "call timeout": frozenset({"timed_out", "withdrawn"}),
-    "own deadline": frozenset({"timed_out", "withdrawn"}),
+    "own deadline": frozenset({"timed_out", "withdrawn", "shed"}),  # (shed: by admission)
     "cancelled": frozenset({"cancelled", "withdrawn"}),
     "cast": frozenset({"handled", "failed", "timed_out", "cancelled", "dropped"}),
 }

@@ -111,7 +111,8 @@ class OpenTelemetryInstrument(Instrument):
     - ``trioserver.requests.withdrawn`` (counter): requests that left the mailbox without
       starting, with ``rpc.response.status_code`` ``withdrawn`` (their caller left or
       its deadline passed) or ``dropped`` (their server stopped).
-    - ``trioserver.requests.shed`` (counter): requests refused with `ServerOverloaded`.
+    - ``trioserver.requests.shed`` (counter): requests refused: with `ServerOverloaded`, or
+      by admission (which ends the call as its caller's deadline would).
 
     Args:
       tracer_provider: Where spans go; the global one (``opentelemetry.trace``) if None.
@@ -159,7 +160,7 @@ class OpenTelemetryInstrument(Instrument):
         self._shed = meter.create_counter(
             "trioserver.requests.shed",
             unit="{request}",
-            description="Requests refused with ServerOverloaded.",
+            description="Requests refused (ServerOverloaded, or by admission).",
         )
         meter.create_observable_up_down_counter(
             "trioserver.mailbox.depth",
