@@ -46,6 +46,7 @@ TIMEOUT = 120.0
 WORKERS = 2
 
 SKIPPED = {
+    "overload-deadline-block": "fragment",
     "cancellation-sleeper": "fragment",
     "cancellation-worker": "fragment",
     "contract-fast": "fragment",
