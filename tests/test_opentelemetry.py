@@ -333,6 +333,30 @@ async def test_a_shed_request_is_a_span_of_its_caller_with_a_shed_event(
     assert otel.total("trioserver.requests.shed") == 1 == stats.shed
 
 
+@server
+class Admitting:
+    @call(timeout=5.0)
+    async def work(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+async def test_a_call_admission_refuses_is_shed_and_ends_as_its_deadline(
+    otel: Otel, autojump_clock: trio.abc.Clock
+) -> None:
+    async with open_server(Admitting(), instruments=[otel.instrument]) as admitting:
+        await admitting.work(1.0)  # admission learns that `work` takes 1 s
+        with otel.tracer.start_as_current_span("caller") as caller:
+            with trio.move_on_after(0.5) as scope:
+                await admitting.work(1.0)  # would not finish in time: refused at once
+            assert scope.cancelled_caught
+        stats = statistics(admitting)
+    [shed] = [s for s in otel.spans("Admitting/work") if parent_id(s) == span_id(caller)]
+    assert events(shed) == ["shed"]
+    assert seconds(shed) == 0.0
+    assert shed.status.status_code == StatusCode.ERROR
+    assert otel.total("trioserver.requests.shed") == 1 == stats.shed
+
+
 async def test_a_cast_is_a_span_too_child_of_the_caster(
     otel: Otel, autojump_clock: trio.abc.Clock
 ) -> None:
