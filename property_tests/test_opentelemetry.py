@@ -216,6 +216,15 @@ def check(scenario: Scenario, otel: Otel, run: Run) -> None:
         status = str(attributes["rpc.response.status_code"])
         allowed = ALLOWED[saw]
         names = [e.name for e in span.events]
+        spec = scenario.callers[index]
+        if saw == "cancelled" and spec.deadline is not None and spec.deadline == spec.cancel_after:
+            # cancelled at its own deadline: the caller hears the outer scope's Cancelled,
+            # while the request ended as at that deadline
+            allowed |= ALLOWED["own deadline"]
+        if saw == "cancelled" and spec.deadline is not None and scenario.admission:
+            # shed by admission, it waits for its deadline (public trio cannot name the
+            # deadline's scope to end it at once): a cancellation may come first
+            allowed |= {"shed"}
         if saw == "cancelled" and "started" in names and cut_when_cancelled(scenario, index, span):
             # cancelled at the handler's deadline (its budget's or its caller's): the caller
             # hears its Cancelled, and the server counts the request cut at its deadline
