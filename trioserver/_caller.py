@@ -242,7 +242,7 @@ def _shed(state: ServerState, method: Method, now: float, reason: str) -> None:
         state.numbered += 1
         info = CallInfo(
             state.spec.name, method.label, method.kind, state.numbered, now,
-            ended_at=now, outcome="shed", reason=reason,
+            ended_at=now, outcome="shed", reason=reason, server_id=id(state.obj),
         )  # fmt: skip
         state.notify("call_shed", info)
 
