@@ -164,7 +164,11 @@ async def test_trace_instrument_writes_chrome_trace_events(
         ("Desk.work", 0.0, 1_000_000.0),
         ("Desk.work", 1_000_000.0, 500_000.0),
     ]
-    waits = [(e["ph"], e["ts"]) for e in events if e.get("cat") == "queue" and e["id"] == "Desk#2"]
+    waits = [
+        (e["ph"], e["ts"])
+        for e in events
+        if e.get("cat") == "queue" and e["id"].startswith("Desk@") and e["id"].endswith("#2")
+    ]
     assert waits == [("b", 0.0), ("e", 1_000_000.0)]
     assert {
         "ph": "M",
@@ -319,3 +323,32 @@ async def test_trace_instrument_colours_each_outcome_with_its_own_cname(
     used = [*colours.values(), TraceInstrument.QUEUE_COLOUR]
     assert len(set(used)) == len(used)  # distinct
     assert set(used) <= CHROME_PALETTE
+
+
+async def test_trace_instrument_keeps_apart_two_servers_of_one_class(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server(admission=False)
+    class Counter:
+        @call(timeout=5)
+        async def work(self, seconds: float) -> None:
+            await trio.sleep(seconds)
+
+    trace = TraceInstrument()
+    async with (
+        open_server(Counter(), instruments=[trace]) as a,
+        open_server(Counter(), instruments=[trace]) as b,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(a.work, 1.0)
+        nursery.start_soon(b.work, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(a.work, 0.5)  # request #2 of server a, queued until t=1
+        await trio.sleep(0.25)
+        nursery.start_soon(b.work, 0.5)  # request #2 of server b, queued at t=0.25
+    waits: dict[str, list[str]] = {}
+    for event in trace.events:
+        if event.get("cat") == "queue":
+            waits.setdefault(event["id"], []).append(event["ph"])
+    assert len(waits) == 4  # two requests of each server, each its own wait
+    assert all(phases == ["b", "e"] for phases in waits.values())

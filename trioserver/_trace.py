@@ -66,7 +66,7 @@ class TraceInstrument(Instrument):
         return row
 
     def call_queued(self, call: CallInfo) -> None:
-        key = f"{call.server}#{call.number}"
+        key = _wait_id(call)
         self._waiting.add(key)
         self.events.append(
             {
@@ -82,7 +82,7 @@ class TraceInstrument(Instrument):
         )
 
     def _end_wait(self, call: CallInfo, at: float) -> None:
-        key = f"{call.server}#{call.number}"
+        key = _wait_id(call)
         if key not in self._waiting:
             return  # refused before it was queued
         self._waiting.discard(key)
@@ -152,3 +152,9 @@ class TraceInstrument(Instrument):
     def write(self, path: str | Path) -> None:
         """Write the trace to `path` as JSON."""
         Path(path).write_text(json.dumps(self.to_json()), encoding="utf-8")
+
+
+def _wait_id(call: CallInfo) -> str:
+    """A queue wait's id: requests are numbered per server, so two servers of one class need
+    the server's identity too."""
+    return f"{call.server}@{call.server_id:x}#{call.number}"
