@@ -122,11 +122,12 @@ class InstrumentList:
     server whose instruments override nothing pays nothing more than one with none.
     """
 
-    __slots__ = ("hooked", "items")
+    __slots__ = ("hooked", "items", "snapshot")
 
     def __init__(self, items: Iterable[Instrument] = ()) -> None:
         self.items: list[Instrument] = []
         self.hooked: frozenset[Hook] = frozenset()
+        self.snapshot: tuple[Instrument, ...] = ()  # `items` as a tuple: a new one per change
         for instrument in items:
             self.add(instrument)
 
@@ -143,10 +144,12 @@ class InstrumentList:
         if instrument not in self.items:
             self.items.append(instrument)
             self.hooked |= _overridden(instrument)
+            self.snapshot = tuple(self.items)
 
     def remove(self, instrument: Instrument) -> None:
         self.items.remove(instrument)
         self.hooked = frozenset().union(*(_overridden(i) for i in self.items))
+        self.snapshot = tuple(self.items)
 
 
 _RUN: trio.lowlevel.RunVar[InstrumentList] = trio.lowlevel.RunVar("trioserver_instruments")
@@ -168,15 +171,34 @@ class Instruments:
     A server with no own instruments uses the run's list itself.
     """
 
-    __slots__ = ("own", "shared")
+    __slots__ = ("_hooked", "_seen", "_snapshot", "own", "shared")
 
     def __init__(self, own: InstrumentList, shared: InstrumentList) -> None:
         self.own = own
         self.shared = shared
+        self._seen: tuple[object, object] = ((), ())  # the two snapshots last combined
+        self._hooked: frozenset[Hook] = frozenset()
+        self._snapshot: tuple[Instrument, ...] = ()
+
+    def _combine(self) -> None:
+        """Recombine the two lists, if either changed since (each change makes a new tuple)."""
+        own, shared = self.own.snapshot, self.shared.snapshot
+        seen_own, seen_shared = self._seen
+        if own is not seen_own or shared is not seen_shared:
+            self._seen = (own, shared)
+            self._hooked = self.own.hooked | self.shared.hooked
+            self._snapshot = own + tuple(i for i in shared if i not in own)
 
     @property
     def hooked(self) -> frozenset[Hook]:
-        return self.own.hooked | self.shared.hooked
+        self._combine()
+        return self._hooked
+
+    @property
+    def snapshot(self) -> tuple[Instrument, ...]:
+        """Own instruments, then the run's, as a tuple (read live: recombined after a change)."""
+        self._combine()
+        return self._snapshot
 
     def __bool__(self) -> bool:
         return bool(self.own or self.shared)

@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from ._spec import ServerSpec
 
 logger = logging.getLogger("trioserver")
+_STARTED = frozenset(("call_started", "call_finished"))  # hooks whose CallInfo has started_at
+_NOT_ENDED = frozenset(("call_queued", "call_started"))  # hooks whose CallInfo has no ended_at
 
 _INF = math.inf
 
@@ -318,24 +320,24 @@ class ServerState:
         self, hook: Hook, request: Request, outcome: str | None = None, reason: str | None = None
     ) -> None:
         """Tell the instruments what happened to `request` (called when one hooks `hook`)."""
-        started = hook in ("call_started", "call_finished")
-        info = CallInfo(
-            server=self.spec.name,
-            method=request.method.label,
-            kind=request.method.kind,
-            number=request.number,
-            queued_at=request.queued_at,
-            started_at=request.started_at if started else None,
-            ended_at=None if hook in ("call_queued", "call_started") else self.now(),
-            outcome=outcome,
-            reason=reason,
-            stored_as=request.row.id if type(request) is StoredRequest else None,
-            server_id=id(self.obj),
+        method = request.method
+        info = CallInfo(  # (by position: a third cheaper than by keyword)
+            self.spec.name,  # server
+            method.label,  # method
+            method.kind,  # kind
+            request.number,  # number
+            request.queued_at,  # queued_at
+            request.started_at if hook in _STARTED else None,  # started_at
+            None if hook in _NOT_ENDED else self.now(),  # ended_at
+            outcome,
+            reason,
+            request.row.id if type(request) is StoredRequest else None,  # stored_as
+            id(self.obj),  # server_id
         )
         self.notify(hook, info)
 
     def notify(self, hook: Hook, info: CallInfo) -> None:
-        for instrument in list(self.instruments):
+        for instrument in self.instruments.snapshot:
             try:
                 getattr(instrument, hook)(info)
             except Exception:
