@@ -1,0 +1,935 @@
+"""Fault injection for servers in Ray actors (guarantee 18): scenarios drawn by Hypothesis, run
+in this process on real time, checked against invariants afterwards.
+
+A scenario is one server (`Subject`) hosted by `trioserver._ray_host.Host`, the class Ray runs
+as the actor, and trio callers that call it through `trioserver.ray` handles, whose caller side
+(`trioserver._ray_caller`) is the one Ray users run. Between them, `Transport` plays Ray's part
+in one process: an asyncio loop on a thread of its own runs the actor's methods as coroutines
+(as Ray runs an async actor's), requests and replies are pickled both ways, ``ray.cancel``
+cancels a request's coroutine, and killing the actor fails every request in flight with Ray's
+own errors, then restarts it (a fresh object) if restarts are left. So every scenario crosses
+the same three threads and two event loops a real call crosses, in milliseconds, with no
+cluster. (A real process dies; here the killed host is stopped behind Ray's back, and what its
+handlers do after the kill is not judged.)
+
+The scenario draws the callers: the handler each one calls (returns at once; sleeps, short or
+past its budget; waits for an event set from outside the actor, or never; hangs until its
+budget; raises an exception that pickles, or one that cannot be rebuilt; a cast), when it
+calls, its limit (none, a short or a long deadline, or a cancellation at a drawn moment: before
+its request is sent, while it is queued, while it runs), and which handle it uses (the one
+`stop` goes through, or a second one, as `trioserver.ray.connect` gives another process); then
+when the server is stopped, and whether and when its actor is killed (restarted or not).
+
+The server keeps its own record (`Record`): every handler run, with the request it served, the
+object's life, when it started and ended, how it ended, and whether another handler held the
+server meanwhile. `check` returns the violations of the invariants, each naming its invariant:
+
+1. Exactly one outcome per call, and the right one: its handler's value or exception (a copy:
+   same class and arguments, with the actor's traceback as a note; `NotSendable` for one that
+   cannot be rebuilt), `CallTimeout` (only from a handler cut at its *own* budget), the
+   caller's own cancellation (`trio.Cancelled`, caught by the caller's own scope, at or after
+   its limit), `ServerOverloaded` (deadline-aware admission, on by default: only for a call
+   that sent a deadline, and whose handler never ran), `ServerStopped` (only once `stop` was called), `ServerCrashed` (only for a call
+   in flight when the actor was killed, or sent while it was restarting or dead). A request
+   runs at most once, and a call whose handler returned or raised gets that reply unless its
+   caller left first or the actor was killed meanwhile. No caller is still waiting at the end.
+2. Nobody is told later than its limit plus `TOLERANCE`: a caller with a deadline or a
+   cancellation hears by then; a `CallTimeout` comes within `TOLERANCE` of its handler's
+   budget.
+3. A caller's limit reaches the actor: no handler of a call starts, or is still running, later
+   than its caller's limit plus `TOLERANCE`. So a request withdrawn while queued never runs
+   (the server's record proves it); the one allowed exception is the documented race, a
+   request that reached the front of the queue before its caller's cancellation reached the
+   actor: it starts (and may finish) within `TOLERANCE` of the limit, and its caller hears
+   `Cancelled` all the same.
+4. Handlers never overlap (the server's record, per object life).
+5. A handler cut at its budget or its caller's deadline is cut on time: no handler runs more
+   than `TOLERANCE` past its budget.
+6. Statistics add up for each life that ended by `stop`: ``handled``, ``failed`` and
+   ``timed_out + cancelled`` are exactly the handler runs that returned, raised and were cut
+   (the server's record); nothing is running or queued after the stop; requests counted never
+   exceed requests sent; with one life, ``timed_out`` covers every `CallTimeout` heard and
+   ``shed`` is every `ServerOverloaded`.
+7. Nothing is left: no trio task in the callers' run, no coroutine on the actor's asyncio loop
+   (every request was answered or cancelled), and no thread (the hosts' trio threads and the
+   loop's) once the scenario ended.
+
+Real time: the tolerance is for a busy 2-core machine (threads wait to be scheduled); the
+figures of one large run are in docs/beyond-one-machine.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
+
+import attrs
+import trio
+from hypothesis import strategies as st
+from ray import cloudpickle
+from ray import exceptions as ray_errors
+
+import trioserver.ray
+from trioserver import (
+    CallTimeout,
+    ServerCrashed,
+    ServerOverloaded,
+    ServerStopped,
+    call,
+    cast,
+    server,
+    statistics,
+)
+from trioserver import _ray_caller, _ray_host
+from trioserver._ray_host import Host
+from trioserver._spec import SPEC
+from trioserver.ray import NotSendable
+
+from property_tests.faults import all_tasks
+
+TOLERANCE = 0.1
+"""Real seconds by which a caller may hear, or a handler end, after its limit: the time a
+message takes from one thread to another on a busy 2-core machine (measured: see the docs)."""
+
+NAP_BUDGET = 0.15
+"""The budget of `Subject.nap` and `Subject.wait`; naps of `LONG_NAP` overrun it."""
+
+HANG_BUDGET = 0.1
+"""The budget of `Subject.hang`, which never returns on its own."""
+
+LONG_NAP = 0.3
+
+RESTART_DELAY = 0.02
+"""How long a killed actor takes to come back, when it has restarts left."""
+
+SCENARIO_LIMIT = 10.0
+"""Real seconds a scenario may take; a caller still waiting then is a HANG."""
+
+KINDS = ("quick", "nap", "wait", "hang", "boom", "unsendable", "cast")
+CALL_BUDGETS = {"nap": NAP_BUDGET, "wait": NAP_BUDGET, "hang": HANG_BUDGET}
+
+
+# -- the server and its record --------------------------------------------------------------
+
+
+class Boom(Exception):
+    """What `Subject.boom` raises: pickles and rebuilds (its only argument is the request)."""
+
+
+class Unsendable(Exception):
+    """What `Subject.unsendable` raises: pickles, but cannot be rebuilt (``__init__`` wants
+    two arguments and passes one to `Exception`), so the caller gets `NotSendable`."""
+
+    def __init__(self, rid: str, why: str) -> None:
+        super().__init__(f"{rid}: {why}")
+
+
+@attrs.define
+class Run:
+    """One handler run, as the server recorded it (times: `time.perf_counter`)."""
+
+    rid: str
+    life: int
+    method: str
+    start: float
+    end: float | None = None
+    ending: str | None = None  # returned, raised, cancelled
+    overlapped: bool = False  # another handler of the same life held the server at its start
+
+
+@attrs.define
+class Life:
+    """One object of `Subject` (a restart makes another)."""
+
+    index: int
+    token: trio.lowlevel.TrioToken | None = None
+    gate: trio.Event | None = None
+    active: int = 0
+
+
+class Record:
+    """The server's own record, shared by every life of the object (as a test would read a
+    database the actor writes to)."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+        self.lives: list[Life] = []
+        self.gate_open = False
+
+    def new_life(self) -> Life:
+        life = Life(len(self.lives))
+        self.lives.append(life)
+        return life
+
+    def open_gate(self) -> None:
+        """From any thread: set the gate that `Subject.wait` waits for, in every life now and
+        in those to come."""
+        self.gate_open = True
+        for life in self.lives:
+            if life.token is not None and life.gate is not None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    life.token.run_sync_soon(life.gate.set)
+
+
+@server
+class Subject:
+    """The server under test: each handler records its run in the shared `Record`."""
+
+    def __init__(self, record: Record) -> None:
+        self.record = record
+        self.life = record.new_life()
+
+    async def on_start(self) -> None:
+        self.life.gate = trio.Event()
+        self.life.token = trio.lowlevel.current_trio_token()
+        if self.record.gate_open:
+            self.life.gate.set()
+
+    @contextlib.contextmanager
+    def running(self, rid: str, method: str) -> Iterator[None]:
+        run = Run(rid, self.life.index, method, time.perf_counter())
+        run.overlapped = self.life.active > 0
+        self.life.active += 1
+        self.record.runs.append(run)
+        try:
+            yield
+            run.ending = "returned"
+        except Exception:
+            run.ending = "raised"
+            raise
+        except BaseException:
+            run.ending = "cancelled"
+            raise
+        finally:
+            run.end = time.perf_counter()
+            self.life.active -= 1
+
+    @call
+    def quick(self, rid: str) -> str:
+        with self.running(rid, "quick"):
+            return rid
+
+    @call(timeout=NAP_BUDGET)
+    async def nap(self, rid: str, seconds: float) -> str:
+        with self.running(rid, "nap"):
+            await trio.sleep(seconds)
+            return rid
+
+    @call(timeout=NAP_BUDGET)
+    async def wait(self, rid: str) -> str:
+        with self.running(rid, "wait"):
+            assert self.life.gate is not None
+            await self.life.gate.wait()
+            return rid
+
+    @call(timeout=HANG_BUDGET)
+    async def hang(self, rid: str) -> str:
+        with self.running(rid, "hang"):
+            await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @call
+    def boom(self, rid: str) -> str:
+        with self.running(rid, "boom"):
+            raise Boom(rid)
+
+    @call
+    def unsendable(self, rid: str) -> str:
+        with self.running(rid, "unsendable"):
+            raise Unsendable(rid, "no way back")
+
+    @cast
+    async def note(self, rid: str, seconds: float) -> None:
+        with self.running(rid, "cast"):
+            await trio.sleep(seconds)
+
+
+# -- Ray's part, in this process ------------------------------------------------------------
+
+
+class Ref:
+    """What ``actor.method.remote(...)`` returns: a Ray reference, whose `future` the caller
+    side waits on."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.task: asyncio.Task[Any] | None = None  # the actor method's coroutine, once begun
+        self.cancelled = False
+
+    def future(self) -> concurrent.futures.Future[Any]:
+        return self.result
+
+    def fail(self, error: BaseException) -> None:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            self.result.set_exception(error)
+
+
+class Method:
+    def __init__(self, transport: Transport, name: str) -> None:
+        self.transport = transport
+        self.name = name
+
+    def remote(self, *args: Any) -> Ref:
+        return self.transport.submit(self.name, args)
+
+
+class Actor:
+    """The actor handle: ``actor.call.remote(request)`` and the like."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.call = Method(transport, "call")
+        self.statistics = Method(transport, "statistics")
+        self.stop = Method(transport, "stop")
+        self.ready = Method(transport, "ready")
+        self.__ray_terminate__ = Method(transport, "__ray_terminate__")
+
+
+class FakeRay:
+    """The two functions of Ray that trioserver.ray calls with references and handles."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+
+    def cancel(self, ref: Ref) -> None:
+        self.transport.cancel(ref)
+
+    def kill(self, actor: Actor, no_restart: bool = True) -> None:
+        self.transport.kill(restart=not no_restart)
+
+
+class Transport:
+    """Ray between the callers and one actor: an asyncio loop on its own thread runs the
+    host's methods; every request and reply is pickled; `cancel` is ``ray.cancel``; `kill`
+    is the actor's process dying (``ray.kill``), with a restart if any is left."""
+
+    def __init__(self, record: Record, restarts: int) -> None:
+        self.record = record
+        self.restarts = restarts
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="ray-faults asyncio loop", daemon=True
+        )
+        self.thread.start()
+        self.hosts: list[Host] = []
+        self.lock = threading.Lock()
+        self.state = "alive"  # restarting, dead (killed), exited (stopped on purpose)
+        self.in_flight: set[Ref] = set()
+        self.killed: list[tuple[float, float | None]] = []  # (killed, back) for each kill
+        self.leftover_tasks: list[str] = []
+        self.hosts.append(Host(Subject, (record,)))
+
+    @property
+    def host(self) -> Host:
+        return self.hosts[-1]
+
+    def submit(self, name: str, args: tuple[Any, ...]) -> Ref:
+        ref = Ref(self)
+        try:
+            args = cloudpickle.loads(cloudpickle.dumps(args))
+        except Exception as exc:  # Ray raises TypeError in the caller: nothing is sent
+            raise TypeError(f"could not serialize the arguments of {name}: {exc!r}") from exc
+        with self.lock:
+            state = self.state
+            if state == "alive":
+                self.in_flight.add(ref)
+                host = self.host
+        if state == "restarting":
+            ref.fail(ray_errors.ActorUnavailableError("the actor is restarting", None))
+        elif state == "dead":
+            ref.fail(ray_errors.ActorDiedError())
+        elif state == "exited":
+            ref.fail(
+                ray_errors.RayActorError(
+                    error_msg=f"The actor exited ({_ray_caller.INTENDED_EXIT})."
+                )
+            )
+        else:
+            self.loop.call_soon_threadsafe(self.begin, ref, host, name, args)
+        return ref
+
+    def begin(self, ref: Ref, host: Host, name: str, args: tuple[Any, ...]) -> None:
+        """On the loop: run the actor method as Ray runs an async actor's."""
+        if ref.cancelled or ref.result.done():  # cancelled (or the actor died) on the way
+            with self.lock:
+                self.in_flight.discard(ref)
+            return
+        coroutine: Coroutine[Any, Any, Any]
+        if name == "__ray_terminate__":
+            coroutine = self.terminate()
+        else:
+            coroutine = getattr(host, name)(*args)
+        ref.task = self.loop.create_task(coroutine)
+        ref.task.add_done_callback(lambda task: self.replied(ref, task))
+
+    def replied(self, ref: Ref, task: asyncio.Task[Any]) -> None:
+        with self.lock:
+            self.in_flight.discard(ref)
+        if task.cancelled():
+            ref.fail(ray_errors.TaskCancelledError())
+            return
+        error = task.exception()
+        if error is not None:
+            ref.fail(error)
+            return
+        try:
+            reply = cloudpickle.loads(cloudpickle.dumps(task.result()))
+        except Exception as exc:  # Ray: the reply could not be sent back
+            ref.fail(ray_errors.RayTaskError("call", "", exc))
+            return
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            ref.result.set_result(reply)
+
+    async def terminate(self) -> None:
+        """``__ray_terminate__``: the graceful exit after `stop` (the host answered every
+        request it had; any other still in flight hears that the actor exited)."""
+        with self.lock:
+            self.state = "exited"
+            others = [ref for ref in self.in_flight if ref.task is not asyncio.current_task()]
+        for ref in others:
+            ref.fail(ray_errors.RayActorError(error_msg=_ray_caller.INTENDED_EXIT))
+
+    def cancel(self, ref: Ref) -> None:
+        """``ray.cancel(ref)``: cancel the actor method's coroutine (or never start it)."""
+        ref.cancelled = True
+        ref.fail(ray_errors.TaskCancelledError())
+
+        def cancel_task() -> None:
+            if ref.task is not None:
+                ref.task.cancel()
+
+        with contextlib.suppress(RuntimeError):  # (the loop is closed)
+            self.loop.call_soon_threadsafe(cancel_task)
+
+    def kill(self, restart: bool) -> None:
+        """From any thread but the loop's: the actor's process dies now. Every request in
+        flight hears `ActorDiedError`; the old host is stopped behind Ray's back (a real
+        process would just be gone); a restart makes a fresh object after `RESTART_DELAY`."""
+        restart = restart and self.restarts != 0
+        with self.lock:
+            if self.state != "alive":
+                return
+            self.state = "restarting" if restart else "dead"
+            lost = list(self.in_flight)
+            self.in_flight.clear()
+            old = self.host
+            killed = time.perf_counter()
+        for ref in lost:
+            ref.fail(ray_errors.ActorDiedError())
+        asyncio.run_coroutine_threadsafe(old.stop(), self.loop).result()
+        if not restart:
+            self.killed.append((killed, None))
+            return
+        self.restarts -= 1
+        time.sleep(RESTART_DELAY)
+        host = Host(Subject, (self.record,))
+        with self.lock:
+            self.hosts.append(host)
+            self.state = "alive"
+        self.killed.append((killed, time.perf_counter()))
+
+    def close(self) -> None:
+        """Stop every host still running, then the loop; note the coroutines left on it."""
+        for host in self.hosts:
+            asyncio.run_coroutine_threadsafe(host.stop(), self.loop).result()
+
+        async def leftovers() -> list[str]:
+            for _ in range(100):  # (cancelled coroutines need a few passes of the loop)
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                if not others:
+                    return []
+                await asyncio.sleep(0.01)
+            return [repr(task) for task in others]
+
+        self.leftover_tasks = asyncio.run_coroutine_threadsafe(leftovers(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+        self.loop.close()
+
+
+@contextlib.contextmanager
+def ray_replaced(fake: FakeRay) -> Iterator[None]:
+    """Point trioserver.ray's two uses of Ray's functions (``ray.cancel``, ``ray.kill``) at
+    `fake` for the block."""
+    saved = (_ray_caller._ray, trioserver.ray._ray)
+    _ray_caller._ray = trioserver.ray._ray = fake
+    try:
+        yield
+    finally:
+        _ray_caller._ray, trioserver.ray._ray = saved
+
+
+def handle_for(actor: Actor, name: str | None) -> Any:
+    """A `trioserver.ray` handle to the actor, as `start` (name None) or `connect` give."""
+    return trioserver.ray._handle(getattr(Subject, SPEC), actor, name)
+
+
+# -- the scenario ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class CallerSpec:
+    index: int
+    kind: str  # one of KINDS
+    seconds: float  # a nap's or a cast's sleep
+    start: float  # when it calls, after the scenario's start
+    limit: str  # none, deadline, cancel
+    after: float  # the deadline, or when it is cancelled after it called
+    other_handle: bool  # calls through the second handle (as `connect` gives), not `stop`'s
+
+    @property
+    def rid(self) -> str:
+        return f"c{self.index}"
+
+    def __str__(self) -> str:
+        what = {
+            "nap": f"nap({self.seconds})",
+            "cast": f"note({self.seconds}) (a cast)",
+            "wait": "wait() (for the gate)",
+        }.get(self.kind, f"{self.kind}()")
+        limit = {
+            "none": "",
+            "deadline": f" under move_on_after({self.after})",
+            "cancel": f", cancelled {self.after} s after it called",
+        }[self.limit]
+        handle = "the second handle" if self.other_handle else "the first handle"
+        return f"caller {self.rid} at t+{self.start}: {what} through {handle}{limit}"
+
+
+@attrs.frozen
+class Scenario:
+    callers: tuple[CallerSpec, ...]
+    gate_at: float | None  # when the gate opens (None: never)
+    stop_at: float | None  # None: once every caller has finished
+    kill_at: float | None  # when the actor's process dies (None: never)
+    restarts: int  # how many restarts Ray allows
+
+    def __str__(self) -> str:
+        stop = "once every caller finished" if self.stop_at is None else f"at t+{self.stop_at}"
+        lines = [
+            f"Subject in an actor (max_restarts={self.restarts}), stopped {stop}; "
+            f"gate opened {'never' if self.gate_at is None else f'at t+{self.gate_at}'}"
+        ]
+        if self.kill_at is not None:
+            lines.append(f"its process dies at t+{self.kill_at}")
+        lines += [f"    {c}" for c in self.callers]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text("\n" + str(self))
+
+
+@st.composite
+def caller_specs(draw: st.DrawFn, index: int) -> CallerSpec:
+    kind = draw(st.sampled_from(KINDS))
+    seconds = 0.0
+    if kind == "nap":
+        seconds = draw(st.sampled_from([0.0, 0.01, 0.05, LONG_NAP]))
+    elif kind == "cast":
+        seconds = draw(st.sampled_from([0.0, 0.02]))
+    limit = draw(st.sampled_from(["none", "none", "deadline", "cancel"]))
+    after = 0.0
+    if limit == "deadline":
+        after = draw(st.sampled_from([0.03, 0.4]))  # short, long
+    elif limit == "cancel":
+        # at once (before it is sent, or as it arrives), or later (queued or running)
+        after = draw(st.sampled_from([0.0, 0.005, 0.03, 0.12]))
+    return CallerSpec(
+        index=index,
+        kind=kind,
+        seconds=seconds,
+        start=draw(st.sampled_from([0.0, 0.0, 0.01, 0.05, 0.1])),
+        limit=limit,
+        after=after,
+        other_handle=draw(st.booleans()),
+    )
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, kills: bool = True) -> Scenario:
+    count = draw(st.integers(1, 7))
+    callers = tuple(draw(caller_specs(index)) for index in range(count))
+    kill_at = None
+    restarts = 0
+    if kills and draw(st.integers(0, 3)) == 0:
+        kill_at = draw(st.sampled_from([0.005, 0.04, 0.12]))
+        restarts = draw(st.sampled_from([0, 1]))
+    return Scenario(
+        callers=callers,
+        gate_at=draw(st.sampled_from([None, 0.02, 0.1])),
+        stop_at=draw(st.sampled_from([None, None, 0.03, 0.08, 0.2])),
+        kill_at=kill_at,
+        restarts=restarts,
+    )
+
+
+# -- running it -----------------------------------------------------------------------------
+
+
+@attrs.define
+class CallRecord:
+    spec: CallerSpec
+    sent: float = math.nan  # when the call was made (perf_counter)
+    limit: float = math.inf  # when its caller leaves: its deadline, or its cancellation
+    finish: float | None = None
+    outcome_kind: str | None = None  # value, exception, cancelled
+    outcome: object = None
+
+    def describe(self, t0: float) -> str:
+        def at(t: float | None) -> str:
+            return "never" if t is None else f"t+{t - t0:.3f}"
+
+        limit = "" if self.limit == math.inf else f", limit {at(self.limit)}"
+        told = self.outcome_kind if self.outcome_kind != "exception" else repr(self.outcome)
+        return f"{self.spec.rid}: sent {at(self.sent)}{limit}; told {told} at {at(self.finish)}"
+
+
+@attrs.define
+class Log:
+    scenario: Scenario
+    record: Record = attrs.Factory(Record)
+    t0: float = 0.0
+    calls: list[CallRecord] = attrs.Factory(list)
+    stop_called: float | None = None
+    stop_done: float | None = None
+    killed: list[tuple[float, float | None]] = attrs.Factory(list)
+    lives_stopped: set[int] = attrs.Factory(set)  # lives that ended by `stop`
+    stats: dict[int, Any] = attrs.Factory(dict)  # each life's statistics after its end
+    hang: bool = False
+    errors: list[str] = attrs.Factory(list)
+    leftover_trio: list[str] = attrs.Factory(list)
+    leftover_asyncio: list[str] = attrs.Factory(list)
+    leftover_threads: list[str] = attrs.Factory(list)
+
+
+async def run_caller(log: Log, spec: CallerSpec, handle: Any, done: Callable[[], None]) -> None:
+    record = CallRecord(spec)
+    log.calls.append(record)
+    try:
+        await trio.sleep(spec.start)
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as scope:
+                record.sent = time.perf_counter()
+                if spec.limit == "deadline":
+                    scope.deadline = trio.current_time() + spec.after
+                    record.limit = record.sent + spec.after
+                elif spec.limit == "cancel":
+                    nursery.start_soon(cancel_after, record, scope, spec.after)
+                try:
+                    record.outcome = await make_call(handle, spec)
+                    record.outcome_kind = "value"
+                except Exception as error:
+                    record.outcome_kind, record.outcome = "exception", error
+            nursery.cancel_scope.cancel()  # (the canceller, if it has not fired)
+            if scope.cancelled_caught:
+                record.outcome_kind = "cancelled"
+            record.finish = time.perf_counter()
+    finally:
+        done()
+
+
+async def cancel_after(record: CallRecord, scope: trio.CancelScope, seconds: float) -> None:
+    await trio.sleep(seconds)
+    record.limit = time.perf_counter()
+    scope.cancel()
+
+
+async def make_call(handle: Any, spec: CallerSpec) -> object:
+    rid = spec.rid
+    if spec.kind == "nap":
+        return await handle.nap(rid, spec.seconds)
+    if spec.kind == "cast":
+        return await handle.note(rid, spec.seconds)
+    return await getattr(handle, spec.kind)(rid)
+
+
+async def at(t0: float, moment: float) -> None:
+    await trio.sleep_until(t0 + moment)
+
+
+async def scenario_main(log: Log, transport: Transport) -> None:
+    scenario = log.scenario
+    before = set(all_tasks())
+    t0 = trio.current_time()
+    log.t0 = time.perf_counter()
+    actor = Actor(transport)
+    first, second = handle_for(actor, None), handle_for(actor, "subject")
+    callers_done = trio.Event()
+    remaining = len(scenario.callers)
+    stopping = trio.Lock()
+
+    def one_done() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            callers_done.set()
+
+    async def open_gate(moment: float) -> None:
+        await at(t0, moment)
+        log.record.open_gate()
+
+    async def kill(moment: float) -> None:
+        await at(t0, moment)
+        async with stopping:  # (never while the stop runs: see below)
+            if log.stop_called is None:
+                await trio.to_thread.run_sync(transport.kill, True)
+
+    with trio.move_on_after(SCENARIO_LIMIT) as limit:
+        async with trio.open_nursery() as nursery:
+            if scenario.gate_at is not None:
+                nursery.start_soon(open_gate, scenario.gate_at)
+            if scenario.kill_at is not None:
+                nursery.start_soon(kill, scenario.kill_at)
+            for spec in scenario.callers:
+                handle = second if spec.other_handle else first
+                nursery.start_soon(run_caller, log, spec, handle, one_done)
+            if scenario.stop_at is None:
+                await callers_done.wait()
+            else:
+                await at(t0, scenario.stop_at)
+            # A kill (and its restart) finishes first: a stop sent to a restarting actor is
+            # lost, as any request is, and a kill during the stop would restart the actor
+            # after it; neither is what this scenario models.
+            async with stopping:
+                log.stop_called = time.perf_counter()
+                with contextlib.suppress(ServerStopped, ServerCrashed):
+                    await trioserver.ray.stop(first)
+                log.stop_done = time.perf_counter()
+            await callers_done.wait()
+            nursery.cancel_scope.cancel()  # (the gate and the kill, if still to come)
+    log.hang = limit.cancelled_caught
+    me = trio.lowlevel.current_task()
+    log.leftover_trio = [t.name for t in all_tasks() if t not in before and t is not me]
+
+
+def run_scenario(scenario: Scenario) -> Log:
+    log = Log(scenario)
+    threads_before = set(threading.enumerate())
+    transport = Transport(log.record, scenario.restarts)
+    try:
+        with ray_replaced(FakeRay(transport)):
+            trio.run(scenario_main, log, transport)
+    except BaseException as error:  # a scenario must never raise: report it as a violation
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        log.errors.append(f"the scenario raised {error!r}")
+    finally:
+        transport.close()
+        log.killed = list(transport.killed)
+        log.leftover_asyncio = transport.leftover_tasks
+    killed_lives = len(log.killed)  # each kill ended the life it found
+    for index, host in enumerate(transport.hosts):
+        if index >= killed_lives:  # (the others were killed)
+            log.lives_stopped.add(index)
+        log.stats[index] = statistics(host._handle) if host._handle is not None else None
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline and (left := new_threads(threads_before)):
+        time.sleep(0.01)
+    log.leftover_threads = new_threads(threads_before)
+    return log
+
+
+def new_threads(before: set[threading.Thread]) -> list[str]:
+    """Threads that did not run before, other than trio's idle cached workers (trio keeps
+    one for 10 s after its job, named ``Trio thread N``: its cache, not a leak)."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and not t.name.startswith("Trio thread ")
+    ]
+
+
+# -- the invariants -------------------------------------------------------------------------
+
+
+def check(log: Log) -> list[str]:
+    """The violations of the invariants in one scenario's log, each naming its invariant."""
+    problems = list(log.errors)
+    t0 = log.t0
+
+    def bad(invariant: str, message: str) -> None:
+        problems.append(f"invariant {invariant}: {message}")
+
+    def when(t: float) -> str:
+        return f"t+{t - t0:.3f}"
+
+    runs: dict[str, list[Run]] = {}
+    for run in log.record.runs:
+        runs.setdefault(run.rid, []).append(run)
+    kills = [killed for killed, _ in log.killed]
+
+    def judged(run: Run) -> bool:
+        """Whether the run happened while its life was the actor (not after its kill)."""
+        return run.life >= len(kills) or run.start < kills[run.life]
+
+    # 1-3, 5: each call
+    for record in log.calls:
+        spec = record.spec
+        story = record.describe(t0)
+        mine = runs.get(spec.rid, [])
+        if record.finish is None:
+            bad("1 (HANG)" if log.hang else "1", f"{story}: never told")
+            continue
+        if len(mine) > 1:
+            bad("1 (at most once)", f"{story}: its request ran {len(mine)} times")
+        run = mine[0] if mine else None
+        lost = any(record.sent <= killed <= record.finish for killed in kills) or any(
+            killed <= record.sent and (back is None or record.sent <= back)
+            for killed, back in log.killed
+        )
+        if run is not None and not judged(run):
+            run = None  # the process was dead: what it did is not judged
+        kind, outcome = record.outcome_kind, record.outcome
+        if kind == "value":
+            expected = None if spec.kind == "cast" else spec.rid
+            if outcome != expected:
+                bad("1", f"{story}: the value {outcome!r}, not {expected!r}")
+            if spec.kind != "cast" and (run is None or run.ending != "returned"):
+                bad("1", f"{story}: a value, but its handler did not return")
+        elif kind == "cancelled":
+            if spec.limit == "none":
+                bad("1", f"{story}: Cancelled, with no limit of its own")
+            elif record.finish < record.limit:
+                bad("1", f"{story}: Cancelled before its limit")
+        elif isinstance(outcome, Boom):
+            if spec.kind != "boom" or outcome.args != (spec.rid,):
+                bad("1", f"{story}: not its handler's exception")
+            elif run is None or run.ending != "raised":
+                bad("1", f"{story}: its handler's exception, but it did not raise")
+            elif not any("raised in the Ray actor" in note for note in outcome.__notes__):
+                bad("1", f"{story}: no note of the actor's traceback")
+        elif isinstance(outcome, NotSendable):
+            if spec.kind != "unsendable" or "Unsendable" not in str(outcome):
+                bad("1", f"{story}: NotSendable, but nothing unsendable was raised")
+            elif run is None or run.ending != "raised":
+                bad("1", f"{story}: NotSendable, but its handler did not raise")
+        elif isinstance(outcome, CallTimeout):
+            budget = CALL_BUDGETS.get(spec.kind)
+            if budget is None:
+                bad("1", f"{story}: CallTimeout from a handler without a budget")
+            elif run is None or run.ending != "cancelled" or run.end is None:
+                bad("1", f"{story}: CallTimeout, but its handler was not cut")
+            else:
+                if run.end - run.start < budget - 0.002:  # (trio's clock rounds)
+                    bad("1/4", f"{story}: CallTimeout, but its handler was cut before its budget")
+                if record.finish > run.start + budget + TOLERANCE:
+                    bad("2", f"{story}: CallTimeout later than its handler's budget")
+        elif isinstance(outcome, ServerStopped):
+            if log.stop_called is None or record.finish < log.stop_called:
+                bad("1", f"{story}: ServerStopped before stop was called")
+        elif isinstance(outcome, ServerCrashed):
+            if not lost:
+                bad("1", f"{story}: ServerCrashed, but no kill touched it")
+        elif isinstance(outcome, ServerOverloaded):
+            # deadline-aware admission (on by default) refuses a call whose caller has less
+            # time left than the method's expected service: the time sent with the request
+            if spec.limit != "deadline" or spec.kind == "cast":
+                bad("1", f"{story}: ServerOverloaded, but its caller sent no deadline")
+            elif mine:
+                bad("1", f"{story}: ServerOverloaded, yet its handler ran")
+        else:
+            bad("1", f"{story}: not an allowed outcome")
+        # a call whose handler returned or raised hears that, unless it left or was lost
+        if (
+            run is not None
+            and spec.kind != "cast"
+            and run.ending in ("returned", "raised")
+            and kind == "exception"
+            and not isinstance(outcome, Boom | NotSendable)
+            and not (lost and isinstance(outcome, ServerCrashed))
+        ):
+            bad("1", f"{story}: its handler {run.ending}, but it heard {outcome!r}")
+        # 2: told by its limit
+        if record.finish > record.limit + TOLERANCE:
+            bad("2", f"{story}: told {record.finish - record.limit:.3f} s after its limit")
+        # 3: its limit reached the actor (casts are queued at once and run regardless)
+        if run is not None and spec.kind != "cast" and record.limit != math.inf:
+            if run.start > record.limit + TOLERANCE:
+                bad("3 (withdrawn)", f"{story}: its handler started at {when(run.start)}")
+            if run.end is not None and run.end > record.limit + TOLERANCE:
+                bad("3 (cut)", f"{story}: its handler ran until {when(run.end)}")
+    # 4, 5: the server's record
+    for run in log.record.runs:
+        if not judged(run):
+            continue
+        where = f"the handler of {run.rid} (life {run.life}, {when(run.start)})"
+        if run.overlapped:
+            bad("4", f"{where} started while another handler held the server")
+        if run.end is None:
+            bad("5", f"{where} never ended")
+        budget = CALL_BUDGETS.get(run.method)
+        if budget is not None and run.end is not None and run.end - run.start > budget + TOLERANCE:
+            bad("5", f"{where} ran {run.end - run.start:.3f} s, past its budget of {budget}")
+    # 6: statistics of each life that ended by stop
+    if not log.hang and not log.errors:
+        for index in sorted(log.lives_stopped):
+            stats = log.stats.get(index)
+            if stats is None:
+                continue
+            theirs = [run for run in log.record.runs if run.life == index]
+            endings = [run.ending for run in theirs]
+            where = f"life {index} after its stop: {stats!r}"
+            if stats.handled != endings.count("returned"):
+                bad("6", f"{where}: handled, but {endings.count('returned')} handlers returned")
+            if stats.failed != endings.count("raised"):
+                bad("6", f"{where}: failed, but {endings.count('raised')} handlers raised")
+            if stats.timed_out + stats.cancelled != endings.count("cancelled"):
+                bad("6", f"{where}: timed_out + cancelled, but {endings.count('cancelled')} cut")
+            if stats.running or stats.queued:
+                bad("6", f"{where}: running or queued after the stop")
+            counted = (
+                stats.handled
+                + stats.failed
+                + stats.timed_out
+                + stats.cancelled
+                + stats.withdrawn
+                + stats.dropped
+                + stats.shed
+            )
+            if counted > len(log.calls):
+                bad("6", f"{where}: {counted} requests counted, {len(log.calls)} sent")
+            if len(log.lives_stopped) == len(log.stats) == 1:  # one life heard everything
+                timeouts = sum(isinstance(c.outcome, CallTimeout) for c in log.calls)
+                if stats.timed_out < timeouts:
+                    bad("6", f"{where}: timed_out, but {timeouts} callers heard CallTimeout")
+                shed = sum(isinstance(c.outcome, ServerOverloaded) for c in log.calls)
+                if stats.shed != shed:
+                    bad("6", f"{where}: shed, but {shed} callers heard ServerOverloaded")
+    # 7: nothing left
+    if log.leftover_trio:
+        bad("7", f"trio tasks left in the callers' run: {log.leftover_trio}")
+    if log.leftover_asyncio:
+        bad("7", f"coroutines left on the actor's loop: {log.leftover_asyncio}")
+    if log.leftover_threads:
+        bad("7", f"threads left: {log.leftover_threads}")
+    return problems
+
+
+def report(log: Log, problems: list[str]) -> str:
+    t0 = log.t0
+    lines = [str(log.scenario), "", "what happened:"]
+    lines += [f"  {c.describe(t0)}" for c in log.calls]
+    for run in log.record.runs:
+        end = "never ended" if run.end is None else f"{run.ending} at t+{run.end - t0:.3f}"
+        lines.append(
+            f"  handler {run.method} of {run.rid} (life {run.life}): started "
+            f"t+{run.start - t0:.3f}, {end}"
+        )
+    for killed, back in log.killed:
+        again = "not restarted" if back is None else f"back at t+{back - t0:.3f}"
+        lines.append(f"  the actor's process died at t+{killed - t0:.3f}, {again}")
+    if log.stop_called is not None and log.stop_done is not None:
+        lines.append(
+            f"  stop called at t+{log.stop_called - t0:.3f}, returned at "
+            f"t+{log.stop_done - t0:.3f}"
+        )
+    for index, stats in sorted(log.stats.items()):
+        lines.append(f"  life {index}: statistics {stats!r}")
+    lines += ["", "violations:", *(f"  {p}" for p in problems)]
+    return "\n".join(lines)
