@@ -29,10 +29,11 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
    cannot be rebuilt), `CallTimeout` (only from a handler cut at its *own* budget), the
    caller's own cancellation (`trio.Cancelled`, caught by the caller's own scope, at or after
    its limit), `ServerOverloaded` (deadline-aware admission, on by default: only for a call
-   that sent a deadline, and whose handler never ran), `ServerStopped` (only once `stop` was called), `ServerCrashed` (only for a call
-   in flight when the actor was killed, or sent while it was restarting or dead). A request
-   runs at most once, and a call whose handler returned or raised gets that reply unless its
-   caller left first or the actor was killed meanwhile. No caller is still waiting at the end.
+   that sent a deadline, and whose handler never ran), `ServerStopped` (only once `stop` was
+   called), `ServerCrashed` (only for a call in flight when the actor was killed, or sent
+   while it was restarting or dead). A request runs at most once, and a call whose handler
+   returned or raised gets that reply unless its caller left first or the actor was killed
+   meanwhile. No caller is still waiting at the end.
 2. Nobody is told later than its limit plus `TOLERANCE`: a caller with a deadline or a
    cancellation hears by then; a `CallTimeout` comes within `TOLERANCE` of its handler's
    budget.
@@ -42,7 +43,8 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
    request that reached the front of the queue before its caller's cancellation reached the
    actor: it starts (and may finish) within `TOLERANCE` of the limit, and its caller hears
    `Cancelled` all the same.
-4. Handlers never overlap (the server's record, per object life).
+4. Handlers never overlap, and start in the order their requests reached the actor (the
+   server's record, per object life; guarantee 1).
 5. A handler cut at its budget or its caller's deadline is cut on time: no handler runs more
    than `TOLERANCE` past its budget.
 6. Statistics add up for each life that ended by `stop`: ``handled``, ``failed`` and
@@ -63,6 +65,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import math
 import threading
 import time
@@ -76,22 +79,21 @@ from ray import cloudpickle
 from ray import exceptions as ray_errors
 
 import trioserver.ray
+from property_tests.faults import all_tasks
 from trioserver import (
     CallTimeout,
     ServerCrashed,
     ServerOverloaded,
     ServerStopped,
+    _ray_caller,
     call,
     cast,
     server,
     statistics,
 )
-from trioserver import _ray_caller, _ray_host
 from trioserver._ray_host import Host
 from trioserver._spec import SPEC
 from trioserver.ray import NotSendable
-
-from property_tests.faults import all_tasks
 
 TOLERANCE = 0.1
 """Real seconds by which a caller may hear, or a handler end, after its limit: the time a
@@ -323,6 +325,7 @@ class Transport:
         self.in_flight: set[Ref] = set()
         self.killed: list[tuple[float, float | None]] = []  # (killed, back) for each kill
         self.leftover_tasks: list[str] = []
+        self.arrivals: list[tuple[int, str]] = []  # (life, request) as each reached the actor
         self.hosts.append(Host(Subject, (record,)))
 
     @property
@@ -361,10 +364,10 @@ class Transport:
                 self.in_flight.discard(ref)
             return
         coroutine: Coroutine[Any, Any, Any]
-        if name == "__ray_terminate__":
-            coroutine = self.terminate()
-        else:
-            coroutine = getattr(host, name)(*args)
+        if name == "call":
+            self.arrivals.append((self.hosts.index(host), args[0][1][0]))
+        method = self.terminate if name == "__ray_terminate__" else getattr(host, name)
+        coroutine = method(*args)
         ref.task = self.loop.create_task(coroutine)
         ref.task.add_done_callback(lambda task: self.replied(ref, task))
 
@@ -554,14 +557,18 @@ def caller_specs(draw: st.DrawFn, index: int) -> CallerSpec:
 @st.composite
 def scenarios(draw: st.DrawFn, kills: bool = True) -> Scenario:
     count = draw(st.integers(1, 7))
-    callers = tuple(draw(caller_specs(index)) for index in range(count))
+    callers = [draw(caller_specs(index)) for index in range(count)]
     kill_at = None
     restarts = 0
     if kills and draw(st.integers(0, 3)) == 0:
-        kill_at = draw(st.sampled_from([0.005, 0.04, 0.12]))
+        kill_at = draw(st.sampled_from([0.005, 0.02, 0.06]))
         restarts = draw(st.sampled_from([0, 1]))
+        # the kill finds a handler running: the first caller's, which takes a while
+        first = callers[0]
+        kind = draw(st.sampled_from(["hang", "wait", "nap"]))
+        callers[0] = attrs.evolve(first, kind=kind, seconds=LONG_NAP, start=0.0)
     return Scenario(
-        callers=callers,
+        callers=tuple(callers),
         gate_at=draw(st.sampled_from([None, 0.02, 0.1])),
         stop_at=draw(st.sampled_from([None, None, 0.03, 0.08, 0.2])),
         kill_at=kill_at,
@@ -599,6 +606,7 @@ class Log:
     stop_called: float | None = None
     stop_done: float | None = None
     killed: list[tuple[float, float | None]] = attrs.Factory(list)
+    arrivals: list[tuple[int, str]] = attrs.Factory(list)
     lives_stopped: set[int] = attrs.Factory(set)  # lives that ended by `stop`
     stats: dict[int, Any] = attrs.Factory(dict)  # each life's statistics after its end
     hang: bool = False
@@ -722,6 +730,7 @@ def run_scenario(scenario: Scenario) -> Log:
     finally:
         transport.close()
         log.killed = list(transport.killed)
+        log.arrivals = list(transport.arrivals)
         log.leftover_asyncio = transport.leftover_tasks
     killed_lives = len(log.killed)  # each kill ended the life it found
     for index, host in enumerate(transport.hosts):
@@ -729,7 +738,7 @@ def run_scenario(scenario: Scenario) -> Log:
             log.lives_stopped.add(index)
         log.stats[index] = statistics(host._handle) if host._handle is not None else None
     deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline and (left := new_threads(threads_before)):
+    while time.monotonic() < deadline and new_threads(threads_before):
         time.sleep(0.01)
     log.leftover_threads = new_threads(threads_before)
     return log
@@ -866,6 +875,17 @@ def check(log: Log) -> list[str]:
         budget = CALL_BUDGETS.get(run.method)
         if budget is not None and run.end is not None and run.end - run.start > budget + TOLERANCE:
             bad("5", f"{where} ran {run.end - run.start:.3f} s, past its budget of {budget}")
+    arrived = {arrival: n for n, arrival in enumerate(log.arrivals)}
+    started = sorted((run for run in log.record.runs if judged(run)), key=lambda run: run.start)
+    for before, after in itertools.pairwise(started):
+        first = arrived.get((before.life, before.rid), -1)
+        second = arrived.get((after.life, after.rid), -1)
+        if after.life == before.life and not first < second:
+            bad(
+                "4 (order)",
+                f"the handler of {after.rid} started after {before.rid}'s, but its request "
+                f"reached the actor first (arrival order {[r for _, r in log.arrivals]})",
+            )
     # 6: statistics of each life that ended by stop
     if not log.hang and not log.errors:
         for index in sorted(log.lives_stopped):
@@ -926,10 +946,37 @@ def report(log: Log, problems: list[str]) -> str:
         lines.append(f"  the actor's process died at t+{killed - t0:.3f}, {again}")
     if log.stop_called is not None and log.stop_done is not None:
         lines.append(
-            f"  stop called at t+{log.stop_called - t0:.3f}, returned at "
-            f"t+{log.stop_done - t0:.3f}"
+            f"  stop called at t+{log.stop_called - t0:.3f}, returned at t+{log.stop_done - t0:.3f}"
         )
     for index, stats in sorted(log.stats.items()):
         lines.append(f"  life {index}: statistics {stats!r}")
     lines += ["", "violations:", *(f"  {p}" for p in problems)]
     return "\n".join(lines)
+
+
+def events(log: Log) -> list[str]:
+    """What a scenario reached, for ``pytest --hypothesis-show-statistics``."""
+    found = []
+    ran = {run.rid: run for run in log.record.runs}
+    for record in log.calls:
+        kind = record.outcome_kind
+        name = type(record.outcome).__name__ if kind == "exception" else kind
+        found.append(f"{record.spec.kind}: {name}")
+        run = ran.get(record.spec.rid)
+        if kind == "cancelled" and record.spec.kind != "cast":
+            if run is None:
+                found.append("a caller left before its handler started: it never ran")
+            elif run.start >= record.limit:
+                found.append("the documented race: a handler started as its caller left")
+            elif run.ending == "cancelled":
+                found.append("a caller left while its handler ran: the handler was cut")
+            else:
+                found.append("the documented race: a handler finished as its caller left")
+    for killed, back in log.killed:
+        if any(r.sent <= killed <= (r.finish or math.inf) for r in log.calls):
+            found.append("the actor died with calls in flight")
+        if back is not None and any(killed <= r.sent <= back for r in log.calls):
+            found.append("a call was sent while the actor restarted")
+        if back is not None and any(run.life > 0 for run in log.record.runs):
+            found.append("a restarted actor ran handlers")
+    return found

@@ -19,10 +19,17 @@ from hypothesis import HealthCheck, given
 
 pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ray])")
 
-from property_tests.faults import violation_type  # noqa: E402
-from property_tests.ray_faults import Scenario, check, report, run_scenario, scenarios  # noqa: E402
+from property_tests.faults import violation_type
+from property_tests.ray_faults import (
+    Scenario,
+    check,
+    events,
+    report,
+    run_scenario,
+    scenarios,
+)
 
-EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0")) // 5
+EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0")) // 2
 
 
 @pytest.fixture(autouse=True)
@@ -36,18 +43,15 @@ def _quiet_trioserver_logger() -> Iterator[None]:
 
 def assert_invariants(scenario: Scenario) -> None:
     log = run_scenario(scenario)
-    for record in log.calls:
-        kind = record.outcome_kind
-        hypothesis.event(
-            f"{record.spec.kind}: {type(record.outcome).__name__ if kind == 'exception' else kind}"
-        )
+    for event in set(events(log)):
+        hypothesis.event(event)
     problems = check(log)
     if problems:
         raise violation_type(problems[0])("\n" + report(log, problems))
 
 
 @hypothesis.settings(
-    max_examples=EXAMPLES or 40,
+    max_examples=EXAMPLES or 60,
     deadline=None,
     database=None,
     report_multiple_bugs=False,
