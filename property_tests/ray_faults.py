@@ -66,13 +66,18 @@ import asyncio
 import concurrent.futures
 import contextlib
 import itertools
+import json
 import math
+import pickle
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
+import ray as ray_api
 import trio
 from hypothesis import strategies as st
 from ray import cloudpickle
@@ -157,21 +162,55 @@ class Life:
 
 class Record:
     """The server's own record, shared by every life of the object (as a test would read a
-    database the actor writes to)."""
+    database the actor writes to). In this process, in memory; in a real actor, appended to
+    the file at `path` (one JSON line per life and per change of a run), so that a killed
+    process's record survives it."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
         self.runs: list[Run] = []
         self.lives: list[Life] = []
         self.gate_open = False
 
     def new_life(self) -> Life:
-        life = Life(len(self.lives))
+        index = len(self.lives)
+        if self.path is not None:  # (a restarted actor's record starts empty: count the file's)
+            index = sum('"new_life"' in line for line in read_lines(self.path))
+            self.write({"new_life": index})
+        life = Life(index)
         self.lives.append(life)
         return life
 
+    def started(self, run: Run) -> None:
+        self.runs.append(run)
+        self.write(attrs.asdict(run))
+
+    def ended(self, run: Run) -> None:
+        self.write(attrs.asdict(run))
+
+    def write(self, line: dict[str, Any]) -> None:
+        if self.path is not None:
+            with open(self.path, "a") as file:
+                file.write(json.dumps(line) + "\n")
+
+    @classmethod
+    def read(cls, path: str) -> Record:
+        """The record an actor wrote to `path` (each run as its last line left it)."""
+        record = cls()
+        runs: dict[tuple[int, str, float], Run] = {}
+        for line in read_lines(path):
+            fields = json.loads(line)
+            if "new_life" in fields:
+                record.lives.append(Life(fields["new_life"]))
+            else:
+                run = Run(**fields)
+                runs[run.life, run.rid, run.start] = run
+        record.runs = sorted(runs.values(), key=lambda run: run.start)
+        return record
+
     def open_gate(self) -> None:
         """From any thread: set the gate that `Subject.wait` waits for, in every life now and
-        in those to come."""
+        in those to come (in this process only)."""
         self.gate_open = True
         for life in self.lives:
             if life.token is not None and life.gate is not None:
@@ -179,13 +218,21 @@ class Record:
                     life.token.run_sync_soon(life.gate.set)
 
 
+def read_lines(path: str) -> list[str]:
+    try:
+        with open(path) as file:
+            return [line for line in file.read().splitlines() if line]
+    except FileNotFoundError:
+        return []
+
+
 @server
 class Subject:
     """The server under test: each handler records its run in the shared `Record`."""
 
-    def __init__(self, record: Record) -> None:
-        self.record = record
-        self.life = record.new_life()
+    def __init__(self, record: Record | str) -> None:
+        self.record = Record(record) if isinstance(record, str) else record  # (str: a file)
+        self.life = self.record.new_life()
 
     async def on_start(self) -> None:
         self.life.gate = trio.Event()
@@ -198,7 +245,7 @@ class Subject:
         run = Run(rid, self.life.index, method, time.perf_counter())
         run.overlapped = self.life.active > 0
         self.life.active += 1
-        self.record.runs.append(run)
+        self.record.started(run)
         try:
             yield
             run.ending = "returned"
@@ -211,6 +258,7 @@ class Subject:
         finally:
             run.end = time.perf_counter()
             self.life.active -= 1
+            self.record.ended(run)
 
     @call
     def quick(self, rid: str) -> str:
@@ -555,7 +603,9 @@ def caller_specs(draw: st.DrawFn, index: int) -> CallerSpec:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, kills: bool = True) -> Scenario:
+def scenarios(draw: st.DrawFn, kills: bool = True, gates: bool = True) -> Scenario:
+    """Scenarios; with `gates` False, no gate opens (an actor in another process cannot be
+    reached from outside its server: `Subject.wait` then waits until its budget)."""
     count = draw(st.integers(1, 7))
     callers = [draw(caller_specs(index)) for index in range(count)]
     kill_at = None
@@ -569,7 +619,7 @@ def scenarios(draw: st.DrawFn, kills: bool = True) -> Scenario:
         callers[0] = attrs.evolve(first, kind=kind, seconds=LONG_NAP, start=0.0)
     return Scenario(
         callers=tuple(callers),
-        gate_at=draw(st.sampled_from([None, 0.02, 0.1])),
+        gate_at=draw(st.sampled_from([None, 0.02, 0.1])) if gates else None,
         stop_at=draw(st.sampled_from([None, None, 0.03, 0.08, 0.2])),
         kill_at=kill_at,
         restarts=restarts,
@@ -744,6 +794,104 @@ def run_scenario(scenario: Scenario) -> Log:
     return log
 
 
+# -- the same scenarios, against a real Ray cluster ----------------------------------------
+
+
+def run_on_cluster(scenario: Scenario) -> Log:
+    """Run `scenario` against a real actor of the Ray cluster this process is connected to
+    (``ray.init``), with `trioserver.ray.start`, `ray.kill` and `trioserver.ray.stop`; the
+    server's record goes through a file. Gates never open (`scenarios` with ``gates=False``).
+
+    What cannot be seen from here is not checked: the actor's coroutines and threads, and
+    the statistics of a server that `stop` ended (they are read before the stop, once every
+    caller has finished, when the scenario stops then)."""
+    log = Log(scenario)
+    with tempfile.TemporaryDirectory(prefix="ray-faults-") as directory:
+        path = str(Path(directory) / "record.jsonl")
+        try:
+            trio.run(cluster_main, log, path)
+        except BaseException as error:  # a scenario must never raise: report it
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            log.errors.append(f"the scenario raised {error!r}")
+        log.record = Record.read(path)
+    return log
+
+
+async def cluster_main(log: Log, path: str) -> None:
+    scenario = log.scenario
+    before = set(all_tasks())
+    first = await trioserver.ray.start(Subject, path, max_restarts=scenario.restarts)
+    second = pickle.loads(pickle.dumps(first))  # the same actor, as another process sees it
+    t0 = trio.current_time()
+    log.t0 = time.perf_counter()
+    callers_done = trio.Event()
+    remaining = len(scenario.callers)
+    stopping = trio.Lock()
+
+    def one_done() -> None:
+        nonlocal remaining
+        remaining -= 1
+        if remaining == 0:
+            callers_done.set()
+
+    async def kill(moment: float) -> None:
+        await at(t0, moment)
+        async with stopping:
+            if log.stop_called is not None:
+                return
+            killed = time.perf_counter()
+            ray_api.kill(trioserver.ray.actor(first), no_restart=scenario.restarts == 0)
+            back = None
+            if scenario.restarts:  # back once a request reaches the new actor
+                while True:
+                    try:
+                        await trioserver.ray.statistics(first)
+                        break
+                    except ServerCrashed:
+                        await trio.sleep(0.005)
+                back = time.perf_counter()
+            log.killed.append((killed, back))
+
+    with trio.move_on_after(SCENARIO_LIMIT + 30) as limit:  # (a restart takes seconds)
+        async with trio.open_nursery() as nursery:
+            if scenario.kill_at is not None:
+                nursery.start_soon(kill, scenario.kill_at)
+            for spec in scenario.callers:
+                handle = second if spec.other_handle else first
+                nursery.start_soon(run_caller, log, spec, handle, one_done)
+            if scenario.stop_at is None:
+                await callers_done.wait()
+            else:
+                await at(t0, scenario.stop_at)
+            async with stopping:
+                life = len(log.killed)
+                if scenario.stop_at is None and (not log.killed or log.killed[-1][1]):
+                    log.stats[life] = await quiet_statistics(first)
+                    log.lives_stopped.add(life)
+                log.stop_called = time.perf_counter()
+                with contextlib.suppress(ServerStopped, ServerCrashed):
+                    await trioserver.ray.stop(first)
+                log.stop_done = time.perf_counter()
+            await callers_done.wait()
+            nursery.cancel_scope.cancel()
+    log.hang = limit.cancelled_caught
+    me = trio.lowlevel.current_task()
+    log.leftover_trio = [t.name for t in all_tasks() if t not in before and t is not me]
+
+
+async def quiet_statistics(handle: Any) -> Any:
+    """The server's statistics once nothing runs or waits (a handler whose caller left may
+    still be on its way out)."""
+    with trio.move_on_after(2.0):
+        while True:
+            stats = await trioserver.ray.statistics(handle)
+            if not stats.running and not stats.queued:
+                return stats
+            await trio.sleep(0.01)
+    return await trioserver.ray.statistics(handle)
+
+
 def new_threads(before: set[threading.Thread]) -> list[str]:
     """Threads that did not run before, other than trio's idle cached workers (trio keeps
     one for 10 s after its job, named ``Trio thread N``: its cache, not a leak)."""
@@ -870,13 +1018,16 @@ def check(log: Log) -> list[str]:
         where = f"the handler of {run.rid} (life {run.life}, {when(run.start)})"
         if run.overlapped:
             bad("4", f"{where} started while another handler held the server")
-        if run.end is None:
+        if run.end is None and run.life >= len(kills):  # (a killed process ends nothing)
             bad("5", f"{where} never ended")
         budget = CALL_BUDGETS.get(run.method)
         if budget is not None and run.end is not None and run.end - run.start > budget + TOLERANCE:
             bad("5", f"{where} ran {run.end - run.start:.3f} s, past its budget of {budget}")
+    # (known in this process only: on a cluster, Ray's order of arrival is not seen)
     arrived = {arrival: n for n, arrival in enumerate(log.arrivals)}
     started = sorted((run for run in log.record.runs if judged(run)), key=lambda run: run.start)
+    if not arrived:
+        started = []
     for before, after in itertools.pairwise(started):
         first = arrived.get((before.life, before.rid), -1)
         second = arrived.get((after.life, after.rid), -1)
@@ -914,7 +1065,7 @@ def check(log: Log) -> list[str]:
             )
             if counted > len(log.calls):
                 bad("6", f"{where}: {counted} requests counted, {len(log.calls)} sent")
-            if len(log.lives_stopped) == len(log.stats) == 1:  # one life heard everything
+            if not log.killed:  # one life heard everything
                 timeouts = sum(isinstance(c.outcome, CallTimeout) for c in log.calls)
                 if stats.timed_out < timeouts:
                     bad("6", f"{where}: timed_out, but {timeouts} callers heard CallTimeout")
