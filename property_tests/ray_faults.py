@@ -36,7 +36,8 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
    meanwhile. No caller is still waiting at the end.
 2. Nobody is told later than its limit plus `TOLERANCE`: a caller with a deadline or a
    cancellation hears by then; a `CallTimeout` comes within `TOLERANCE` of its handler's
-   budget.
+   budget; a caller still waiting when `stop` returns (through either handle, or both at
+   once) hears within `TOLERANCE` of it.
 3. A caller's limit reaches the actor: no handler of a call starts, or is still running, later
    than its caller's limit plus `TOLERANCE`. So a request withdrawn while queued never runs
    (the server's record proves it); the one allowed exception is the documented race, a
@@ -51,7 +52,8 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
    ``timed_out + cancelled`` are exactly the handler runs that returned, raised and were cut
    (the server's record); nothing is running or queued after the stop; requests counted never
    exceed requests sent; with one life, ``timed_out`` covers every `CallTimeout` heard and
-   ``shed`` is every `ServerOverloaded`.
+   ``shed`` is every `ServerOverloaded` and ``dropped`` covers every cast that was queued
+   (its caster's ``await`` returned) and never ran.
 7. Nothing is left: no trio task in the callers' run, no coroutine on the actor's asyncio loop
    (every request was answered or cancelled), and no thread (the hosts' trio threads and the
    loop's) once the scenario ended.
@@ -560,6 +562,7 @@ class Scenario:
     stop_at: float | None  # None: once every caller has finished
     kill_at: float | None  # when the actor's process dies (None: never)
     restarts: int  # how many restarts Ray allows
+    second_stop: bool  # the second handle stops it too, at the same time
 
     def __str__(self) -> str:
         stop = "once every caller finished" if self.stop_at is None else f"at t+{self.stop_at}"
@@ -567,6 +570,8 @@ class Scenario:
             f"Subject in an actor (max_restarts={self.restarts}), stopped {stop}; "
             f"gate opened {'never' if self.gate_at is None else f'at t+{self.gate_at}'}"
         ]
+        if self.second_stop:
+            lines.append("stopped through both handles at once")
         if self.kill_at is not None:
             lines.append(f"its process dies at t+{self.kill_at}")
         lines += [f"    {c}" for c in self.callers]
@@ -623,6 +628,7 @@ def scenarios(draw: st.DrawFn, kills: bool = True, gates: bool = True) -> Scenar
         stop_at=draw(st.sampled_from([None, None, 0.03, 0.08, 0.2])),
         kill_at=kill_at,
         restarts=restarts,
+        second_stop=draw(st.integers(0, 3)) == 0,
     )
 
 
@@ -707,6 +713,20 @@ async def make_call(handle: Any, spec: CallerSpec) -> object:
     return await getattr(handle, spec.kind)(rid)
 
 
+async def stop(first: Any, second: Any | None) -> None:
+    """`trioserver.ray.stop` through the first handle, and through the second at the same
+    time if given (as another process may)."""
+
+    async def through(handle: Any) -> None:
+        with contextlib.suppress(ServerStopped, ServerCrashed):
+            await trioserver.ray.stop(handle)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(through, first)
+        if second is not None:
+            nursery.start_soon(through, second)
+
+
 async def at(t0: float, moment: float) -> None:
     await trio.sleep_until(t0 + moment)
 
@@ -756,8 +776,7 @@ async def scenario_main(log: Log, transport: Transport) -> None:
             # after it; neither is what this scenario models.
             async with stopping:
                 log.stop_called = time.perf_counter()
-                with contextlib.suppress(ServerStopped, ServerCrashed):
-                    await trioserver.ray.stop(first)
+                await stop(first, second if scenario.second_stop else None)
                 log.stop_done = time.perf_counter()
             await callers_done.wait()
             nursery.cancel_scope.cancel()  # (the gate and the kill, if still to come)
@@ -870,8 +889,7 @@ async def cluster_main(log: Log, path: str) -> None:
                     log.stats[life] = await quiet_statistics(first)
                     log.lives_stopped.add(life)
                 log.stop_called = time.perf_counter()
-                with contextlib.suppress(ServerStopped, ServerCrashed):
-                    await trioserver.ray.stop(first)
+                await stop(first, second if scenario.second_stop else None)
                 log.stop_done = time.perf_counter()
             await callers_done.wait()
             nursery.cancel_scope.cancel()
@@ -1002,9 +1020,12 @@ def check(log: Log) -> list[str]:
             and not (lost and isinstance(outcome, ServerCrashed))
         ):
             bad("1", f"{story}: its handler {run.ending}, but it heard {outcome!r}")
-        # 2: told by its limit
+        # 2: told by its limit, and by the time a stop returned
         if record.finish > record.limit + TOLERANCE:
             bad("2", f"{story}: told {record.finish - record.limit:.3f} s after its limit")
+        stopped = log.stop_done
+        if stopped is not None and record.sent < stopped and record.finish > stopped + TOLERANCE:
+            bad("2 (stop)", f"{story}: still waiting when stop returned at {when(stopped)}")
         # 3: its limit reached the actor (casts are queued at once and run regardless)
         if run is not None and spec.kind != "cast" and record.limit != math.inf:
             if run.start > record.limit + TOLERANCE:
@@ -1069,6 +1090,12 @@ def check(log: Log) -> list[str]:
                 timeouts = sum(isinstance(c.outcome, CallTimeout) for c in log.calls)
                 if stats.timed_out < timeouts:
                     bad("6", f"{where}: timed_out, but {timeouts} callers heard CallTimeout")
+                dropped = sum(
+                    c.spec.kind == "cast" and c.outcome_kind == "value" and c.spec.rid not in runs
+                    for c in log.calls
+                )
+                if stats.dropped < dropped:
+                    bad("6", f"{where}: dropped, but {dropped} casts were queued and never ran")
                 shed = sum(isinstance(c.outcome, ServerOverloaded) for c in log.calls)
                 if stats.shed != shed:
                     bad("6", f"{where}: shed, but {shed} callers heard ServerOverloaded")
@@ -1123,6 +1150,11 @@ def events(log: Log) -> list[str]:
                 found.append("a caller left while its handler ran: the handler was cut")
             else:
                 found.append("the documented race: a handler finished as its caller left")
+        if record.finish is not None and record.limit != math.inf and kind == "cancelled":
+            late = lateness(record.finish - record.limit)
+            found.append(f"a caller was told it left {late} its limit")
+        if run is not None and run.end is not None and spec_limited(record):
+            found.append(f"a handler ended {lateness(run.end - record.limit)} its caller's limit")
     for killed, back in log.killed:
         if any(r.sent <= killed <= (r.finish or math.inf) for r in log.calls):
             found.append("the actor died with calls in flight")
@@ -1131,3 +1163,17 @@ def events(log: Log) -> list[str]:
         if back is not None and any(run.life > 0 for run in log.record.runs):
             found.append("a restarted actor ran handlers")
     return found
+
+
+def spec_limited(record: CallRecord) -> bool:
+    return record.spec.kind != "cast" and record.limit != math.inf
+
+
+def lateness(seconds: float) -> str:
+    """A bucket of how late something came after a limit (for the events)."""
+    if seconds <= 0:
+        return "before"
+    for bound in (0.001, 0.005, 0.02, TOLERANCE):
+        if seconds <= bound:
+            return f"within {bound * 1000:g} ms after"
+    return f"more than {TOLERANCE * 1000:g} ms after"
