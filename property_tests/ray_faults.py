@@ -91,6 +91,7 @@ from trioserver import (
     CallTimeout,
     ServerCrashed,
     ServerOverloaded,
+    ServerStatistics,
     ServerStopped,
     _ray_caller,
     call,
@@ -120,7 +121,15 @@ RESTART_DELAY = 0.02
 SCENARIO_LIMIT = 10.0
 """Real seconds a scenario may take; a caller still waiting then is a HANG."""
 
-KINDS = ("quick", "nap", "wait", "hang", "boom", "unsendable", "cast")
+KINDS = ("quick", "nap", "wait", "hang", "boom", "unsendable", "lock", "badarg", "stats", "cast")
+"""What a caller does: call a handler that returns at once (``quick``), sleeps (``nap``),
+waits for the gate (``wait``), never returns (``hang``), raises an exception that crosses
+(``boom``) or one that cannot be rebuilt (``unsendable``), returns a value that cannot be
+pickled (``lock``); call with an argument that cannot be pickled (``badarg``: nothing is
+sent); read the statistics (``stats``); or cast (``cast``)."""
+
+NOT_SENDABLE = {"unsendable": "Unsendable", "lock": "could not be sent back", "badarg": "pickled"}
+"""The kinds whose callers get `NotSendable`, and what its message says."""
 CALL_BUDGETS = {"nap": NAP_BUDGET, "wait": NAP_BUDGET, "hang": HANG_BUDGET}
 
 
@@ -295,6 +304,11 @@ class Subject:
     def unsendable(self, rid: str) -> str:
         with self.running(rid, "unsendable"):
             raise Unsendable(rid, "no way back")
+
+    @call
+    def lock(self, rid: str) -> object:
+        with self.running(rid, "lock"):
+            return threading.Lock()  # cannot be pickled: the reply cannot cross
 
     @cast
     async def note(self, rid: str, seconds: float) -> None:
@@ -706,6 +720,10 @@ async def cancel_after(record: CallRecord, scope: trio.CancelScope, seconds: flo
 
 async def make_call(handle: Any, spec: CallerSpec) -> object:
     rid = spec.rid
+    if spec.kind == "stats":
+        return await trioserver.ray.statistics(handle)
+    if spec.kind == "badarg":
+        return await handle.quick(threading.Lock())
     if spec.kind == "nap":
         return await handle.nap(rid, spec.seconds)
     if spec.kind == "cast":
@@ -961,7 +979,10 @@ def check(log: Log) -> list[str]:
         if run is not None and not judged(run):
             run = None  # the process was dead: what it did is not judged
         kind, outcome = record.outcome_kind, record.outcome
-        if kind == "value":
+        if kind == "value" and spec.kind == "stats":
+            if not isinstance(outcome, ServerStatistics) or outcome.running > 1:
+                bad("1/4", f"{story}: not statistics of a server running one handler at most")
+        elif kind == "value":
             expected = None if spec.kind == "cast" else spec.rid
             if outcome != expected:
                 bad("1", f"{story}: the value {outcome!r}, not {expected!r}")
@@ -980,10 +1001,14 @@ def check(log: Log) -> list[str]:
             elif not any("raised in the Ray actor" in note for note in outcome.__notes__):
                 bad("1", f"{story}: no note of the actor's traceback")
         elif isinstance(outcome, NotSendable):
-            if spec.kind != "unsendable" or "Unsendable" not in str(outcome):
-                bad("1", f"{story}: NotSendable, but nothing unsendable was raised")
-            elif run is None or run.ending != "raised":
-                bad("1", f"{story}: NotSendable, but its handler did not raise")
+            says = NOT_SENDABLE.get(spec.kind)
+            ending = {"unsendable": "raised", "lock": "returned"}.get(spec.kind)
+            if says is None or says not in str(outcome):
+                bad("1", f"{story}: NotSendable, but nothing unsendable was sent")
+            elif ending is None and (mine or record.finish - record.sent > TOLERANCE):
+                bad("1/9", f"{story}: its arguments cannot be sent, yet not refused at once")
+            elif ending is not None and (run is None or run.ending != ending):
+                bad("1", f"{story}: NotSendable, but its handler had not {ending}")
         elif isinstance(outcome, CallTimeout):
             budget = CALL_BUDGETS.get(spec.kind)
             if budget is None:
@@ -1016,7 +1041,8 @@ def check(log: Log) -> list[str]:
             and spec.kind != "cast"
             and run.ending in ("returned", "raised")
             and kind == "exception"
-            and not isinstance(outcome, Boom | NotSendable)
+            and not isinstance(outcome, Boom)
+            and not (spec.kind in NOT_SENDABLE and isinstance(outcome, NotSendable))
             and not (lost and isinstance(outcome, ServerCrashed))
         ):
             bad("1", f"{story}: its handler {run.ending}, but it heard {outcome!r}")

@@ -445,5 +445,7 @@ def test_generated_scenarios_keep_the_contract_on_a_real_cluster(
     # to run hundreds of scenarios; these few run the same scenarios through real actors
     # (killed with ray.kill, restarted by Ray), checked against the same invariants.
     log = ray_faults.run_on_cluster(scenario)
+    for event in set(ray_faults.events(log)):
+        hypothesis.event(event)
     problems = ray_faults.check(log)
     assert not problems, "\n" + ray_faults.report(log, problems)
