@@ -54,6 +54,10 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
    exceed requests sent; with one life, ``timed_out`` covers every `CallTimeout` heard and
    ``shed`` is every `ServerOverloaded` and ``dropped`` covers every cast that was queued
    (its caster's ``await`` returned) and never ran.
+8. A stop is final: once `stop` returned (even if it raced a kill, or a restart), no handler
+   starts, and a call through another handle hears `ServerStopped` (`ServerCrashed` if the
+   actor was killed: Ray cannot tell a stop from a kill then), on a real cluster even after
+   the time a restart takes.
 7. Nothing is left: no trio task in the callers' run, no coroutine on the actor's asyncio loop
    (every request was answered or cancelled), and no thread (the hosts' trio threads and the
    loop's) once the scenario ended.
@@ -117,6 +121,9 @@ LONG_NAP = 0.3
 
 RESTART_DELAY = 0.02
 """How long a killed actor takes to come back, when it has restarts left."""
+
+AFTER_STOP = "after-stop"
+"""The request a caller makes through the second handle once `stop` returned."""
 
 SCENARIO_LIMIT = 10.0
 """Real seconds a scenario may take; a caller still waiting then is a HANG."""
@@ -390,6 +397,7 @@ class Transport:
         self.killed: list[tuple[float, float | None]] = []  # (killed, back) for each kill
         self.leftover_tasks: list[str] = []
         self.arrivals: list[tuple[int, str]] = []  # (life, request) as each reached the actor
+        self.doomed = False  # killed for good while it restarted
         self.hosts.append(Host(Subject, (record,)))
 
     @property
@@ -477,9 +485,14 @@ class Transport:
     def kill(self, restart: bool) -> None:
         """From any thread but the loop's: the actor's process dies now. Every request in
         flight hears `ActorDiedError`; the old host is stopped behind Ray's back (a real
-        process would just be gone); a restart makes a fresh object after `RESTART_DELAY`."""
+        process would just be gone); a restart makes a fresh object after `RESTART_DELAY`.
+        Killed without restart while it restarts (``ray.kill(no_restart=True)``), it stays
+        dead."""
         restart = restart and self.restarts != 0
         with self.lock:
+            if self.state == "restarting" and not restart:
+                self.doomed = True
+                return
             if self.state != "alive":
                 return
             self.state = "restarting" if restart else "dead"
@@ -495,11 +508,17 @@ class Transport:
             return
         self.restarts -= 1
         time.sleep(RESTART_DELAY)
-        host = Host(Subject, (self.record,))
+        host = None if self.doomed else Host(Subject, (self.record,))
         with self.lock:
+            if host is not None and not self.doomed:
+                self.hosts.append(host)
+                self.state = "alive"
+            else:
+                self.state = "dead"
+        if host is not None and self.doomed:  # (killed while it started: it never served)
+            asyncio.run_coroutine_threadsafe(host.stop(), self.loop).result()
             self.hosts.append(host)
-            self.state = "alive"
-        self.killed.append((killed, time.perf_counter()))
+        self.killed.append((killed, time.perf_counter() if self.state == "alive" else None))
 
     def close(self) -> None:
         """Stop every host still running, then the loop; note the coroutines left on it."""
@@ -675,6 +694,7 @@ class Log:
     calls: list[CallRecord] = attrs.Factory(list)
     stop_called: float | None = None
     stop_done: float | None = None
+    after_stop: object = None  # what a call made once the stop returned heard
     killed: list[tuple[float, float | None]] = attrs.Factory(list)
     arrivals: list[tuple[int, str]] = attrs.Factory(list)
     lives_stopped: set[int] = attrs.Factory(set)  # lives that ended by `stop`
@@ -758,7 +778,6 @@ async def scenario_main(log: Log, transport: Transport) -> None:
     first, second = handle_for(actor, None), handle_for(actor, "subject")
     callers_done = trio.Event()
     remaining = len(scenario.callers)
-    stopping = trio.Lock()
 
     def one_done() -> None:
         nonlocal remaining
@@ -772,9 +791,7 @@ async def scenario_main(log: Log, transport: Transport) -> None:
 
     async def kill(moment: float) -> None:
         await at(t0, moment)
-        async with stopping:  # (never while the stop runs: see below)
-            if log.stop_called is None:
-                await trio.to_thread.run_sync(transport.kill, True)
+        await trio.to_thread.run_sync(transport.kill, True)
 
     with trio.move_on_after(SCENARIO_LIMIT) as limit:
         async with trio.open_nursery() as nursery:
@@ -789,18 +806,32 @@ async def scenario_main(log: Log, transport: Transport) -> None:
                 await callers_done.wait()
             else:
                 await at(t0, scenario.stop_at)
-            # A kill (and its restart) finishes first: a stop sent to a restarting actor is
-            # lost, as any request is, and a kill during the stop would restart the actor
-            # after it; neither is what this scenario models.
-            async with stopping:
-                log.stop_called = time.perf_counter()
-                await stop(first, second if scenario.second_stop else None)
-                log.stop_done = time.perf_counter()
+            log.stop_called = time.perf_counter()  # (maybe while a kill restarts the actor)
+            await stop(first, second if scenario.second_stop else None)
+            log.stop_done = time.perf_counter()
             await callers_done.wait()
             nursery.cancel_scope.cancel()  # (the gate and the kill, if still to come)
+        # (a kill that had begun has finished, its restart too: the nursery waited for it)
+        log.after_stop = await call_after_stop(second)
     log.hang = limit.cancelled_caught
     me = trio.lowlevel.current_task()
     log.leftover_trio = [t.name for t in all_tasks() if t not in before and t is not me]
+
+
+async def call_after_stop(handle: Any, within: float = 0.0) -> object:
+    """What a call through `handle` (not the one `stop` went through) hears once the stop
+    returned: its value or exception. With `within`, call again while it hears
+    `ServerCrashed` (an actor that Ray may be restarting), for that long."""
+    give_up = trio.current_time() + within
+    while True:
+        try:
+            return await handle.quick(AFTER_STOP)
+        except ServerCrashed as error:
+            if trio.current_time() >= give_up:
+                return error
+        except Exception as error:
+            return error
+        await trio.sleep(0.1)
 
 
 def run_scenario(scenario: Scenario) -> Log:
@@ -875,20 +906,20 @@ async def cluster_main(log: Log, path: str) -> None:
     async def kill(moment: float) -> None:
         await at(t0, moment)
         async with stopping:
-            if log.stop_called is not None:
-                return
             killed = time.perf_counter()
             ray_api.kill(trioserver.ray.actor(first), no_restart=scenario.restarts == 0)
-            back = None
-            if scenario.restarts:  # back once a request reaches the new actor
-                while True:
-                    try:
-                        await trioserver.ray.statistics(first)
-                        break
-                    except ServerCrashed:
-                        await trio.sleep(0.005)
-                back = time.perf_counter()
-            log.killed.append((killed, back))
+        back = None
+        if scenario.restarts:  # back once a request reaches the new actor
+            while True:
+                try:
+                    await trioserver.ray.statistics(first)
+                    back = time.perf_counter()
+                    break
+                except ServerCrashed:
+                    await trio.sleep(0.005)
+                except ServerStopped:  # (stopped meanwhile)
+                    break
+        log.killed.append((killed, back))
 
     with trio.move_on_after(SCENARIO_LIMIT + 30) as limit:  # (a restart takes seconds)
         async with trio.open_nursery() as nursery:
@@ -903,14 +934,17 @@ async def cluster_main(log: Log, path: str) -> None:
                 await at(t0, scenario.stop_at)
             async with stopping:
                 life = len(log.killed)
-                if scenario.stop_at is None and (not log.killed or log.killed[-1][1]):
+                settled = scenario.kill_at is None or (log.killed and log.killed[-1][1])
+                if scenario.stop_at is None and settled:
                     log.stats[life] = await quiet_statistics(first)
                     log.lives_stopped.add(life)
-                log.stop_called = time.perf_counter()
+                log.stop_called = time.perf_counter()  # (maybe while Ray restarts the actor)
                 await stop(first, second if scenario.second_stop else None)
                 log.stop_done = time.perf_counter()
             await callers_done.wait()
             nursery.cancel_scope.cancel()
+        # A restart takes about a second: a stopped actor that Ray restarts would serve again.
+        log.after_stop = await call_after_stop(second, 3.0 if scenario.kill_at else 0.0)
     log.hang = limit.cancelled_caught
     me = trio.lowlevel.current_task()
     log.leftover_trio = [t.name for t in all_tasks() if t not in before and t is not me]
@@ -1084,6 +1118,16 @@ def check(log: Log) -> list[str]:
                 f"the handler of {after.rid} started after {before.rid}'s, but its request "
                 f"reached the actor first (arrival order {[r for _, r in log.arrivals]})",
             )
+    # 8: a stop is final
+    after = log.after_stop
+    if log.stop_done is not None and not log.hang:
+        if not isinstance(after, ServerStopped | ServerCrashed):
+            bad("8", f"a call made once stop returned heard {after!r}")
+        elif isinstance(after, ServerCrashed) and not log.killed:
+            bad("8", f"a call made once stop returned heard {after!r}, with no kill")
+        for run in log.record.runs:
+            if run.start > log.stop_done:
+                bad("8", f"the handler of {run.rid} (life {run.life}) started after stop returned")
     # 6: statistics of each life that ended by stop
     if not log.hang and not log.errors:
         for index in sorted(log.lives_stopped):
