@@ -383,6 +383,21 @@ ray.shutdown()
 """
 
 
+async def test_a_stop_that_meets_a_restart_ends_the_actor_for_good() -> None:
+    # Found by property_tests/test_ray_faults.py (invariant 8): a stop that met an actor Ray
+    # was restarting (killed just before, or during the stop) returned, and the restarted
+    # actor served calls through other handles, with a fresh server.
+    probe = await trioserver.ray.start(Probe, max_restarts=1)
+    other = pickle.loads(pickle.dumps(probe))  # a handle of its own, as another process has
+    ray.kill(trioserver.ray.actor(probe), no_restart=False)  # Ray restarts it
+    await trioserver.ray.stop(probe)
+    with trio.move_on_after(3.0):  # (a restart takes about a second here)
+        while True:
+            with pytest.raises(ServerCrashed):
+                await other.increment()
+            await trio.sleep(0.1)
+
+
 async def test_a_second_process_connects_by_name_and_calls(ray_cluster: str) -> None:
     async with trioserver.ray.open_server(Probe, name="shared") as probe:
         await probe.mark("from the first process")
