@@ -596,6 +596,7 @@ class Scenario:
     kill_at: float | None  # when the actor's process dies (None: never)
     restarts: int  # how many restarts Ray allows
     second_stop: bool  # the second handle stops it too, at the same time
+    stop_within: float | None = None  # the stop is cancelled after this long (then kills)
 
     def __str__(self) -> str:
         stop = "once every caller finished" if self.stop_at is None else f"at t+{self.stop_at}"
@@ -605,6 +606,8 @@ class Scenario:
         ]
         if self.second_stop:
             lines.append("stopped through both handles at once")
+        if self.stop_within is not None:
+            lines.append(f"the stop is cancelled after {self.stop_within} s")
         if self.kill_at is not None:
             lines.append(f"its process dies at t+{self.kill_at}")
         lines += [f"    {c}" for c in self.callers]
@@ -662,6 +665,7 @@ def scenarios(draw: st.DrawFn, kills: bool = True, gates: bool = True) -> Scenar
         kill_at=kill_at,
         restarts=restarts,
         second_stop=draw(st.integers(0, 3)) == 0,
+        stop_within=draw(st.sampled_from([None] * 6 + [0.0, 0.001])),
     )
 
 
@@ -753,13 +757,15 @@ async def make_call(handle: Any, spec: CallerSpec) -> object:
     return await getattr(handle, spec.kind)(rid)
 
 
-async def stop(first: Any, second: Any | None) -> None:
+async def stop(first: Any, second: Any | None, within: float | None = None) -> None:
     """`trioserver.ray.stop` through the first handle, and through the second at the same
-    time if given (as another process may)."""
+    time if given (as another process may); cancelled after `within` seconds if given (the
+    stop then kills the actor)."""
 
     async def through(handle: Any) -> None:
-        with contextlib.suppress(ServerStopped, ServerCrashed):
-            await trioserver.ray.stop(handle)
+        with trio.move_on_after(math.inf if within is None else within):
+            with contextlib.suppress(ServerStopped, ServerCrashed):
+                await trioserver.ray.stop(handle)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(through, first)
@@ -809,7 +815,7 @@ async def scenario_main(log: Log, transport: Transport) -> None:
             else:
                 await at(t0, scenario.stop_at)
             log.stop_called = time.perf_counter()  # (maybe while a kill restarts the actor)
-            await stop(first, second if scenario.second_stop else None)
+            await stop(first, second if scenario.second_stop else None, scenario.stop_within)
             log.stop_done = time.perf_counter()
             await callers_done.wait()
             nursery.cancel_scope.cancel()  # (the gate and the kill, if still to come)
@@ -943,8 +949,10 @@ async def cluster_main(log: Log, path: str) -> None:
                     log.stats_window[life] = (asked, time.perf_counter())
                     log.lives_stopped.add(life)
                 log.stop_called = time.perf_counter()  # (maybe while Ray restarts the actor)
-                await stop(first, second if scenario.second_stop else None)
+                await stop(first, second if scenario.second_stop else None, scenario.stop_within)
                 log.stop_done = time.perf_counter()
+                if scenario.stop_within is not None:  # (a stop cancelled so soon kills it)
+                    log.killed.append((log.stop_called, None))
             await callers_done.wait()
             nursery.cancel_scope.cancel()
         # A restart takes about a second: a stopped actor that Ray restarts would serve again.
