@@ -14,11 +14,16 @@ handlers do after the kill is not judged.)
 
 The scenario draws the callers: the handler each one calls (returns at once; sleeps, short or
 past its budget; waits for an event set from outside the actor, or never; hangs until its
-budget; raises an exception that pickles, or one that cannot be rebuilt; a cast), when it
+budget; raises an exception that pickles, or one that cannot be rebuilt; returns a value that
+cannot be pickled; or the call's argument cannot be; a cast; a statistics read), when it
 calls, its limit (none, a short or a long deadline, or a cancellation at a drawn moment: before
 its request is sent, while it is queued, while it runs), and which handle it uses (the one
 `stop` goes through, or a second one, as `trioserver.ray.connect` gives another process); then
-when the server is stopped, and whether and when its actor is killed (restarted or not).
+when the server is stopped (through one handle or both at once; sometimes cancelled at once,
+which kills the actor), and whether and when its actor is killed (restarted or not). A few
+scenarios also run on a real cluster (`run_on_cluster`, from tests/test_ray.py, whose
+session fixture starts the cluster), checked against the same invariants where they can be
+seen from outside the actor.
 
 The server keeps its own record (`Record`): every handler run, with the request it served, the
 object's life, when it started and ended, how it ended, and whether another handler held the
@@ -54,13 +59,20 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
    exceed requests sent; with one life, ``timed_out`` covers every `CallTimeout` heard and
    ``shed`` is every `ServerOverloaded` and ``dropped`` covers every cast that was queued
    (its caster's ``await`` returned) and never ran.
+7. Nothing is left: no trio task in the callers' run, no coroutine on the actor's asyncio loop
+   (every request was answered or cancelled), and no thread (the hosts' trio threads and the
+   loop's) once the scenario ended.
 8. A stop is final: once `stop` returned (even if it raced a kill, or a restart), no handler
    starts, and a call through another handle hears `ServerStopped` (`ServerCrashed` if the
    actor was killed: Ray cannot tell a stop from a kill then), on a real cluster even after
    the time a restart takes.
-7. Nothing is left: no trio task in the callers' run, no coroutine on the actor's asyncio loop
-   (every request was answered or cancelled), and no thread (the hosts' trio threads and the
-   loop's) once the scenario ended.
+
+The known behaviours of docs/beyond-one-machine.md are encoded where they apply, not by
+loosening the rest: a caller told `Cancelled` may find its request ran (3, within the
+tolerance); a call while the actor restarts gets `ServerCrashed` (1); on a real cluster, a
+cancellation made within `RAY_OVERTAKE` of its call may be lost by Ray (3 is not checked
+for it; 5 is). A self-call through a
+Ray handle (which times out rather than raise `DeadlockError`) is not generated.
 
 Real time: the tolerance is for a busy 2-core machine (threads wait to be scheduled); the
 figures of one large run are in docs/beyond-one-machine.md.
@@ -122,22 +134,46 @@ LONG_NAP = 0.3
 RESTART_DELAY = 0.02
 """How long a killed actor takes to come back, when it has restarts left."""
 
+RAY_OVERTAKE = 0.01
+"""On a real cluster, a cancellation made this soon after its call may reach the actor before
+the request, and Ray may lose it: the handler then runs as if its caller had stayed, bounded
+by its budget (invariant 5 still holds). Measured with `Probe.hold(0.3)` cancelled right after
+the call: 4 of 40 ran to the end. Invariant 3 is not checked for such a caller there."""
+
 AFTER_STOP = "after-stop"
 """The request a caller makes through the second handle once `stop` returned."""
 
 SCENARIO_LIMIT = 10.0
 """Real seconds a scenario may take; a caller still waiting then is a HANG."""
 
-KINDS = ("quick", "nap", "wait", "hang", "boom", "unsendable", "lock", "badarg", "stats", "cast")
+KINDS = (
+    "quick",
+    "nap",
+    "wait",
+    "hang",
+    "boom",
+    "unsendable",
+    "lock",
+    "badarg",
+    "stats",
+    "cast",
+    "relay",
+)
 """What a caller does: call a handler that returns at once (``quick``), sleeps (``nap``),
 waits for the gate (``wait``), never returns (``hang``), raises an exception that crosses
 (``boom``) or one that cannot be rebuilt (``unsendable``), returns a value that cannot be
 pickled (``lock``); call with an argument that cannot be pickled (``badarg``: nothing is
-sent); read the statistics (``stats``); or cast (``cast``)."""
+sent); read the statistics (``stats``); cast (``cast``); or call a handler that calls its
+own server through a `trioserver.ray` handle (``relay``, in this process only): that call
+waits behind its own handler, which its budget cuts (`CallTimeout`, not `DeadlockError`:
+a documented limit), and is withdrawn."""
 
 NOT_SENDABLE = {"unsendable": "Unsendable", "lock": "could not be sent back", "badarg": "pickled"}
 """The kinds whose callers get `NotSendable`, and what its message says."""
-CALL_BUDGETS = {"nap": NAP_BUDGET, "wait": NAP_BUDGET, "hang": HANG_BUDGET}
+CALL_BUDGETS = {"nap": NAP_BUDGET, "wait": NAP_BUDGET, "hang": HANG_BUDGET, "relay": HANG_BUDGET}
+
+INNER = "-inner"
+"""The suffix of the request a ``relay`` handler makes to its own server."""
 
 
 # -- the server and its record --------------------------------------------------------------
@@ -189,6 +225,7 @@ class Record:
         self.runs: list[Run] = []
         self.lives: list[Life] = []
         self.gate_open = False
+        self.handle: Any = None  # a handle to the server's own actor, for `Subject.relay`
 
     def new_life(self) -> Life:
         index = len(self.lives)
@@ -316,6 +353,12 @@ class Subject:
     def lock(self, rid: str) -> object:
         with self.running(rid, "lock"):
             return threading.Lock()  # cannot be pickled: the reply cannot cross
+
+    @call(timeout=HANG_BUDGET)
+    async def relay(self, rid: str) -> str:
+        with self.running(rid, "relay"):
+            inner: str = await self.record.handle.quick(rid + INNER)  # waits behind itself
+            return inner
 
     @cast
     async def note(self, rid: str, seconds: float) -> None:
@@ -618,8 +661,8 @@ class Scenario:
 
 
 @st.composite
-def caller_specs(draw: st.DrawFn, index: int) -> CallerSpec:
-    kind = draw(st.sampled_from(KINDS))
+def caller_specs(draw: st.DrawFn, index: int, self_calls: bool = True) -> CallerSpec:
+    kind = draw(st.sampled_from(KINDS if self_calls else KINDS[:-1]))
     seconds = 0.0
     if kind == "nap":
         seconds = draw(st.sampled_from([0.0, 0.01, 0.05, LONG_NAP]))
@@ -644,11 +687,12 @@ def caller_specs(draw: st.DrawFn, index: int) -> CallerSpec:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, kills: bool = True, gates: bool = True) -> Scenario:
-    """Scenarios; with `gates` False, no gate opens (an actor in another process cannot be
-    reached from outside its server: `Subject.wait` then waits until its budget)."""
+def scenarios(draw: st.DrawFn, kills: bool = True, in_process: bool = True) -> Scenario:
+    """Scenarios; for a real actor (`in_process` False), no gate opens (an actor in another
+    process cannot be reached from outside its server: `Subject.wait` then waits until its
+    budget), and no handler calls its own server (`relay`)."""
     count = draw(st.integers(1, 7))
-    callers = [draw(caller_specs(index)) for index in range(count)]
+    callers = [draw(caller_specs(index, in_process)) for index in range(count)]
     kill_at = None
     restarts = 0
     if kills and draw(st.integers(0, 3)) == 0:
@@ -660,7 +704,7 @@ def scenarios(draw: st.DrawFn, kills: bool = True, gates: bool = True) -> Scenar
         callers[0] = attrs.evolve(first, kind=kind, seconds=LONG_NAP, start=0.0)
     return Scenario(
         callers=tuple(callers),
-        gate_at=draw(st.sampled_from([None, 0.02, 0.1])) if gates else None,
+        gate_at=draw(st.sampled_from([None, 0.02, 0.1])) if in_process else None,
         stop_at=draw(st.sampled_from([None, None, 0.03, 0.08, 0.2])),
         kill_at=kill_at,
         restarts=restarts,
@@ -706,6 +750,7 @@ class Log:
     # on a cluster, when they were asked for and when they came (read before the stop)
     stats_window: dict[int, tuple[float, float]] = attrs.Factory(dict)
     hang: bool = False
+    on_cluster: bool = False
     errors: list[str] = attrs.Factory(list)
     leftover_trio: list[str] = attrs.Factory(list)
     leftover_asyncio: list[str] = attrs.Factory(list)
@@ -784,6 +829,7 @@ async def scenario_main(log: Log, transport: Transport) -> None:
     log.t0 = time.perf_counter()
     actor = Actor(transport)
     first, second = handle_for(actor, None), handle_for(actor, "subject")
+    log.record.handle = handle_for(actor, "subject")  # (for `Subject.relay`: its own)
     callers_done = trio.Event()
     remaining = len(scenario.callers)
 
@@ -881,7 +927,7 @@ def run_on_cluster(scenario: Scenario) -> Log:
     What cannot be seen from here is not checked: the actor's coroutines and threads, and
     the statistics of a server that `stop` ended (they are read before the stop, once every
     caller has finished, when the scenario stops then)."""
-    log = Log(scenario)
+    log = Log(scenario, on_cluster=True)
     with tempfile.TemporaryDirectory(prefix="ray-faults-") as directory:
         path = str(Path(directory) / "record.jsonl")
         try:
@@ -1084,7 +1130,8 @@ def check(log: Log) -> list[str]:
                 bad("1", f"{story}: ServerOverloaded, yet its handler ran")
         else:
             bad("1", f"{story}: not an allowed outcome")
-        # a call whose handler returned or raised hears that, unless it left or was lost
+        # a call whose handler returned or raised hears that, unless it left or was lost (then
+        # ServerCrashed, or ServerStopped through the handle of a stop that killed the actor)
         if (
             run is not None
             and spec.kind != "cast"
@@ -1092,7 +1139,7 @@ def check(log: Log) -> list[str]:
             and kind == "exception"
             and not isinstance(outcome, Boom)
             and not (spec.kind in NOT_SENDABLE and isinstance(outcome, NotSendable))
-            and not (lost and isinstance(outcome, ServerCrashed))
+            and not (lost and isinstance(outcome, ServerCrashed | ServerStopped))
         ):
             bad("1", f"{story}: its handler {run.ending}, but it heard {outcome!r}")
         # 2: told by its limit, and by the time a stop returned
@@ -1101,8 +1148,12 @@ def check(log: Log) -> list[str]:
         stopped = log.stop_done
         if stopped is not None and record.sent < stopped and record.finish > stopped + TOLERANCE:
             bad("2 (stop)", f"{story}: still waiting when stop returned at {when(stopped)}")
-        # 3: its limit reached the actor (casts are queued at once and run regardless)
-        if run is not None and spec.kind != "cast" and record.limit != math.inf:
+        # 3: its limit reached the actor (casts are queued at once and run regardless). On a
+        # cluster, Ray may lose a cancellation that overtakes its request (`RAY_OVERTAKE`).
+        overtaken = (
+            log.on_cluster and spec.limit == "cancel" and record.limit - record.sent < RAY_OVERTAKE
+        )
+        if run is not None and spec.kind != "cast" and record.limit != math.inf and not overtaken:
             if run.start > record.limit + TOLERANCE:
                 bad("3 (withdrawn)", f"{story}: its handler started at {when(run.start)}")
             if run.end is not None and run.end > record.limit + TOLERANCE:
@@ -1116,6 +1167,11 @@ def check(log: Log) -> list[str]:
             bad("4", f"{where} started while another handler held the server")
         if run.end is None and run.life >= len(kills):  # (a killed process ends nothing)
             bad("5", f"{where} never ended")
+        if run.rid.endswith(INNER):  # a relay's call to its own server, withdrawn when cut
+            relays = [r for r in log.record.runs if r.rid + INNER == run.rid]
+            ends = [r.end for r in relays if r.end is not None]
+            if not ends or run.start > min(ends) + TOLERANCE:
+                bad("3 (withdrawn)", f"{where}: its caller, a relay handler, had left")
         budget = CALL_BUDGETS.get(run.method)
         if budget is not None and run.end is not None and run.end - run.start > budget + TOLERANCE:
             bad("5", f"{where} ran {run.end - run.start:.3f} s, past its budget of {budget}")
@@ -1172,8 +1228,9 @@ def check(log: Log) -> list[str]:
                 + stats.dropped
                 + stats.shed
             )
-            if counted > len(log.calls):
-                bad("6", f"{where}: {counted} requests counted, {len(log.calls)} sent")
+            sent = len(log.calls) + sum(run.method == "relay" for run in theirs)
+            if counted > sent:
+                bad("6", f"{where}: {counted} requests counted, {sent} sent")
             if not log.killed:  # one life heard everything
                 timeouts = sum(isinstance(c.outcome, CallTimeout) for c in log.calls)
                 if stats.timed_out < timeouts:
@@ -1253,6 +1310,8 @@ def events(log: Log) -> list[str]:
                 found.append("a caller left while its handler ran: the handler was cut")
             else:
                 found.append("the documented race: a handler finished as its caller left")
+            if run is not None and run.end is not None and run.end > record.limit + TOLERANCE:
+                found.append("Ray lost a cancellation that overtook its request")
         if record.finish is not None and record.limit != math.inf and kind == "cancelled":
             late = lateness(record.finish - record.limit)
             found.append(f"a caller was told it left {late} its limit")

@@ -452,7 +452,7 @@ async def test_handles_pickle_to_the_same_actor() -> None:
     report_multiple_bugs=False,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(ray_faults.scenarios(gates=False))
+@given(ray_faults.scenarios(in_process=False))
 def test_generated_scenarios_keep_the_contract_on_a_real_cluster(
     scenario: ray_faults.Scenario,
 ) -> None:
