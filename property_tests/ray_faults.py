@@ -922,7 +922,7 @@ def run_scenario(scenario: Scenario) -> Log:
 def run_on_cluster(scenario: Scenario) -> Log:
     """Run `scenario` against a real actor of the Ray cluster this process is connected to
     (``ray.init``), with `trioserver.ray.start`, `ray.kill` and `trioserver.ray.stop`; the
-    server's record goes through a file. Gates never open (`scenarios` with ``gates=False``).
+    server's record goes through a file (scenarios drawn with ``in_process=False``).
 
     What cannot be seen from here is not checked: the actor's coroutines and threads, and
     the statistics of a server that `stop` ended (they are read before the stop, once every
@@ -963,8 +963,13 @@ async def cluster_main(log: Log, path: str) -> None:
             killed = time.perf_counter()
             ray_api.kill(trioserver.ray.actor(first), no_restart=scenario.restarts == 0)
         back = None
-        if scenario.restarts:  # back once a request reaches the new actor
-            while True:
+        if scenario.restarts:
+            # Back once the new object exists (`ray.kill` is asynchronous: the old process
+            # answers for a few ms) and a request reaches it.
+            lives = len(log.killed) + 1  # the lives so far, the killed one's included
+            while len(Record.read(path).lives) == lives and log.stop_called is None:  # noqa: ASYNC110 (a file another process writes)
+                await trio.sleep(0.005)
+            while log.stop_called is None:
                 try:
                     await trioserver.ray.statistics(first)
                     back = time.perf_counter()
