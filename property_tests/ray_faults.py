@@ -123,13 +123,13 @@ TOLERANCE = 0.1
 """Real seconds by which a caller may hear, or a handler end, after its limit: the time a
 message takes from one thread to another on a busy 2-core machine (measured: see the docs)."""
 
-NAP_BUDGET = 0.15
+NAP_BUDGET = 0.3
 """The budget of `Subject.nap` and `Subject.wait`; naps of `LONG_NAP` overrun it."""
 
-HANG_BUDGET = 0.1
+HANG_BUDGET = 0.25
 """The budget of `Subject.hang`, which never returns on its own."""
 
-LONG_NAP = 0.3
+LONG_NAP = 0.5
 
 RESTART_DELAY = 0.02
 """How long a killed actor takes to come back, when it has restarts left."""
@@ -671,7 +671,7 @@ def caller_specs(draw: st.DrawFn, index: int, self_calls: bool = True) -> Caller
     limit = draw(st.sampled_from(["none", "none", "deadline", "cancel"]))
     after = 0.0
     if limit == "deadline":
-        after = draw(st.sampled_from([0.03, 0.4]))  # short, long
+        after = draw(st.sampled_from([0.03, 0.6]))  # short, long
     elif limit == "cancel":
         # at once (before it is sent, or as it arrives), or later (queued or running)
         after = draw(st.sampled_from([0.0, 0.005, 0.03, 0.12]))
