@@ -3,8 +3,8 @@ callers, deadlines, cancellations, stops and actor deaths; property_tests/ray_fa
 each through the actor's host and the callers' side of `trioserver.ray`, with Ray's part
 played in this process, and checks the invariants.
 
-Real time, short: 60 scenarios in ``make test`` (about 7 s); ``TRIOSERVER_FAULT_EXAMPLES=N``
-runs N // 2 (N=2000: 1,000 scenarios, about 2 minutes). tests/test_ray.py runs a few of the
+Real time, short: 60 scenarios in ``make test`` (about 9 s); ``TRIOSERVER_FAULT_EXAMPLES=N``
+runs N // 2 (N=2000: 1,000 scenarios, about 2.5 minutes). tests/test_ray.py runs a few of the
 same scenarios against the real cluster (N // 50 of them, 3 by default).
 """
 
