@@ -6,7 +6,8 @@ until done), ``instrument`` (the price of a no-op instrument), ``statistics`` (t
 read), ``memory`` (bytes per idle server), ``overload`` (bursts and sustained overload, on
 virtual time), ``profile`` (where a round trip's time goes), ``waiting`` (what guarded calls,
 released blocks and cycle detection cost, and what they buy), ``durable`` (durable casts
-against in-memory ones) and ``ray`` (servers in Ray actors against a raw Ray call; it needs
-Ray, in the dev extra, and is skipped without it). The report ends with the issues' targets,
-met or not.
+against in-memory ones), ``porcupine`` (the linearizability checker on Porcupine's histories,
+against Porcupine's own checker when ``go`` is on PATH) and ``ray`` (servers in Ray actors
+against a raw Ray call; it needs Ray, in the dev extra, and is skipped without it). The report
+ends with the issues' targets, met or not.
 """

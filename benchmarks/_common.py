@@ -15,6 +15,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
+PARTIAL = "partial.json"  # where partial runs write by default; not checked in
 
 
 def median(values: Sequence[float]) -> float:

@@ -23,7 +23,7 @@ import trio
 
 from trioserver import Instrument, call, open_server, server
 
-from .contenders import Actor, Bump, Contender, Opener
+from .contenders import Actor, Bump, Contender, Opener, instruments_for
 from .roundtrip import interleaved
 
 BODIES = ("event", "channel", "sleep0")
@@ -131,14 +131,17 @@ class HandlerActor(Actor):
 
 
 def trioserver_opener(
-    cls: type[Budgeted] | type[Unlimited], body: str, *, instrumented: bool = False
+    cls: type[Budgeted] | type[Unlimited],
+    body: str,
+    *,
+    instrumented: bool | Callable[[], Instrument] = False,
 ) -> Opener:
     @asynccontextmanager
     async def opener() -> AsyncGenerator[Bump, None]:
         async with trio.open_nursery() as nursery:
             device = Device()
             device.start(nursery)
-            instruments = [Instrument()] if instrumented else []  # a no-op instrument: its price
+            instruments = instruments_for(instrumented)
             async with open_server(cls(device), instruments=instruments) as handle:
                 bump: Bump = getattr(handle, body)
                 yield bump

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import RESULTS, machine
+from ._common import PARTIAL, RESULTS, machine
 from .report import render, targets
 
 SECTIONS = (
@@ -25,6 +25,7 @@ SECTIONS = (
     "waiting",
     "durable",
     "ray",
+    "porcupine",
     "profile",
 )
 
@@ -37,7 +38,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "idle server, overload, a profile of the call path, waiting without holding the server "
         "(guarded calls, released blocks, cycle detection), durable casts (SQLite FULL and "
         "NORMAL against an in-memory cast), servers in Ray actors (against a raw Ray call), "
-        "and the targets they meet.",
+        "the linearizability checker on Porcupine's histories (against Porcupine, if go is on "
+        "PATH), and the targets they meet.",
     )
     parser.add_argument(
         "--quick",
@@ -136,6 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             from .ray import run_ray
 
             results["ray"] = run_ray(rounds=rounds, calls=calls, seed=args.seed + 8)
+    porcupine_text = ""
+    if "porcupine" in sections:
+        from .porcupine import render_porcupine, run_porcupine, targets_porcupine
+
+        results["porcupine"] = run_porcupine(repeat=1 if args.quick else 3)
+        porcupine_text = render_porcupine(results["porcupine"])
     if "profile" in sections:
         from .profiling import format_profile, run_profile
 
@@ -143,12 +151,29 @@ def main(argv: list[str] | None = None) -> int:
         profile_text = format_profile(results["profile"])
     results["meta"]["seconds"] = time.perf_counter() - began
     results["targets"] = targets(results)
+    if "porcupine" in results:
+        results["targets"]["issue_16"] = targets_porcupine(results)
     print(render(results), end="")
+    if porcupine_text:
+        print("\n" + porcupine_text, end="")
     if profile_text:
         print("\n" + profile_text, end="")
     full = set(sections) == set(SECTIONS) and not args.quick and args.rounds is None
-    path: Path = args.json or RESULTS / ("latest.json" if full else "partial.json")
+    path: Path = args.json or RESULTS / ("latest.json" if full else PARTIAL)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(f"\nFigures written to {path} ({results['meta']['seconds']:.0f} s)")
+    if path.resolve().parent == RESULTS and path.name != PARTIAL:
+        redraw_charts()
     return 0
+
+
+def redraw_charts() -> None:
+    """The docs' charts, from the recorded runs (this one now among them)."""
+    if importlib.util.find_spec("matplotlib") is None:  # in the dev extra, not a dependency
+        print("Charts not redrawn: matplotlib is not installed (pip install matplotlib)")
+        return
+    from .charts import redraw
+
+    for chart in redraw():
+        print(f"Chart drawn: {chart}")

@@ -135,11 +135,14 @@ class UnlimitedCounter:
 
 
 def trioserver_opener(
-    cls: type[Counter] | type[UnlimitedCounter], method: str, *, instrumented: bool = False
+    cls: type[Counter] | type[UnlimitedCounter],
+    method: str,
+    *,
+    instrumented: bool | Callable[[], Instrument] = False,
 ) -> Opener:
     @asynccontextmanager
     async def opener() -> AsyncGenerator[Bump, None]:
-        instruments = [Instrument()] if instrumented else []  # a no-op instrument: its price
+        instruments = instruments_for(instrumented)
         async with open_server(cls(), instruments=instruments) as handle:
             bump: Bump = getattr(handle, method)
             yield bump
@@ -415,3 +418,10 @@ BUDGET_CONTENDERS: list[Contender] = [
         trioserver_opener(UnlimitedCounter, "bump_checkpoint"),
     ),
 ]
+
+
+def instruments_for(instrumented: bool | Callable[[], Instrument]) -> list[Instrument]:
+    """None, a no-op instrument (its price), or the one `instrumented` makes."""
+    if callable(instrumented):
+        return [instrumented()]
+    return [Instrument()] if instrumented else []

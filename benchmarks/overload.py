@@ -5,6 +5,8 @@ Each scenario is one `trio.run` on `trio.testing.MockClock(autojump_threshold=0)
 up after ``PATIENCE`` (0.5 s) with `trio.move_on_after`. Servers:
 
 - ``trioserver``: ``@call async def work`` (default budget; the callers' deadline is shorter).
+- ``trioserver_no_admission``: the same with ``@server(admission=False)``: callers that leave
+  still withdraw their requests, and handlers are still cut when their caller leaves.
 - ``fifo``: the hand-written actor (channel + Event): it runs every request it received.
 - ``fifo_admission``: a hand-written reference for what a later issue asks of trioserver:
   a request whose caller has less than ``SERVICE`` left when it reaches the front is refused
@@ -12,6 +14,11 @@ up after ``PATIENCE`` (0.5 s) with `trio.move_on_after`. Servers:
 
 A handler run is *wasted* when its caller did not get its result: it finished after the
 caller gave up (``fifo``), or was cut because the caller left (trioserver).
+
+Besides the totals, each row keeps its time series in bins of ``BIN`` virtual seconds
+(``series``): goodput (successes per second, by when the caller got its result) and the mean
+queue wait of the handler runs that started in the bin (from the caller's arrival to the
+run's start). `benchmarks.charts` draws them.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from ._common import percentile
 SERVICE = 0.010
 PATIENCE = 0.5
 HORIZON = 60.0  # virtual seconds to let a server drain before looking at its runs
+BIN = 0.1  # virtual seconds per bin of the time series
 
 Work = Callable[[int], Awaitable[object]]
 
@@ -61,14 +69,23 @@ class Log:
         return caller
 
 
-@server
-class Worker:
+class _Work:
     def __init__(self, log: Log) -> None:
         self.log = log
 
     @call
     async def work(self, caller: int) -> int:
         return await self.log.work(caller)
+
+
+@server
+class Worker(_Work):
+    """trioserver's defaults."""
+
+
+@server(admission=False)
+class NotAdmitting(_Work):
+    """FIFO, but callers that leave withdraw their requests."""
 
 
 class Fifo:
@@ -109,10 +126,13 @@ class Fifo:
 Opener = Callable[[Log], AbstractAsyncContextManager[tuple[Work, Callable[[], Any]]]]
 
 
-@asynccontextmanager
-async def _trioserver(log: Log) -> AsyncGenerator[tuple[Work, Callable[[], Any]], None]:
-    async with open_server(Worker(log)) as handle:
-        yield handle.work, lambda: attrs.asdict(statistics(handle))
+def _trioserver(cls: type[_Work]) -> Opener:
+    @asynccontextmanager
+    async def opener(log: Log) -> AsyncGenerator[tuple[Work, Callable[[], Any]], None]:
+        async with open_server(cls(log)) as handle:
+            yield handle.work, lambda: attrs.asdict(statistics(handle))
+
+    return opener
 
 
 def _fifo(admission: bool) -> Opener:
@@ -128,7 +148,8 @@ def _fifo(admission: bool) -> Opener:
 
 
 SERVERS: dict[str, tuple[str, Opener]] = {
-    "trioserver": ("trioserver @call", _trioserver),
+    "trioserver": ("trioserver @call", _trioserver(Worker)),
+    "trioserver_no_admission": ("trioserver @call, admission=False", _trioserver(NotAdmitting)),
     "fifo": ("hand-written FIFO actor", _fifo(False)),
     "fifo_admission": ("hand-written FIFO + deadline-aware admission (reference)", _fifo(True)),
 }
@@ -146,9 +167,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 async def _scenario(opener: Opener, arrivals: list[float]) -> dict[str, Any]:
     log = Log()
     outcomes: list[tuple[str, float, float]] = []  # (outcome, arrival, end)
+    arrived: dict[int, float] = {}  # caller -> arrival
 
     async def caller(index: int, work: Work) -> None:
-        arrival = trio.current_time()
+        arrival = arrived[index] = trio.current_time()
         outcome = "timeout"
         with trio.move_on_after(PATIENCE):
             try:
@@ -167,11 +189,42 @@ async def _scenario(opener: Opener, arrivals: list[float]) -> dict[str, Any]:
                 nursery.start_soon(caller, index, work)
         await trio.sleep_until(HORIZON)
         server_statistics = stats()
-    return {"outcomes": outcomes, "runs": log.runs, "statistics": server_statistics}
+    return {
+        "outcomes": outcomes,
+        "arrived": arrived,
+        "runs": log.runs,
+        "statistics": server_statistics,
+    }
 
 
 def _round(seconds: float) -> float:
     return round(seconds, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _bin(seconds: float) -> int:
+    return math.floor(seconds / BIN + 1e-9)  # 1e-9: 0.3 / 0.1 is 2.9999999999999996
+
+
+def time_series(raw: dict[str, Any]) -> dict[str, Any]:
+    """Goodput and queue wait per bin of `BIN` seconds, until the last caller left or the last
+    run ended (whichever is later)."""
+    outcomes: list[tuple[str, float, float]] = raw["outcomes"]
+    arrived: dict[int, float] = raw["arrived"]
+    runs: list[Run] = raw["runs"]
+    until = max([end for _, _, end in outcomes] + [r.end for r in runs], default=0.0)
+    bins = _bin(until) + 1
+    successes = [0] * bins
+    for outcome, _, end in outcomes:
+        if outcome == "ok":
+            successes[_bin(end)] += 1
+    waits: list[list[float]] = [[] for _ in range(bins)]
+    for run in runs:
+        waits[_bin(run.start)].append(run.start - arrived[run.caller])
+    return {
+        "bin_seconds": BIN,
+        "goodput_rate": [_round(n / BIN) for n in successes],
+        "queue_wait_mean": [_round(sum(w) / len(w)) if w else None for w in waits],
+    }
 
 
 def _summarize(raw: dict[str, Any], steady: tuple[float, float] | None) -> dict[str, Any]:
@@ -197,6 +250,7 @@ def _summarize(raw: dict[str, Any], steady: tuple[float, float] | None) -> dict[
             for second in range(math.ceil(max((e for _, _, e in outcomes), default=0)) or 1)
         ],
         "statistics": raw["statistics"],
+        "series": time_series(raw),
     }
     if steady is not None:
         start, stop = steady

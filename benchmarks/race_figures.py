@@ -1,9 +1,13 @@
 """Figures for the race hunts of property_tests/: how fast each race is found, how fast twins pass.
 
-For every seeded race: examples to the first failure and wall time to the first failure
-(Hypothesis' generate phase only, no shrinking, no example database), median and worst over
-20 seeds, and whether the race was found on each seed. For every correct twin: wall time for
-1,000 examples (seed 0). Prints a table and writes benchmarks/results/race_figures.json.
+For every seeded race: examples to the first failure, and wall and processor time to the
+first failure (Hypothesis' generate phase only, no shrinking, no example database), median
+and worst over 20 seeds, and whether the race was found on each seed; and, for the scenario
+races, the size of the reported example (seed 0, shrunk by Hypothesis, then made minimal as
+`ScenarioTest.hypothesis_test` does): operations in the replay against operations in the
+story. For every correct twin: wall time for 1,000 examples (seed 0). Prints a table and
+writes benchmarks/results/race_figures.json. (The machine is shared: processor time is the
+steadier figure when it is busy.)
 
     .venv/bin/python -m benchmarks.race_figures            # everything (a few minutes)
     .venv/bin/python -m benchmarks.race_figures --seeds 5  # quicker
@@ -27,15 +31,19 @@ from property_tests.races import (
     Target,
     TheaterMachine,
     bank_twin,
+    cache_twin,
     counter_twin,
     hunt,
     lost_update,
     overdraft,
+    shelf_twin,
     split_theater_scenarios,
+    stale_cache,
+    task_order,
     theater_scenarios,
     wall_clock,
 )
-from trioserver.testing import NondeterministicTest, RaceFound, hook_available
+from trioserver.testing import NondeterministicTest, RaceFound, ScenarioTest, hook_available
 
 RESULTS = Path(__file__).parent / "results" / "race_figures.json"
 
@@ -44,6 +52,8 @@ RACES: dict[str, tuple[Target, type[BaseException]]] = {
     "theater split check/reserve (scenarios)": (split_theater_scenarios(), RaceFound),
     "counter get/set lost update": (lost_update(), RaceFound),
     "bank balance/withdraw/deposit overdraft": (overdraft(), RaceFound),
+    "cache: slow fetch overwrites a newer write": (stale_cache(), RaceFound),
+    "move counting on its tasks' order (non-FIFO)": (task_order(), RaceFound),
     "wall-clock session ids (nondeterministic)": (wall_clock(), NondeterministicTest),
 }
 
@@ -52,12 +62,15 @@ TWINS: dict[str, Target] = {
     "theater reserve in one @call, hung payments (scenarios)": theater_scenarios(),
     "counter @calls": counter_twin(),
     "bank @call transfer": bank_twin(),
+    "cache @call read_through/write_through": cache_twin(),
+    "shelf @call move_to": shelf_twin(),
 }
 
 
 def measure_race(target: Target, expected: type[BaseException], seeds: int) -> dict[str, Any]:
     examples: list[int] = []
     seconds: list[float] = []
+    cpu: list[float] = []
     found = 0
     for seed in range(seeds):
         result = hunt(target, seed, max_examples=1000, shrink=False)
@@ -65,6 +78,7 @@ def measure_race(target: Target, expected: type[BaseException], seeds: int) -> d
             found += 1
             examples.append(result.examples)
             seconds.append(result.seconds)
+            cpu.append(result.cpu_seconds)
     return {
         "seeds": seeds,
         "found": found,
@@ -72,6 +86,26 @@ def measure_race(target: Target, expected: type[BaseException], seeds: int) -> d
         "examples_worst": max(examples) if examples else None,
         "seconds_median": statistics.median(seconds) if seconds else None,
         "seconds_worst": max(seconds) if seconds else None,
+        "cpu_seconds_median": statistics.median(cpu) if cpu else None,
+        "cpu_seconds_worst": max(cpu) if cpu else None,
+        **measure_replay(target, expected),
+    }
+
+
+def measure_replay(target: Target, expected: type[BaseException]) -> dict[str, Any]:
+    """Seed 0, shrunk, made minimal: operations in the replay and in the story."""
+    if not isinstance(target, ScenarioTest) or expected is not RaceFound:
+        return {"replay_operations": None, "story_operations": None}
+    error = hunt(target, 0, max_examples=1000).error
+    if not isinstance(error, RaceFound) or error.scenario is None:
+        return {"replay_operations": None, "story_operations": None}
+    minimal = target.minimal(error.scenario)
+    if minimal is None:  # pragma: no cover (it failed once; a replay fails again)
+        return {"replay_operations": None, "story_operations": None}
+    scenario, race = minimal
+    return {
+        "replay_operations": scenario.operations,
+        "story_operations": len(race.violation.entries),
     }
 
 
@@ -81,6 +115,7 @@ def measure_twin(target: Target, examples: int) -> dict[str, Any]:
         "examples": result.examples,
         "passed": result.error is None,
         "seconds": result.seconds,
+        "cpu_seconds": result.cpu_seconds,
         "error": None if result.error is None else type(result.error).__name__,
     }
 
@@ -95,21 +130,29 @@ def main(argv: list[str] | None = None) -> int:
     races = {name: measure_race(t, e, args.seeds) for name, (t, e) in RACES.items()}
     twins = {name: measure_twin(t, args.examples) for name, t in TWINS.items()}
 
-    print(f"Races ({args.seeds} seeds; examples and wall time to the first failure, no shrinking)")
-    print(f"{'race':<44} {'found':>7} {'examples med/worst':>19} {'seconds med/worst':>18}")
+    print(f"Races ({args.seeds} seeds; examples and time to the first failure, no shrinking)")
+    print(f"{'race':<46} {'found':>7} {'examples':>9} {'wall s':>13} {'cpu s':>13} {'replay':>7}")
+    print(f"{'':<46} {'':>7} {'med/worst':>9} {'med/worst':>13} {'med/worst':>13} {'/story':>7}")
     for name, r in races.items():
         ex = f"{r['examples_median']}/{r['examples_worst']}"
-        sec = (
-            f"{r['seconds_median']:.3f}/{r['seconds_worst']:.3f}"
-            if r["seconds_median"] is not None
-            else "-"
+        wall = cpu = "-"
+        if r["seconds_median"] is not None:
+            wall = f"{r['seconds_median']:.2f}/{r['seconds_worst']:.2f}"
+            cpu = f"{r['cpu_seconds_median']:.2f}/{r['cpu_seconds_worst']:.2f}"
+        replay = "-"
+        if r["replay_operations"] is not None:
+            replay = f"{r['replay_operations']}/{r['story_operations']}"
+        print(
+            f"{name:<46} {r['found']:>3}/{r['seeds']:<3} {ex:>9} {wall:>13} {cpu:>13} {replay:>7}"
         )
-        print(f"{name:<44} {r['found']:>3}/{r['seeds']:<3} {ex:>19} {sec:>18}")
     print()
     print(f"Correct twins ({args.examples} examples, seed 0)")
-    print(f"{'twin':<56} {'passed':>6} {'examples':>8} {'seconds':>8}")
+    print(f"{'twin':<56} {'passed':>6} {'examples':>8} {'wall s':>7} {'cpu s':>7}")
     for name, t in twins.items():
-        print(f"{name:<56} {t['passed']!s:>6} {t['examples']:>8} {t['seconds']:>8.2f}")
+        print(
+            f"{name:<56} {t['passed']!s:>6} {t['examples']:>8} {t['seconds']:>7.2f} "
+            f"{t['cpu_seconds']:>7.2f}"
+        )
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(

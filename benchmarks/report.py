@@ -327,14 +327,22 @@ def targets_issue_12(results: dict[str, Any]) -> list[Target]:
             )
     instrument = results.get("instrument")
     if instrument is not None:
-        for name, what in (("bump", "not awaiting"), ("event", "awaiting an Event")):
-            for n in instrument["callers"]:
-                found += _at_least(
-                    f"no-op Instrument x none, @call {what}, {_callers(n)}",
-                    _row(instrument, f"{name}_instrumented", n),
-                    "baseline",
-                    TARGET_INSTRUMENT,
-                )
+        priced = (
+            ("instrumented", "no-op Instrument"),
+            ("hooks", "Instrument with empty call hooks"),
+            ("otel_sdk", "OpenTelemetryInstrument (SDK recording)"),
+            ("otel_sampled", "OpenTelemetryInstrument (SDK, 1% sampled)"),
+            ("otel_api", "OpenTelemetryInstrument (API only)"),
+        )
+        for suffix, which in priced:
+            for name, what in (("bump", "not awaiting"), ("event", "awaiting an Event")):
+                for n in instrument["callers"]:
+                    found += _at_least(
+                        f"{which} x none, @call {what}, {_callers(n)}",
+                        _row(instrument, f"{name}_{suffix}", n),
+                        "baseline",
+                        TARGET_INSTRUMENT,
+                    )
     stats = results.get("statistics")
     if stats is not None:
         reads = stats["reads"]

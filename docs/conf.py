@@ -93,17 +93,12 @@ intersphinx_mapping = {
 }
 intersphinx_timeout = 1
 
-# Doctests: every page's examples share this set-up. They run on virtual time
-# (``trio.run(main, clock=MockClock(autojump_threshold=0))``), so sleeps cost nothing.
+# Doctests: each example imports what it uses and runs its own `main` on virtual time
+# (``trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))``), so that it runs
+# as pasted (tests/test_docs_blocks.py runs each alone). The one thing the examples share
+# here is where trioserver's log lines go: beside the output, as ``LEVEL message``.
 doctest_global_setup = """
 import logging
-import math
-import trio
-import trio.testing
-from trioserver import *
-
-def run(main):
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 class PrintLog(logging.Handler):  # shows trioserver's log lines in the examples' output
     def emit(self, record):

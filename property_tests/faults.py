@@ -72,6 +72,7 @@ from trioserver import (
     ServerCrashed,
     ServerOverloaded,
     ServerStopped,
+    _private,
     call,
     cast,
     open_server,
@@ -1716,15 +1717,9 @@ def check(log: Log) -> list[str]:
             if spec.lifetime != "supervised" and (stop is None or record.finish < stop):
                 bad("1", f"{story}: ServerStopped before the server was stopped (at {stop})")
         elif isinstance(outcome, ServerOverloaded):
-            refuse = spec.mailbox_size is not None and spec.when_full == "refuse"
-            admits = (
-                record.kind == "call"
-                and spec.admission
-                and method.admission
-                and record.caller_deadline != math.inf
-            )
-            if not (refuse or admits):
-                bad("1", f"{story}: ServerOverloaded without a bound that refuses, or admission")
+            # (admission's refusals end as the caller's deadline: its own scope is cancelled)
+            if not (spec.mailbox_size is not None and spec.when_full == "refuse"):
+                bad("1", f"{story}: ServerOverloaded without a bound that refuses")
         elif isinstance(outcome, DeadlockError):
             allowed = (
                 record.expect_deadlock
@@ -1972,8 +1967,32 @@ def check(log: Log) -> list[str]:
                 )
             records = [c for c in log.calls if c.server == spec.index and not c.inline]
             overloaded = sum(isinstance(c.outcome, ServerOverloaded) for c in records)
-            if stats.shed != overloaded:
-                bad("6", f"{where}: shed={stats.shed}, but {overloaded} ServerOverloaded seen")
+            # A call admission refused ends as its caller's deadline would: its own scope is
+            # cancelled at once (private trio access), or at the deadline (public trio). Only
+            # a refusal ends a caller's scope before its own limit (a caller that is a handler,
+            # whose limit is not its own, waits for its deadline).
+            cancelled = [c for c in records if c.outcome_kind == "cancelled" and c.kind == "call"]
+            early = [
+                c
+                for c in cancelled
+                if c.finish is not None and c.finish < c.own_limit and re.fullmatch(r"c\d+", c.who)
+            ]
+            for c in early:
+                if not admitted_by_deadline(spec, c):
+                    bad("1", f"{c.describe()}: its scope was cancelled before its own limit")
+                if runs_by_rid.get(c.rid):
+                    bad("7", f"{c.describe()}: refused by admission, yet its handler ran")
+            # (a refusal at the very instant of the caller's limit, or any refusal on public
+            # trio, ends at the limit: it looks like a withdrawal from outside)
+            at_limit = sum(not runs_by_rid.get(c.rid) for c in cancelled if c not in early)
+            low = overloaded + len(early)
+            if (early and not _private.ENABLED) or not low <= stats.shed <= low + at_limit:
+                bad(
+                    "6",
+                    f"{where}: shed={stats.shed}, but {overloaded} ServerOverloaded, "
+                    f"{len(early)} calls ended early by a refusal and {at_limit} cancelled "
+                    f"calls that never ran seen",
+                )
             values = sum(c.outcome_kind == "value" and c.kind == "call" for c in records)
             if stats.handled < values:
                 bad("6", f"{where}: handled={stats.handled} < {values} values received")
@@ -1994,6 +2013,16 @@ def check(log: Log) -> list[str]:
     if log.leftover_tasks:
         bad("7", f"tasks left after the scenario: {log.leftover_tasks}")
     return problems
+
+
+def admitted_by_deadline(spec: ServerSpec, record: CallRecord) -> bool:
+    """Whether admission judges `record`'s call (so may refuse it, ending it at once)."""
+    return bool(
+        record.kind == "call"
+        and spec.admission
+        and spec.method(record.method).admission
+        and record.caller_deadline != math.inf
+    )
 
 
 @attrs.frozen

@@ -6,6 +6,11 @@
 - A counter incremented through get/set calls (lost update), and its ``@call increment`` twin.
 - A bank transfer through balance/withdraw/deposit calls (overdraft), and its ``@call
   transfer`` twin.
+- A read-through cache filled by its clients: a slow fetch races an invalidation and
+  overwrites the newer value with a stale one; its twin reads and writes through ``@call``.
+- A move made of a copy and a delete started together in two tasks, correct only in trio's
+  first-in-first-out task order (a race no choice of lanes and delays shows, only another
+  task order); its twin moves in one ``@call``.
 - A server that makes session ids from the wall clock: nondeterministic.
 """
 
@@ -330,6 +335,210 @@ def wall_clock() -> ScenarioTest[Sessions]:
     return ScenarioTest(Sessions)
 
 
+# -- the cache: a slow fetch races an invalidation (stale overwrite) --------------------------
+
+
+class Backend:
+    """The source of truth behind a cache: a fetch reads at once and answers a second later."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+
+    async def fetch(self, key: str) -> int:
+        value = self.data.get(key, 0)
+        await trio.sleep(1.0)
+        return value
+
+    def store(self, key: str, value: int) -> None:
+        self.data[key] = value
+
+
+@server
+class Cache:
+    """A read-through cache; clients fill it and invalidate it."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, int] = {}
+        self.backend = Backend()
+
+    @call
+    def lookup(self, key: str) -> int | None:
+        return self.entries.get(key)
+
+    @call
+    def fill(self, key: str, value: int) -> None:
+        self.entries[key] = value
+
+    @call
+    def invalidate(self, key: str) -> None:
+        self.entries.pop(key, None)
+
+    @call
+    async def read_through(self, key: str) -> int:
+        """The twin's read: the fetch happens inside the call, so no write comes between."""
+        if key not in self.entries:
+            self.entries[key] = await self.backend.fetch(key)
+        return self.entries[key]
+
+    @call
+    def write_through(self, key: str, value: int) -> None:
+        self.backend.store(key, value)
+        self.entries.pop(key, None)
+
+
+async def cached_read(cache: Cache, key: str) -> int:
+    """The race: on a miss, fetch (slowly) and fill; a write during the fetch is overwritten."""
+    value = await cache.lookup(key)
+    if value is None:
+        value = await cache.backend.fetch(key)
+        await cache.fill(key, value)
+    return value
+
+
+async def write(cache: Cache, key: str, value: int) -> None:
+    """Write the source of truth, then invalidate the cache."""
+    cache.backend.store(key, value)
+    await cache.invalidate(key)
+
+
+class Register:
+    """The model of the cache: what a read returns is the last value written."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, int] = {}
+
+    def read(self, key: str) -> int:
+        return self.data.get(key, 0)
+
+    def write(self, key: str, value: int) -> None:
+        self.data[key] = value
+
+
+KEYS = st.just("k")
+VALUES = st.sampled_from([1, 2])
+
+
+def stale_cache() -> ScenarioTest[Cache]:
+    """Lanes that read through the cache on the client side, and write."""
+    return ScenarioTest(
+        Cache,
+        operations=[
+            operation(cached_read, KEYS, name="read"),
+            operation(write, KEYS, VALUES),
+        ],
+        model=ServerModel(Register),
+    )
+
+
+def cache_twin() -> ScenarioTest[Cache]:
+    """The same through ``@call read_through`` and ``@call write_through``."""
+
+    async def read(cache: Cache, key: str) -> int:
+        return await cache.read_through(key)
+
+    async def write_call(cache: Cache, key: str, value: int) -> None:
+        await cache.write_through(key, value)
+
+    return ScenarioTest(
+        Cache,
+        operations=[operation(read, KEYS), operation(write_call, KEYS, VALUES, name="write")],
+        model=ServerModel(Register),
+    )
+
+
+# -- the move: a client that counts on the order its own tasks start in ----------------------
+
+
+@server
+class Shelf:
+    """Two slots, ``a`` and ``b``; the book starts in ``a``."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, str | None] = {"a": "book"}
+
+    @call
+    def get(self, slot: str) -> str | None:
+        return self.items.get(slot)
+
+    @call
+    def put(self, slot: str, item: str | None) -> None:
+        self.items[slot] = item
+
+    @call
+    def delete(self, slot: str) -> None:
+        self.items.pop(slot, None)
+
+    @call
+    def move_to(self, target: str) -> None:
+        self.items[target] = self.items.pop(_other(target), None)
+
+
+def _other(slot: str) -> str:
+    return "a" if slot == "b" else "b"
+
+
+async def move_to(shelf: Shelf, target: str) -> None:
+    """The race: move what the other slot holds into `target` by a copy and a delete started
+    at once, counting on the copy's get to reach the server first. It does in trio's
+    first-in-first-out task order: only another order shows the race."""
+    source = _other(target)
+
+    async def copy() -> None:
+        await shelf.put(target, await shelf.get(source))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(copy)
+        nursery.start_soon(shelf.delete, source)
+
+
+async def look(shelf: Shelf, slot: str) -> str | None:
+    return await shelf.get(slot)
+
+
+class Slots:
+    def __init__(self) -> None:
+        self.items: dict[str, str | None] = {"a": "book"}
+
+    def move_to(self, target: str) -> None:
+        self.items[target] = self.items.pop(_other(target), None)
+
+    def look(self, slot: str) -> str | None:
+        return self.items.get(slot)
+
+
+SLOTS = st.sampled_from(["a", "b"])
+
+
+def task_order() -> ScenarioTest[Shelf]:
+    """One lane that moves through a copy and a delete started together, and looks.
+
+    One lane: two moves at once break it in trio's own order too (a plain race); alone, a
+    move fails only when its delete's task runs before its copy's.
+    """
+    return ScenarioTest(
+        Shelf,
+        operations=[operation(move_to, SLOTS), operation(look, SLOTS)],
+        model=ServerModel(Slots),
+        lanes=1,
+        steps=3,
+    )
+
+
+def shelf_twin() -> ScenarioTest[Shelf]:
+    """The same through ``@call move_to``."""
+
+    async def move_call(shelf: Shelf, target: str) -> None:
+        await shelf.move_to(target)
+
+    return ScenarioTest(
+        Shelf,
+        operations=[operation(move_call, SLOTS, name="move_to"), operation(look, SLOTS)],
+        model=ServerModel(Slots),
+        lanes=1,
+        steps=3,
+    )
+
+
 # -- hunting: run one race test with one seed, counting examples -----------------------------
 
 
@@ -340,6 +549,7 @@ class Hunt:
     examples: int  # examples run up to and including the first failing one (all, if none)
     seconds: float  # wall time to the first failure (or to the end, if none)
     error: BaseException | None  # what the test raised at the end (shrunk), or None
+    cpu_seconds: float = 0.0  # processor time of this process to the same point
 
 
 Target = type[ServerMachine] | ScenarioTest[Any]
@@ -362,13 +572,14 @@ def hunt(
         max_examples=max_examples, database=None, phases=phases, stateful_step_count=steps
     )
     count = 0
-    first: tuple[int, float] | None = None
+    first: tuple[int, float, float] | None = None
     start = timeit.default_timer()
+    cpu_start = time.process_time()
 
     def failed() -> None:
         nonlocal first
         if first is None:
-            first = (count, timeit.default_timer() - start)
+            first = (count, timeit.default_timer() - start, time.process_time() - cpu_start)
 
     error: BaseException | None = None
     if isinstance(target, ScenarioTest):
@@ -411,8 +622,8 @@ def hunt(
         except BaseException as exc:
             error = exc
     if first is None or error is None:  # (a failure Hypothesis discarded does not count)
-        return Hunt(count, timeit.default_timer() - start, error)
-    return Hunt(first[0], first[1], error)
+        return Hunt(count, timeit.default_timer() - start, error, time.process_time() - cpu_start)
+    return Hunt(first[0], first[1], error, first[2])
 
 
 def theater_scenarios() -> ScenarioTest[Theater]:

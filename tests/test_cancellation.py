@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import trio
 import trio.testing
 
-from trioserver import ServerOverloaded, call, cast, open_server, server, statistics
+from trioserver import call, cast, open_server, server, statistics
 
 from .servers import Recorder
 
@@ -145,8 +143,8 @@ async def test_no_caller_waits_past_its_own_deadline(autojump_clock: trio.abc.Cl
         ended: list[float] = []
 
         async def caller(deadline: float) -> None:
-            # ServerOverloaded: admission saw it could not have finished in time
-            with trio.move_on_at(deadline), contextlib.suppress(ServerOverloaded):
+            # (a call admission refused ends as its deadline would: quietly here)
+            with trio.move_on_at(deadline):
                 await rec.work("x", 3.0)
             ended.append(trio.current_time())
 

@@ -164,7 +164,11 @@ async def test_trace_instrument_writes_chrome_trace_events(
         ("Desk.work", 0.0, 1_000_000.0),
         ("Desk.work", 1_000_000.0, 500_000.0),
     ]
-    waits = [(e["ph"], e["ts"]) for e in events if e.get("cat") == "queue" and e["id"] == "Desk#2"]
+    waits = [
+        (e["ph"], e["ts"])
+        for e in events
+        if e.get("cat") == "queue" and e["id"].startswith("Desk@") and e["id"].endswith("#2")
+    ]
     assert waits == [("b", 0.0), ("e", 1_000_000.0)]
     assert {
         "ph": "M",
@@ -235,3 +239,116 @@ async def test_only_the_hooks_an_instrument_overrides_cost_a_call_info(
     assert finished.outcomes == ["handled"] * 5
     assert built == ["Desk.work"] * 3 + ["Desk.work"] * 3 + ["Desk.work"]
     assert [hook for hook, *_ in rec.events] == ["queued", "started", "finished"]
+
+
+# Chrome's trace viewer accepts only these `cname` values (its reserved colour names,
+# catapult's tracing/base/color_scheme.html); anything else is ignored.
+CHROME_PALETTE = {
+    "thread_state_uninterruptible", "thread_state_iowait", "thread_state_running",
+    "thread_state_runnable", "thread_state_sleeping", "thread_state_unknown",
+    "background_memory_dump", "light_memory_dump", "detailed_memory_dump",
+    "vsync_highlight_color", "generic_work", "good", "bad", "terrible", "black", "grey",
+    "white", "yellow", "olive", "rail_response", "rail_animation", "rail_idle", "rail_load",
+    "startup", "heap_dump_stack_frame", "heap_dump_object_type", "heap_dump_child_node_arrow",
+    "cq_build_running", "cq_build_passed", "cq_build_failed", "cq_build_abandoned",
+    "cq_build_attempt_runnig", "cq_build_attempt_passed", "cq_build_attempt_failed",
+}  # fmt: skip
+
+
+@server(mailbox_size=2, when_full="refuse", admission=False)
+class Counter:
+    @call(timeout=2.0)
+    async def work(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    @call
+    def fail(self) -> None:
+        raise ValueError("no")
+
+    @cast
+    async def note(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+async def test_trace_instrument_colours_each_outcome_with_its_own_cname(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    trace = TraceInstrument()
+    async with open_server(Counter(), instruments=[trace]) as counter:
+        await counter.work(0.0)  # handled
+        with pytest.raises(ValueError, match="no"):
+            await counter.fail()  # failed
+        with pytest.raises(trio.TooSlowError):
+            await counter.work(5.0)  # timed_out: cut at its 2 s budget
+        async with trio.open_nursery() as nursery:
+            running = trio.CancelScope()
+
+            async def cancelled_caller() -> None:
+                with running:
+                    await counter.work(1.0)
+
+            nursery.start_soon(cancelled_caller)
+            await trio.testing.wait_all_tasks_blocked()
+            running.cancel()  # cancelled: its caller's scope is cancelled while it runs
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(counter.work, 1.0)  # runs for 1 s
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(0.5):
+                await counter.work(0.0)  # withdrawn: its caller left while it was queued
+            nursery.start_soon(counter.work, 0.0)  # queued (1 of 2)
+            await trio.testing.wait_all_tasks_blocked()
+            await counter.note(0.0)  # queued (2 of 2)
+            with pytest.raises(ServerOverloaded):
+                await counter.work(0.0)  # shed: the mailbox is full
+        await counter.note(3.0)  # runs when the server stops...
+        await counter.note(0.0)  # ...dropped: still queued when it stops
+        await trio.sleep(0.5)
+    colours = {
+        e["args"].get("outcome") or e["name"].split(":")[0]: e["cname"]
+        for e in trace.events
+        if e["ph"] in ("X", "i")
+    }
+    assert colours == {
+        "handled": "good",
+        "failed": "terrible",
+        "timed_out": "bad",
+        "cancelled": "grey",
+        "withdrawn": "yellow",
+        "shed": "black",
+        "dropped": "olive",
+    }
+    assert dict(TraceInstrument.COLOURS) == colours  # every outcome is coloured, no other
+    queue = {e["cname"] for e in trace.events if e["ph"] == "b"}
+    assert queue == {TraceInstrument.QUEUE_COLOUR}
+    used = [*colours.values(), TraceInstrument.QUEUE_COLOUR]
+    assert len(set(used)) == len(used)  # distinct
+    assert set(used) <= CHROME_PALETTE
+
+
+async def test_trace_instrument_keeps_apart_two_servers_of_one_class(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server(admission=False)
+    class Counter:
+        @call(timeout=5)
+        async def work(self, seconds: float) -> None:
+            await trio.sleep(seconds)
+
+    trace = TraceInstrument()
+    async with (
+        open_server(Counter(), instruments=[trace]) as a,
+        open_server(Counter(), instruments=[trace]) as b,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(a.work, 1.0)
+        nursery.start_soon(b.work, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(a.work, 0.5)  # request #2 of server a, queued until t=1
+        await trio.sleep(0.25)
+        nursery.start_soon(b.work, 0.5)  # request #2 of server b, queued at t=0.25
+    waits: dict[str, list[str]] = {}
+    for event in trace.events:
+        if event.get("cat") == "queue":
+            waits.setdefault(event["id"], []).append(event["ph"])
+    assert len(waits) == 4  # two requests of each server, each its own wait
+    assert all(phases == ["b", "e"] for phases in waits.values())

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+import trioserver
 from trioserver import (
     ServerStopped,
     TrioServerError,
@@ -332,3 +333,29 @@ async def test_an_error_raised_as_the_stop_cuts_a_handler_is_logged_not_fatal(
     assert statistics(server_object).cancelled == 1
     assert statistics(server_object).running == 0
     assert "cleanup failed" in caplog.text
+
+
+async def test_start_server_is_nursery_start_of_serve_typed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    @server
+    class Counter:
+        def __init__(self) -> None:
+            self.value = 0
+            self.stopped = False
+
+        async def on_stop(self) -> None:
+            self.stopped = True
+
+        @call
+        def add(self, n: int) -> int:
+            self.value += n
+            return self.value
+
+    counter = Counter()
+    async with trio.open_nursery() as nursery:
+        handle = await trioserver.start_server(nursery, counter)
+        assert handle is counter
+        assert await handle.add(2) == 2
+        nursery.cancel_scope.cancel()
+    assert counter.stopped

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+import pickle
 import signal
 
 import pytest
@@ -12,9 +14,11 @@ import trio.testing
 from trioserver import (
     Backoff,
     CallTimeout,
+    HandleNotCopyable,
     ServerCrashed,
     call,
     cast,
+    open_server,
     open_supervisor,
     server,
     statistics,
@@ -66,6 +70,30 @@ async def test_one_for_one_restarts_with_fresh_state_and_the_handle_stays_valid(
         assert statistics(ledger).handled == 3  # the new run's own figures: read, apply, read
         stats = supervisor.statistics()
         assert (stats.children, stats.crashes, stats.restarts) == (1, 1, 1)
+
+
+async def test_a_supervised_handle_has_the_surface_of_an_open_server_handle(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Both kinds of handle are typed as the class; both reach its attributes at run time.
+    async with open_server(Ledger("local")) as local, open_supervisor() as supervisor:
+        ledger = await supervisor.start(Ledger, "supervised")
+        for handle, name in ((local, "local"), (ledger, "supervised")):
+            await handle.apply("a")
+            assert await handle.read() == ["a"]
+            assert handle.name == name  # reads reach the object running now
+            assert handle.entries == ["a"]
+            handle.name = f"{name}!"  # writes too (unguarded, as on the object itself)
+            assert handle.name == f"{name}!"
+            with pytest.raises(AttributeError, match="missing"):
+                handle.missing  # noqa: B018
+            for copier in (copy.copy, copy.deepcopy, pickle.dumps):
+                with pytest.raises(HandleNotCopyable):
+                    copier(handle)
+        await _crash(ledger)
+        assert ledger.entries == []  # after a restart: the fresh object's state
+        assert ledger.name == "supervised"
+        assert "Ledger" in repr(ledger)
 
 
 async def test_callers_caught_in_a_crash_get_server_crashed(

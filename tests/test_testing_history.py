@@ -10,7 +10,16 @@ import trio
 import trio.testing
 
 from trioserver import CallTimeout, ServerOverloaded, ServerStopped, call, open_server, server
-from trioserver.testing import History, Raised, Refused, Returned, Unknown, classify
+from trioserver.testing import (
+    Entry,
+    History,
+    Operation,
+    Raised,
+    Refused,
+    Returned,
+    Unknown,
+    classify,
+)
 
 
 @server
@@ -82,8 +91,6 @@ def test_endings_are_classified_like_jepsen() -> None:
 
 def test_an_entry_ended_twice_or_never_is_incomplete() -> None:
     history = History("x")
-    from trioserver.testing import Operation
-
     twice = history.invoke("a", Operation("op"))
     history.end(twice, Returned(1))
     history.end(twice, Returned(2))
@@ -95,3 +102,49 @@ def test_an_entry_ended_twice_or_never_is_incomplete() -> None:
 def test_importing_trioserver_does_not_import_hypothesis() -> None:
     code = "import sys, trioserver; sys.exit('hypothesis' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_invoke_and_end_take_explicit_times() -> None:
+    history = History("log")
+    first = history.invoke("a", Operation("write", (1,)), at=10)
+    second = history.invoke("b", Operation("read"), at=10.5)
+    history.end(first, Returned(None), at=12.0)
+    history.end(second, Returned(1), at=12.0)  # equal times: the order recorded decides
+    assert (first.invoked_at, first.ended_at) == (10.0, 12.0)
+    assert (second.invoked_at, second.ended_at) == (10.5, 12.0)
+    assert first.invoked < second.invoked < first.ended < second.ended  # type: ignore[operator]
+    assert history.incomplete() == []
+
+
+@pytest.mark.parametrize("at", [float("nan"), float("inf"), "1", True])
+def test_an_explicit_time_must_be_a_finite_number(at: object) -> None:
+    history = History("log")
+    with pytest.raises(ValueError, match="finite number"):
+        history.invoke("a", Operation("op"), at=at)  # type: ignore[arg-type]
+    assert history.entries == []
+
+
+def test_explicit_times_must_not_go_back() -> None:
+    history = History("log")
+    entry = history.invoke("a", Operation("op"), at=5)
+    with pytest.raises(ValueError, match=r"before an event already recorded at 5"):
+        history.invoke("b", Operation("op"), at=4)
+    with pytest.raises(ValueError, match="time order"):
+        history.end(entry, Returned(1), at=4.5)
+    assert entry.ending is None
+    assert entry.endings == 0
+    history.end(entry, Returned(1), at=5)
+    assert history.incomplete() == []
+
+
+def test_an_entry_built_by_hand_with_an_ending_counts_as_ended_once() -> None:
+    ended = Entry(0, "a", Operation("op"), 0.0, 0, Returned(1), 1.0, 1)
+    open_ = Entry(1, "b", Operation("op"), 0.0, 2)
+    assert ended.endings == 1
+    assert open_.endings == 0
+    # As before: endings given explicitly are kept.
+    explicit = Entry(2, "c", Operation("op"), 0.0, 3, Returned(1), 1.0, 4, endings=1)
+    twice = Entry(3, "d", Operation("op"), 0.0, 5, Returned(1), 1.0, 6, endings=2)
+    history = History("by hand")
+    history.entries += [ended, open_, explicit, twice]
+    assert history.incomplete() == [open_, twice]

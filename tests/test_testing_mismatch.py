@@ -139,7 +139,7 @@ def test_a_run_is_public_and_a_seed_repeats_a_search() -> None:
     run = test.run(Scenario(lanes=((Step(0.0, "bump", ()),),), schedule=()))
     assert isinstance(run, Run)
     assert isinstance(run.checked[0], Checked)
-    assert [e.describe() for e in run.checked[0].history.entries] == ["ann: bump() -> 1"]
+    assert [e.describe() for e in run.checked[0].history.entries] == ["#1: bump() -> 1"]
 
     class Recording(ScenarioTest[Tally]):
         def __init__(self) -> None:

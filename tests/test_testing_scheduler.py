@@ -10,6 +10,7 @@ from trioserver import call, server
 from trioserver.testing import (
     Deviation,
     RaceFound,
+    Scenario,
     ScenarioTest,
     SchedulingFallbackWarning,
     ServerModel,
@@ -19,7 +20,6 @@ from trioserver.testing import (
     operation,
     steer,
 )
-from trioserver.testing._scenario import Scenario
 
 
 def test_the_hook_works_on_this_trio() -> None:

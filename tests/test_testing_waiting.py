@@ -131,9 +131,9 @@ def test_a_lane_waiting_on_a_guard_that_never_holds_is_cancelled_at_the_settle_l
     run = test.run(Scenario(lanes, schedule=()))
     entries = run.checked[0].history.entries
     endings = {(e.caller, str(e.operation)): e for e in entries}
-    first = endings["ann", "take()"]
+    first = endings["#1", "take()"]
     assert first.ending == Returned(0)  # it waited for bob's give
-    late = endings["bob", "take()"]
+    late = endings["#2", "take()"]
     assert isinstance(late.ending, Unknown)  # none left: it waited until the limit
     assert late.ended_at == pytest.approx(30.0)
     test.check(Scenario(lanes, schedule=()))  # and the history is linearizable

@@ -20,6 +20,7 @@ from ._instrument import add_instrument as add_instrument
 from ._instrument import remove_instrument as remove_instrument
 from ._lifecycle import open_server as open_server
 from ._lifecycle import serve as serve
+from ._lifecycle import start_server as start_server
 from ._marks import call as call
 from ._marks import cast as cast
 from ._released import released as released
@@ -72,6 +73,7 @@ __all__ = [
     "released",
     "remove_instrument",
     "serve",
+    "start_server",
     "server",
     "statistics",
 ]

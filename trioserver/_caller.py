@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from threading import get_ident
-from typing import Any
+from typing import Any, NoReturn
 
+import trio
 from outcome import Error
 from trio.lowlevel import (
     Task,
@@ -39,7 +40,7 @@ from ._handoff import HANDED_OVER, SETTLED, run_here
 from ._inline import run_inline
 from ._instrument import CallInfo
 from ._loop import crash, wake
-from ._reply import Expired
+from ._reply import Expired, Shed
 from ._request import Request
 from ._serving import SERVING
 from ._spec import Method
@@ -106,8 +107,9 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         if refusal is not None:
             if waited:
                 mailbox.pass_room()
-            await checkpoint()
-            raise _refuse(state, method, now, refusal)
+            await checkpoint_if_cancelled()  # a caller already cancelled was not refused
+            _shed(state, method, now, refusal)
+            await _end_as_deadline(task, deadline, serving is None)
     state.numbered += 1
     request = Request(method, args, kwargs, task, deadline, state, now, record.hold, state.numbered)
     # An idle server runs the request in this step (instruments see it queued, then started).
@@ -147,6 +149,8 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         mine.awaiting = request
     try:
         return await _private.wait(request.abort)
+    except Shed:  # (admission refused it as it would start: its caller's deadline is near)
+        await _end_as_deadline(task, deadline, serving is None)
     except Expired:
         await checkpoint()  # the caller's own cancellation comes first
         raise CallTimeout(
@@ -216,7 +220,8 @@ async def _wait_for_room(state: ServerState, method: Method) -> None:
     if state.spec.when_full == "refuse":
         await checkpoint()
         reason = f"the mailbox is full ({mailbox.capacity} requests)"
-        raise _refuse(state, method, state.now(), reason)
+        _shed(state, method, state.now(), reason)
+        raise ServerOverloaded(f"{method.label} refused: {reason}")
     assert mailbox.capacity is not None
     assert mailbox.room is not None
     await mailbox.room.park()  # FIFO among the waiting callers
@@ -230,14 +235,28 @@ async def _wait_for_room(state: ServerState, method: Method) -> None:
         await mailbox.room.park()  # (woken, then beaten to the room: wait again)
 
 
-def _refuse(state: ServerState, method: Method, now: float, reason: str) -> ServerOverloaded:
-    """Count and report a request refused before it was queued (after a checkpoint)."""
+def _shed(state: ServerState, method: Method, now: float, reason: str) -> None:
+    """Count and report a request refused before it was queued."""
     state.shed += 1
     if "call_shed" in state.instruments.hooked:
         state.numbered += 1
         info = CallInfo(
             state.spec.name, method.label, method.kind, state.numbered, now,
-            ended_at=now, outcome="shed", reason=reason,
+            ended_at=now, outcome="shed", reason=reason, server_id=id(state.obj),
         )  # fmt: skip
         state.notify("call_shed", info)
-    return ServerOverloaded(f"{method.label} refused: {reason}")
+
+
+async def _end_as_deadline(task: Task, deadline: float, at_once: bool) -> NoReturn:
+    """End a call that admission refused because its caller's `deadline` would pass before it
+    could finish, as reaching that deadline ends it: the cancel scope that set the deadline is
+    cancelled now (``move_on_after`` ends quietly, ``fail_after`` raises ``TooSlowError``).
+
+    The caller waits for the deadline instead on public trio, which cannot name that scope,
+    and when it is a handler (not `at_once`): its deadline may be its server's, whose cut only
+    the server makes (its caller then hears `CallTimeout`, as from any handler cut)."""
+    scope = _private.deadline_scope(task, deadline) if at_once else None
+    if scope is not None:
+        scope.cancel()
+    await trio.sleep_forever()  # Cancelled: now, or at the deadline
+    raise AssertionError("unreachable: sleep_forever returned")  # pragma: no cover

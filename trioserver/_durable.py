@@ -407,6 +407,7 @@ class Durable:
             ended_at=None if hook == "cast_stored" else now,
             reason=reason,
             stored_as=number,
+            server_id=id(state.obj),
         )
         state.notify(hook, info)
 

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
+from ._cleanup import sent_shielded
+
 if TYPE_CHECKING:
     from ._spec import Method
 
@@ -65,10 +67,16 @@ def handle_method(method: Method) -> Callable[..., Any]:
     # warns "coroutine 'Theater.reserve' was never awaited", not the runtime's own name:
     # one attribute store per call (docs/misuse.md gives its measured cost).
     entry = "durable_cast" if method.durable is not None else method.kind
+    send = f"{self_name}._trioserver_state.{entry}(_trioserver_method, {args}, {kwargs})"
+    if method.cleanup:  # sent, and awaited, shielded (`_cleanup`)
+        namespace["_trioserver_shielded"] = sent_shielded
+        send = (
+            f"_trioserver_shielded({self_name}._trioserver_state.{entry}, "
+            f"_trioserver_method, {args}, {kwargs})"
+        )
     source = (
         f"def {method.name}({', '.join(signature)}):\n"
-        f"    _trioserver_request = {self_name}._trioserver_state.{entry}"
-        f"(_trioserver_method, {args}, {kwargs})\n"
+        f"    _trioserver_request = {send}\n"
         f"    _trioserver_request.__qualname__ = _trioserver_label\n"
         f"    return _trioserver_request\n"
     )

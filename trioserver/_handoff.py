@@ -70,8 +70,8 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
     record.queue_wait.add(0.0)
     state.current = state.last_started = request
     hooked = state.instruments.hooked
-    if "call_started" in hooked:
-        state.emit("call_started", request)
+    if "call_started" in hooked:  # (in the handler's contextvars, as on the queued path)
+        server.context.run(state.emit, "call_started", request)
     detector = step_watch.detector
     began = time.perf_counter() if detector is not None else 0.0
     result: Any = None
@@ -120,7 +120,11 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
         request.state = DONE
         state.current = None
         return result
-    crash = finish(state, request, Value(result) if failure is None else Error(failure))
+    outcome = Value(result) if failure is None else Error(failure)
+    if "call_finished" in hooked:  # (in the handler's contextvars, as on the queued path)
+        crash = server.context.run(finish, state, request, outcome)
+    else:
+        crash = finish(state, request, outcome)
     if crash is not None:
         request.outcome = Error(crash)
     return SETTLED

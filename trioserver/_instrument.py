@@ -54,14 +54,21 @@ class CallInfo:
     """A durable cast's number in its store (commit order), else None. For
     `Instrument.cast_stored`, `~Instrument.cast_retried` and `~Instrument.cast_dead`,
     `number` is that number too."""
+    server_id: int = 0
+    """``id()`` of the server object: with `number`, it tells apart the requests of two
+    servers of one class (each numbers its own from 1)."""
 
 
 class Instrument:
     """Base class of instruments: override the hooks you need; the others do nothing.
 
     Hooks run synchronously in whichever task causes the event (a caller, or
-    the server's task) and must not block. An instrument whose hook raises is
-    logged and removed, as trio does with its own instruments.
+    the server's task) and must not block. `call_queued` runs in the caller's
+    task and contextvars; `call_started` and `call_finished` run in the
+    handler's contextvars (the server's, on both paths), so a contextvar set in
+    `call_started` is seen by the handler and can be reset in `call_finished`.
+    An instrument whose hook raises is logged and removed, as trio does with
+    its own instruments.
     """
 
     def call_queued(self, call: CallInfo) -> None:
@@ -77,7 +84,8 @@ class Instrument:
         """A request left the mailbox without starting: its caller left, or the server stopped."""
 
     def call_shed(self, call: CallInfo) -> None:
-        """A request was refused with `ServerOverloaded` (`CallInfo.reason` says why)."""
+        """A request was refused, by admission or with `ServerOverloaded` (`CallInfo.reason`
+        says why)."""
 
     def cast_stored(self, call: CallInfo) -> None:
         """A durable cast was committed to its server's store (in the store's task)."""

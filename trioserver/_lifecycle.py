@@ -1,7 +1,8 @@
-"""Starting and stopping a server: `open_server` and `serve`."""
+"""Starting and stopping a server: `open_server`, `serve` and `start_server`."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
@@ -210,6 +211,34 @@ async def serve(
         nursery.start_soon(_keep, nursery, keeper, name="trioserver: keeper")
     keeper.add(runtime)
     runtime.keeper = keeper
+
+
+async def start_server(
+    nursery: trio.Nursery,
+    obj: T,
+    *,
+    instruments: Iterable[Instrument] = (),
+    store: Store | None = None,
+) -> T:
+    """Start `obj`'s server in `nursery`, as ``await nursery.start(serve, obj)``, and return its
+    handle typed as `obj`'s class (trio types `trio.Nursery.start` as returning ``Any``).
+
+    Args:
+      nursery: Where the server lives; cancelling it stops the server.
+      obj: An instance of a class decorated with `server`.
+      instruments: Instruments for this server alone.
+      store: Where its durable casts are stored, as for `open_server`.
+
+    Returns:
+      The handle, once `on_start` has finished.
+
+    Errors:
+      As `serve` started with ``nursery.start``.
+    """
+    handle: T = await nursery.start(
+        functools.partial(serve, obj, instruments=instruments, store=store)
+    )
+    return handle
 
 
 _KEEPERS: trio.lowlevel.RunVar[dict[trio.Nursery, set[ServerState]]] = trio.lowlevel.RunVar(

@@ -211,7 +211,7 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
             if state.threads is not None or (method.admission and request.deadline != _INF):
                 refusal = _refusal(state, request, now)
                 if refusal is not None:
-                    shed_at_start(state, request, refusal)
+                    shed_at_start(state, request, *refusal)
                     continue
             start(state, request, record, now)
             try:
@@ -242,8 +242,9 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
             return False  # the handler swallowed a cancellation: leave the spent scope
 
 
-def _refusal(state: ServerState, request: Request, now: float) -> str | None:
-    """Why `request` may not start now (admission, or too many abandoned threads), or None."""
+def _refusal(state: ServerState, request: Request, now: float) -> tuple[str, bool] | None:
+    """Why `request` may not start now, and whether because its caller's deadline would pass
+    first (admission) rather than for the server's sake (too many abandoned threads); or None."""
     method = request.method
     threads = state.threads
     if (
@@ -251,9 +252,10 @@ def _refusal(state: ServerState, request: Request, now: float) -> str | None:
         and method.thread
         and threads.abandoned >= state.spec.max_abandoned_threads
     ):
-        return f"{threads.abandoned} of its worker threads still run, abandoned"
+        return f"{threads.abandoned} of its worker threads still run, abandoned", False
     if method.admission and request.deadline != _INF:
-        return refusal_at_start(state.records[method.name], request.deadline, now)
+        reason = refusal_at_start(state.records[method.name], request.deadline, now)
+        return None if reason is None else (reason, True)
     return None
 
 

@@ -55,6 +55,7 @@ class Handler(Generic[S, P, R]):
     crash: bool
     guard: Callable[[Any], object] | None
     durable: Durability | None
+    cleanup: bool
     is_async: bool
     name: str
 
@@ -68,6 +69,7 @@ class Handler(Generic[S, P, R]):
         crash: bool = False,
         guard: Callable[[Any], object] | None = None,
         durable: Durability | None = None,
+        cleanup: bool = False,
     ) -> None:
         self.kind = kind
         self.fn = fn
@@ -77,6 +79,7 @@ class Handler(Generic[S, P, R]):
         self.crash = crash
         self.guard = guard
         self.durable = durable
+        self.cleanup = cleanup
         self.is_async = inspect.iscoroutinefunction(fn)
         self.name = fn.__name__
         self.__doc__ = fn.__doc__
@@ -129,6 +132,7 @@ def _mark(
     crash: object,
     when: object = None,
     durable_options: tuple[object, ...] | None = None,
+    cleanup: object = False,
 ) -> Handler[Any, Any, Any]:
     if isinstance(fn, Handler):
         raise InvalidServerDefinition(
@@ -165,7 +169,8 @@ def _mark(
                 f"reserved for trioserver; rename it"
             )
     budget = timeout if isinstance(timeout, Inherit) else check_timeout(timeout, where)
-    for option, value in (("admission", admission), ("thread", thread), ("crash", crash)):
+    options = (("admission", admission), ("thread", thread), ("crash", crash), ("cleanup", cleanup))
+    for option, value in options:
         if not isinstance(value, bool):
             raise InvalidServerDefinition(f"{where}: {option} must be True or False, not {value!r}")
     if thread and inspect.iscoroutinefunction(fn):
@@ -192,7 +197,9 @@ def _mark(
         )
     if durable is not None and durable.key is not None:
         _check_key(durable.key, fn, where)
-    return Handler(kind, fn, budget, bool(admission), bool(thread), bool(crash), guard, durable)
+    return Handler(
+        kind, fn, budget, bool(admission), bool(thread), bool(crash), guard, durable, bool(cleanup)
+    )
 
 
 def _durability(
@@ -349,6 +356,7 @@ def _decorator(
     when: object = None,
     durable: tuple[object, ...] | None = None,
     options: tuple[tuple[str, object, object], ...] = (),
+    cleanup: object = False,
 ) -> Any:
     if fn is BARE:
         given = [
@@ -359,13 +367,14 @@ def _decorator(
                 ("thread", thread, False),
                 ("crash", crash, False),
                 ("when", when, None),
+                ("cleanup", cleanup, False),
                 *options,
             )
             if value is not default
         ]
 
         def mark(method: object) -> Handler[Any, Any, Any]:
-            return _mark(kind, method, timeout, admission, thread, crash, when, durable)
+            return _mark(kind, method, timeout, admission, thread, crash, when, durable, cleanup)
 
         written = f"{kind}({', '.join(given)})"
         return PendingMark(kind, written, f"@{written}", mark)
@@ -383,7 +392,7 @@ def _decorator(
             )
 
         return PendingMark(kind, f"{kind}({fn!r})", meant, refuse)
-    return _mark(kind, fn, timeout, admission, thread, crash, when, durable)
+    return _mark(kind, fn, timeout, admission, thread, crash, when, durable, cleanup)
 
 
 @overload
@@ -399,6 +408,7 @@ def call(
     admission: bool = ...,
     thread: bool = ...,
     when: Callable[[Any], bool] | None = ...,
+    cleanup: bool = ...,
 ) -> _CallDecorator: ...
 def call(
     fn: object = BARE,
@@ -408,6 +418,7 @@ def call(
     admission: object = True,
     thread: object = False,
     when: object = None,
+    cleanup: object = False,
 ) -> Any:
     """Mark a method as a request/reply call of its server.
 
@@ -442,6 +453,12 @@ def call(
         deadline or cancellation withdraws it, a stop tells it
         `ServerStopped`; its budget starts with its handler. A guard that
         raises gives the caller that exception (counted ``failed``).
+      cleanup: A call made in cleanup code (``finally:`` releasing what a task
+        holds): it is sent even from a cancelled task, and its caller waits
+        for its reply shielded from its own cancellation and deadline, as in
+        ``with trio.CancelScope(shield=True):``; the handler keeps its own
+        budget, and the server's stop still answers it. Such a call is never
+        withdrawn or refused by admission on its caller's account.
 
     Returns:
       The mark; `server` turns it into a method of the handle that returns the
@@ -454,8 +471,10 @@ def call(
 
     Errors:
       The handler's own exception reaches the caller as itself.
-      `CallTimeout` when its deadline cut the handler; `ServerOverloaded`
-      when admission or a full mailbox refused it (it never started);
+      `CallTimeout` when its deadline cut the handler; refused by
+      admission (it never started), the call ends as its caller's deadline
+      would, at once: the scope that set it is cancelled; `ServerOverloaded`
+      when a full mailbox refused it;
       `ServerStopped`, `DeadlockError` as the contract says (and for a
       handler calling a guarded method of its own server whose guard is
       false: it would wait on itself); `TypeError` for
@@ -473,7 +492,7 @@ def call(
         refused when `server` collects the class. A ``when`` that is not
         callable, is ``async``, or cannot take the server object alone.
     """
-    return _decorator("call", fn, timeout, admission, thread, False, when)
+    return _decorator("call", fn, timeout, admission, thread, False, when, cleanup=cleanup)
 
 
 @overload
@@ -489,6 +508,7 @@ def cast(
     backoff: float = ...,
     max_backoff: float = ...,
     key: Callable[..., str | None] | None = ...,
+    cleanup: bool = ...,
 ) -> _CastDecorator: ...
 def cast(
     fn: object = BARE,
@@ -503,6 +523,7 @@ def cast(
     backoff: object = 1.0,
     max_backoff: object = 300.0,
     key: object = None,
+    cleanup: object = False,
 ) -> Any:
     """Mark a method as a cast: fire and forget.
 
@@ -536,6 +557,10 @@ def cast(
         a second durable cast with a key already stored for its server
         stores nothing (its ``await`` returns as if stored). A key stays
         taken after its cast ran.
+      cleanup: A cast sent in cleanup code (``finally:``): it is queued even
+        from a cancelled task (a plain cast from a cancelled task raises
+        `trio.Cancelled` and queues nothing), and its ``await`` returns once
+        it is queued (for a durable one, stored) rather than raise.
 
     Returns:
       The mark; `server` turns it into a method of the handle.
@@ -567,4 +592,4 @@ def cast(
         ("key", key, None),
     )
     durability = (durable, attempts, backoff, max_backoff, key)
-    return _decorator("cast", fn, timeout, True, thread, crash, when, durability, options)
+    return _decorator("cast", fn, timeout, True, thread, crash, when, durability, options, cleanup)

@@ -36,6 +36,7 @@ from trio.lowlevel import (
 TESTED_TRIO_VERSIONS = ((0, 31), (0, 36))
 
 if TYPE_CHECKING:
+    from trio._core._run import CancelStatus  # pyright: ignore[reportPrivateUsage]
     from trio._core._run_context import RunContext  # pyright: ignore[reportPrivateUsage]
     from trio._core._traps import WaitTaskRescheduled  # pyright: ignore[reportPrivateUsage]
 
@@ -154,6 +155,26 @@ def effective_deadline(task: Task) -> float:
         if parent is None or scope._shield:  # pyright: ignore[reportPrivateUsage]
             return deadline
         status = parent
+
+
+def deadline_scope(task: Task, deadline: float) -> trio.CancelScope | None:
+    """The innermost cancel scope of the running `task` whose deadline is `deadline` (its
+    effective deadline): the scope that reaching it would cancel. A call refused because that
+    deadline will pass before it could finish cancels this scope, to end as the deadline would.
+
+    Public fallback: None (the caller waits for its deadline, which then ends it the same way).
+    """
+    if not ENABLED:
+        return None
+    status: CancelStatus | None = task._cancel_status  # pyright: ignore[reportPrivateUsage]
+    while status is not None:
+        scope = status._scope  # pyright: ignore[reportPrivateUsage]
+        if scope._deadline == deadline:  # pyright: ignore[reportPrivateUsage]
+            return scope
+        if scope._shield:  # pyright: ignore[reportPrivateUsage]
+            return None
+        status = status._parent  # pyright: ignore[reportPrivateUsage]
+    return None
 
 
 def has_children(task: Task) -> bool:

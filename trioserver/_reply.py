@@ -34,6 +34,11 @@ class Expired(Exception):
     """Sent to a caller whose deadline passed while its request was queued."""
 
 
+class Shed(Exception):
+    """Sent to a caller whose request admission refused as it would start, because the
+    caller's deadline would pass before it could finish: the call ends as that deadline."""
+
+
 def start(state: ServerState, request: Request, record: MethodRecorder, now: float) -> None:
     """`request`'s handler starts now: its deadline is ``min(now + budget, caller's deadline)``,
     shown on the server's scope (the run's timers cut it there only if it suspends)."""
@@ -130,10 +135,14 @@ def expire(state: ServerState, request: Request) -> None:
     deliver(request, Error(Expired()))
 
 
-def shed_at_start(state: ServerState, request: Request, reason: str) -> None:
-    """Admission refuses `request` as it would start."""
+def shed_at_start(state: ServerState, request: Request, reason: str, by_deadline: bool) -> None:
+    """`request` is refused as it would start: by admission (`by_deadline`: its caller's
+    deadline would pass first, the call ends as that deadline), or for its server's sake."""
     request.state = WITHDRAWN
     state.shed += 1
     if "call_shed" in state.instruments.hooked:
         state.emit("call_shed", request, "shed", reason)
-    deliver(request, Error(ServerOverloaded(f"{request.method.label} refused: {reason}")))
+    if by_deadline:
+        deliver(request, Error(Shed(reason)))
+    else:
+        deliver(request, Error(ServerOverloaded(f"{request.method.label} refused: {reason}")))

@@ -60,8 +60,10 @@ def server(
         threads without limit. 8 unless given.
       admission: Deadline-aware admission, on by default: a call whose
         caller's remaining time is shorter than the expected wait plus the
-        method's expected service time is refused with `ServerOverloaded`,
-        when it is queued and again when it would start. Calls with no
+        method's expected service time is refused, when it is queued and
+        again when it would start; the refused call ends as its caller's
+        deadline would end it, at once (the scope that set the deadline is
+        cancelled; see the Overload page). Calls with no
         deadline are never refused this way. ``False`` turns it off for every
         method (``@call(admission=False)`` for one).
 
@@ -180,6 +182,7 @@ def _make_server(
             run=_in_worker_thread(mark.fn) if mark.thread else mark.fn,
             guard=mark.guard,
             durable=mark.durable,
+            cleanup=mark.cleanup,
             handoff=not mark.thread and mark.guard is None,
         )
         for attr, mark in marks.items()
@@ -272,6 +275,7 @@ def _collect(cls: type) -> dict[str, Handler[Any, Any, Any]]:
                     method.crash,
                     method.guard,
                     method.durable,
+                    method.cleanup,
                 )
             else:
                 marks.pop(attr, None)

@@ -36,6 +36,7 @@ class Method:
     run: Callable[..., Any]  # what the server calls: `fn`, or `fn` in a worker thread
     guard: Callable[[Any], object] | None  # `when=`: it starts only while this holds
     durable: Durability | None  # a durable cast (`_durable`): stored before it runs
+    cleanup: bool  # sent even from a cancelled task, its reply awaited shielded (`_cleanup`)
     handoff: (
         bool  # an idle server may run it in its caller's step (`_handoff`): no thread, no guard
     )

@@ -330,6 +330,7 @@ class ServerState:
             outcome=outcome,
             reason=reason,
             stored_as=request.row.id if type(request) is StoredRequest else None,
+            server_id=id(self.obj),
         )
         self.notify(hook, info)
 

@@ -109,8 +109,9 @@ class ServerStatistics:
     """Requests that never started because their caller left (was cancelled or reached its
     deadline) while they were queued."""
     shed: int = 0
-    """Requests that never started because they were refused with `ServerOverloaded`
-    (by admission, or by a full mailbox)."""
+    """Requests that never started because they were refused: by admission (the call
+    ended as its caller's deadline), by a full mailbox or by abandoned threads
+    (`ServerOverloaded`)."""
     dropped: int = 0
     """Requests that never started because the server stopped while they were queued."""
     handled: int = 0

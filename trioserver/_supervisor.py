@@ -19,7 +19,7 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast
 import attrs
 import trio
 
-from ._errors import InvalidServerDefinition, ServerCrashed
+from ._errors import HandleNotCopyable, InvalidServerDefinition, ServerCrashed
 from ._lifecycle import open_server
 from ._loop import crash
 from ._runtime import Runtime
@@ -97,6 +97,38 @@ def _handle_repr(handle: Any) -> str:
     return f"<supervised {child.spec.name} handle>"
 
 
+def _handle_getattr(handle: Any, name: str) -> Any:
+    """Anything but a handler method reads the current object's attribute, as on the object
+    `open_server` gives: the handle is typed as the class, and behaves as one."""
+    child: _Child = object.__getattribute__(handle, "_child")
+    return getattr(child.current, name)
+
+
+def _handle_setattr(handle: Any, name: str, value: Any) -> None:
+    """Attributes are set on the current object, as on the object `open_server` gives (from
+    outside a handler: unguarded, and lost at the next restart; for tests and debugging)."""
+    if name == "_child":
+        object.__setattr__(handle, name, value)
+        return
+    child: _Child = object.__getattribute__(handle, "_child")
+    setattr(child.current, name, value)
+
+
+def _handle_delattr(handle: Any, name: str) -> None:
+    child: _Child = object.__getattribute__(handle, "_child")
+    delattr(child.current, name)
+
+
+def _handle_not_copyable(handle: Any, *_: Any) -> Any:
+    """Copying or pickling is refused, as for a running server's object: one handle per
+    supervised server (pass the handle itself around; it cannot cross processes)."""
+    child: _Child = object.__getattribute__(handle, "_child")
+    raise HandleNotCopyable(
+        f"{child.spec.name}: a supervised server's handle cannot be copied or pickled; pass "
+        f"the handle itself, or copy its state inside a handler"
+    )
+
+
 def _handle_class(spec: ServerSpec) -> type:
     """A class of handles that forward to whichever object currently runs for a child."""
     cls: type | None = spec.cls.__dict__.get(HANDLE_CLASS)
@@ -108,6 +140,12 @@ def _handle_class(spec: ServerSpec) -> type:
         namespace[STATE] = property(_current_state)
         namespace["__slots__"] = ("_child",)
         namespace["__repr__"] = _handle_repr
+        namespace["__getattr__"] = _handle_getattr
+        namespace["__setattr__"] = _handle_setattr
+        namespace["__delattr__"] = _handle_delattr
+        namespace["__copy__"] = _handle_not_copyable
+        namespace["__deepcopy__"] = _handle_not_copyable
+        namespace["__reduce_ex__"] = _handle_not_copyable
         cls = type(f"{spec.cls.__name__}Handle", (), namespace)
         setattr(spec.cls, HANDLE_CLASS, cls)
     return cls
@@ -150,7 +188,10 @@ class Supervisor:
         """Start a server made by ``factory(*args, **kwargs)``; return a handle to it.
 
         The handle is typed as the server class and stays valid across restarts:
-        each restart makes a fresh object with the same factory and arguments.
+        each restart makes a fresh object with the same factory and arguments. It has the
+        surface of an `open_server` handle: handler methods go through the server, other
+        attributes are read from (or set on) the object running now; copying or pickling
+        it raises `HandleNotCopyable`.
 
         Returns:
           The handle; ``await handle.method(...)`` reaches the current object.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 from ._instrument import CallInfo, Instrument
 
@@ -22,9 +24,32 @@ class TraceInstrument(Instrument):
     overlap. Refusals and withdrawals are instant events. Times are the run's clock
     (`trio.current_time`), virtual or real, in microseconds.
 
+    Colours are the trace events' ``cname``, a name from the palette of Chrome's trace
+    viewer (chrome://tracing), one for each outcome (`COLOURS`): ``handled`` is
+    ``good`` (green), ``failed`` ``terrible`` (red), ``timed_out`` ``bad`` (amber),
+    ``cancelled`` ``grey``; the instants ``withdrawn`` ``yellow``, ``dropped``
+    ``olive``, ``shed`` ``black``; queue waits ``thread_state_runnable`` (blue).
+    Perfetto does not read ``cname`` (it colours slices by name); the outcome is also
+    in each event's arguments.
+
     Use it with `add_instrument` or ``open_server(obj, instruments=[trace])``, then
     `write` the file and open it in https://ui.perfetto.dev or chrome://tracing.
     """
+
+    COLOURS: ClassVar[Mapping[str, str]] = MappingProxyType(
+        {
+            "handled": "good",
+            "failed": "terrible",
+            "timed_out": "bad",
+            "cancelled": "grey",
+            "withdrawn": "yellow",
+            "dropped": "olive",
+            "shed": "black",
+        }
+    )
+    """Outcome (`CallInfo.outcome`) -> the ``cname`` of its slice or instant."""
+    QUEUE_COLOUR: ClassVar[str] = "thread_state_runnable"
+    """The ``cname`` of a request's wait in the mailbox: ready to run, not running."""
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -41,7 +66,7 @@ class TraceInstrument(Instrument):
         return row
 
     def call_queued(self, call: CallInfo) -> None:
-        key = f"{call.server}#{call.number}"
+        key = _wait_id(call)
         self._waiting.add(key)
         self.events.append(
             {
@@ -52,11 +77,12 @@ class TraceInstrument(Instrument):
                 "pid": 1,
                 "tid": self._row(call.server),
                 "ts": _micros(call.queued_at),
+                "cname": self.QUEUE_COLOUR,
             }
         )
 
     def _end_wait(self, call: CallInfo, at: float) -> None:
-        key = f"{call.server}#{call.number}"
+        key = _wait_id(call)
         if key not in self._waiting:
             return  # refused before it was queued
         self._waiting.discard(key)
@@ -71,6 +97,10 @@ class TraceInstrument(Instrument):
                 "ts": _micros(at),
             }
         )
+
+    def _colour(self, call: CallInfo) -> str:
+        # An outcome this map does not know (a newer one) gets the viewer's neutral grey.
+        return self.COLOURS.get(call.outcome or "", "generic_work")
 
     def call_started(self, call: CallInfo) -> None:
         assert call.started_at is not None
@@ -88,6 +118,7 @@ class TraceInstrument(Instrument):
                 "tid": self._row(call.server),
                 "ts": _micros(call.started_at),
                 "dur": _micros(call.ended_at - call.started_at),
+                "cname": self._colour(call),
                 "args": {"number": call.number, "outcome": call.outcome},
             }
         )
@@ -103,6 +134,7 @@ class TraceInstrument(Instrument):
                 "pid": 1,
                 "tid": self._row(call.server),
                 "ts": _micros(call.ended_at),
+                "cname": self._colour(call),
                 "args": {"number": call.number, "reason": call.reason},
             }
         )
@@ -120,3 +152,9 @@ class TraceInstrument(Instrument):
     def write(self, path: str | Path) -> None:
         """Write the trace to `path` as JSON."""
         Path(path).write_text(json.dumps(self.to_json()), encoding="utf-8")
+
+
+def _wait_id(call: CallInfo) -> str:
+    """A queue wait's id: requests are numbered per server, so two servers of one class need
+    the server's identity too."""
+    return f"{call.server}@{call.server_id:x}#{call.number}"

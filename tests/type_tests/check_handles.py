@@ -13,7 +13,17 @@ from typing import Generic, TypeVar, assert_type
 
 import trio
 
-from trioserver import ServerStatistics, call, cast, open_server, serve, server, statistics
+from trioserver import (
+    ServerStatistics,
+    call,
+    cast,
+    open_server,
+    open_supervisor,
+    serve,
+    server,
+    start_server,
+    statistics,
+)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -66,6 +76,14 @@ class Theater:
     async def audit(self, note: str) -> None:
         pass
 
+    @call(cleanup=True)
+    def give_back(self, seat: str) -> bool:
+        return self.owner.pop(seat, None) is not None
+
+    @cast(cleanup=True, timeout=1.0)
+    async def forget(self, user: str) -> None:
+        pass
+
     @cast(timeout=1.0)
     def log(self, line: str, *, level: int = 0) -> None:
         pass
@@ -99,6 +117,8 @@ async def check_open_server() -> None:
         assert_type(await theater.names("a", "b"), int)
         assert_type(await theater.audit("checked"), None)
         assert_type(await theater.log("line", level=2), None)
+        assert_type(await theater.give_back("A1"), bool)
+        assert_type(await theater.forget("ann"), None)
         assert_type(statistics(theater), ServerStatistics)
 
 
@@ -117,6 +137,26 @@ async def check_serve_with_nursery_start() -> None:
         assert_type(statistics(theater), ServerStatistics)
 
 
+async def check_start_server() -> None:
+    async with trio.open_nursery() as nursery:
+        theater = await start_server(nursery, Theater())
+        assert_type(theater, Theater)
+        assert_type(await theater.reserve("A1", "ann"), str)
+        store = await start_server(nursery, Store[str, int](), instruments=())
+        assert_type(store, Store[str, int])
+
+
+async def check_both_handles_have_one_surface() -> None:
+    # Both kinds of handle are typed as the class, and both reach its attributes at run time
+    # (tests/test_supervision.py checks the run-time side).
+    async with open_server(Theater()) as local, open_supervisor() as supervisor:
+        supervised = await supervisor.start(Theater)
+        assert_type(supervised, Theater)
+        assert_type(local.owner, dict[str, str])
+        assert_type(supervised.owner, dict[str, str])
+        assert_type(await supervised.reserve("A1", "ann"), str)
+
+
 async def check_serve_task_status(status: trio.TaskStatus[Theater]) -> None:
     # Started with `nursery.start`, `serve` returns once its server is started (the server
     # lives on in that nursery); awaited directly, it returns only by an exception.
@@ -133,6 +173,7 @@ async def check_must_fail(
     await theater.count(limit="3")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     await theater.audit(b"note")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     await theater.tags(1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
+    await theater.give_back(1)  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     await store.put("a", "one")  # type: ignore[arg-type]  # pyright: ignore[reportArgumentType]
     # A missing argument, an extra one, an unknown keyword, positional-only by name.
     await theater.reserve("A1")  # type: ignore[call-arg]  # pyright: ignore[reportCallIssue]

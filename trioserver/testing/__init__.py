@@ -37,9 +37,7 @@ from ._model import freeze as freeze
 from ._report import story as story
 from ._report import timeline as timeline
 from ._scenario import ClientOperation as ClientOperation
-from ._scenario import Scenario as Scenario
 from ._scenario import ScenarioTest as ScenarioTest
-from ._scenario import Step as Step
 from ._scenario import call_operations as call_operations
 from ._scenario import check_scenarios as check_scenarios
 from ._scenario import operation as operation
@@ -50,6 +48,8 @@ from ._scheduler import hook_available as hook_available
 from ._scheduler import schedules as schedules
 from ._scheduler import steer as steer
 from ._settings import race_settings as race_settings
+from ._steps import Scenario as Scenario
+from ._steps import Step as Step
 from ._verify import Checked as Checked
 from ._verify import Run as Run
 

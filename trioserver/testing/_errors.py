@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._history import Entry, History, Result
     from ._linearizability import Violation
+    from ._steps import Scenario
 
 
 class RaceFound(AssertionError):
@@ -16,13 +17,22 @@ class RaceFound(AssertionError):
       report: The story, as text.
       history: The history that is not linearizable.
       violation: The checker's verdict on it.
+      scenario: The example that failed, from a `ScenarioTest` (a `Scenario`, to give to
+        its ``replay`` or ``minimal``); ``None`` from a `ServerMachine`.
     """
 
-    def __init__(self, report: str, history: History, violation: Violation) -> None:
+    def __init__(
+        self,
+        report: str,
+        history: History,
+        violation: Violation,
+        scenario: Scenario | None = None,
+    ) -> None:
         super().__init__(report)
         self.report = report
         self.history = history
         self.violation = violation
+        self.scenario = scenario
 
 
 class NondeterministicTest(AssertionError):

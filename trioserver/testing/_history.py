@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar, cast
 
@@ -129,9 +130,10 @@ def same_result(model: Result, observed: Ending) -> bool:
 class Entry:
     """One recorded operation: who invoked what, when, and how it ended.
 
-    Times are virtual (`trio.current_time`); ``invoked``/``ended`` are positions in
-    the history's event order, which decides real-time precedence (many events
-    share one virtual instant).
+    Times are virtual (`trio.current_time`) or given (``History.invoke(..., at=)``);
+    ``invoked``/``ended`` are positions in the history's event order, which decides
+    real-time precedence (many events share one virtual instant). An entry built by
+    hand with an ending counts as ended once.
     """
 
     id: int
@@ -142,7 +144,11 @@ class Entry:
     ending: Ending | None = None
     ended_at: float | None = None
     ended: int | None = None
-    endings: int = 0  # how many times an ending was recorded: exactly one is right
+    #: How many times an ending was recorded: exactly one is right. Left out, it is 1 for
+    #: an entry built with an ending and 0 for one without (`History.invoke` builds those).
+    endings: int = attrs.field(
+        default=attrs.Factory(lambda self: int(self.ending is not None), takes_self=True)
+    )
 
     def describe(self) -> str:
         """``ann: reserve('A1', 'ann') -> 'A1'``."""
@@ -199,45 +205,87 @@ class History:
         self.partition = partition
         self.entries: list[Entry] = []
         self._events = itertools.count()
+        self._latest = -math.inf  # the latest time recorded
+        self._latest_of: dict[str, Entry] = {}  # each caller's latest entry
 
-    def invoke(self, caller: str, operation: Operation) -> Entry:
-        """Record an invocation now; `end` records its ending.
+    def _time(self, at: float | None, what: str) -> float:
+        if at is None:
+            now = _now()
+        else:
+            try:
+                finite = not isinstance(at, bool) and math.isfinite(at)
+            except TypeError:
+                finite = False
+            if not finite:
+                raise ValueError(f"{what}: at={at!r} is not a finite number of seconds")
+            if at < self._latest:
+                raise ValueError(
+                    f"{what}: at={at!r} is before an event already recorded at "
+                    f"{self._latest!r}; events are recorded in time order (their order "
+                    "decides which operation came first)"
+                )
+            now = float(at)
+        if now > self._latest:
+            self._latest = now
+        return now
+
+    def invoke(self, caller: str, operation: Operation, *, at: float | None = None) -> Entry:
+        """Record an invocation (now, or at a given time); `end` records its ending.
 
         Args:
           caller: The caller's name (a lane, a user).
           operation: What it invokes.
+          at: Optional: when it was invoked (seconds on any clock, such as a log's),
+            instead of now on trio's clock. Events must be recorded in time order;
+            at equal times, the order they are recorded in decides.
 
         Returns:
           The new entry. A caller with an operation still in flight is a second
           caller of the same name: it is recorded as ``"ann#2"`` (and so on),
           as each caller of a history is sequential.
+
+        Raises:
+          ValueError: `at` is not a finite number, or is earlier than an event
+            already recorded.
         """
-        busy = {e.caller for e in self.entries if e.ending is None}
-        if caller in busy:
+        invoked_at = self._time(at, f"History.invoke({caller!r}, {operation})")
+        if self._busy(caller):
             caller = next(
-                f"{caller}#{n}" for n in itertools.count(2) if f"{caller}#{n}" not in busy
+                f"{caller}#{n}" for n in itertools.count(2) if not self._busy(f"{caller}#{n}")
             )
         entry = Entry(
             id=len(self.entries),
             caller=caller,
             operation=operation,
-            invoked_at=_now(),
+            invoked_at=invoked_at,
             invoked=next(self._events),
         )
         self.entries.append(entry)
+        self._latest_of[caller] = entry
         return entry
 
-    def end(self, entry: Entry, ending: Ending) -> None:
-        """Record how `entry` ended (now). A second ending is counted, and reported as a bug.
+    def _busy(self, caller: str) -> bool:
+        latest = self._latest_of.get(caller)
+        return latest is not None and latest.ending is None
+
+    def end(self, entry: Entry, ending: Ending, *, at: float | None = None) -> None:
+        """Record how `entry` ended (now, or at a given time). A second ending is counted,
+        and reported as a bug.
 
         Args:
           entry: The entry from `invoke`.
           ending: How it ended.
+          at: Optional: when it ended, on the clock `invoke`'s ``at`` used (see there).
+
+        Raises:
+          ValueError: `at` is not a finite number, or is earlier than an event
+            already recorded.
         """
+        ended_at = self._time(at, f"History.end({entry.describe()})")
         entry.endings += 1
         if entry.ending is None:
             entry.ending = ending
-            entry.ended_at = _now()
+            entry.ended_at = ended_at
             entry.ended = next(self._events)
 
     async def call(

@@ -17,6 +17,7 @@ import math
 import queue
 import sys
 import threading
+import weakref
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -31,7 +32,7 @@ from .._lifecycle import serve
 from ._history import History, Operation
 from ._linearizability import DEFAULT_BUDGET
 from ._model import Model, ServerModel
-from ._scheduler import Decision, Deviation, hook_available, schedule_strategy, steer
+from ._scheduler import LANE, Decision, Deviation, hook_available, schedule_strategy, steer
 from ._verify import Checked, Run, describe_inconclusive, verify
 
 T = TypeVar("T")
@@ -196,7 +197,8 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
         Args:
           factory: Makes the server object; also the default model's factory.
           name: How reports name it; its class name by default.
-          model: Its sequential model; default ``ServerModel(factory)``.
+          model: Its sequential model; default ``ServerModel(factory)`` (one per server
+            class, shared by all examples, so the answers it remembers serve them all).
           partition: Optional key of an operation; keys are checked apart.
 
         Returns:
@@ -210,7 +212,7 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
         handle: T = await self._trio.servers.start(serve, obj)
         history = History(name or type(obj).__name__, partition=partition)
         self._by_handle[id(handle)] = history
-        self._checked.append(Checked(history, model if model is not None else ServerModel(factory)))
+        self._checked.append(Checked(history, model if model is not None else _model_of(factory)))
         return handle
 
     def record(
@@ -290,6 +292,7 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
             self._idle = trio.Event()
 
         async def lane() -> None:
+            LANE.set(caller)  # (tasks it starts are named by it in scheduling decisions)
             try:
                 await fn(*args, **kwargs)
             except Exception:
@@ -378,6 +381,21 @@ class ServerMachine(hypothesis.stateful.RuleBasedStateMachine):
         inconclusive = verify(run, rerun=rerun, replay=replay, budget=self.budget)
         if inconclusive:
             hypothesis.event(describe_inconclusive(inconclusive))
+
+
+#: The default models of server classes: one per class for all examples, so that the answers
+#: it remembers (a handler depends only on the state and its arguments) serve every example.
+#: (Only classes: a factory made afresh per example, a lambda, would never be met again.)
+_MODELS: weakref.WeakKeyDictionary[type, ServerModel[Any]] = weakref.WeakKeyDictionary()
+
+
+def _model_of(factory: Callable[[], T]) -> ServerModel[T]:
+    if not isinstance(factory, type):
+        return ServerModel(factory)
+    model = _MODELS.get(factory)
+    if model is None:
+        model = _MODELS[factory] = ServerModel(factory)
+    return model
 
 
 def _canonical() -> tuple[Deviation, ...] | None:

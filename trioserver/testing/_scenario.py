@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import typing
-from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -17,19 +18,58 @@ from hypothesis import strategies as st
 from .._lifecycle import open_server
 from .._spec import SPEC, ServerSpec
 from ._errors import ModelMismatch, RaceFound, RunStuck
-from ._history import History, Operation
+from ._history import Entry, History, Operation
 from ._linearizability import DEFAULT_BUDGET, Inconclusive
 from ._model import Model, ServerModel
 from ._report import timeline
-from ._scheduler import Decision, Deviation, schedule_strategy, steer
-from ._settings import race_settings
+from ._scheduler import LANE, Decision, schedule_strategy, steer
+from ._settings import hypothesis_storage, race_settings
+from ._steps import Scenario, Step
 from ._stuck import STUCK_AFTER, Stopped, Watch, collect_abandoned
 from ._verify import Checked, Run, describe_inconclusive, verify
 
 T = TypeVar("T")
 
-#: How lanes are named in reports.
-CALLERS = ("ann", "bob", "cat", "dan", "eve", "fay", "gus", "hal")
+#: The delays a step may wait by default (virtual seconds).
+DEFAULT_DELAYS = (0.0, 0.5, 1.0)
+#: One drawn step in this many is a pure wait (shrinking turns steps into waits).
+_WAIT_ONE_IN = 12
+
+
+def lane_name(index: int) -> str:
+    """How reports name lane `index` (from 0): ``#1``, ``#2``... No drawn value is shown
+    so (strings are quoted, and ``#`` starts no Python literal), so lanes never look like
+    the values a test draws."""
+    return f"#{index + 1}"
+
+
+def _is_server(obj: object) -> bool:
+    return isinstance(getattr(type(obj), SPEC, None), ServerSpec)
+
+
+def servers_of(obj: object) -> tuple[object, ...]:
+    """The server objects a scenario's factory made: `obj` itself if it is one, else the
+    server objects among the items of a tuple or list, or the values of a mapping.
+
+    Raises:
+      TypeError: There is none.
+    """
+    if _is_server(obj):
+        return (obj,)
+    items: list[object] = []
+    if isinstance(obj, Mapping):
+        mapping: Mapping[object, object] = obj  # pyright: ignore[reportUnknownVariableType]
+        items = list(mapping.values())
+    elif isinstance(obj, (tuple, list)):
+        sequence: Sequence[object] = obj  # pyright: ignore[reportUnknownVariableType]
+        items = [*sequence]
+    servers = tuple(item for item in items if _is_server(item))
+    if not servers:
+        raise TypeError(
+            f"ScenarioTest: the factory made {obj!r}, which is no @server object, nor a "
+            f"tuple, list or mapping of them"
+        )
+    return servers
 
 
 @attrs.frozen(eq=False)
@@ -135,59 +175,36 @@ def _caller_of(name: str) -> Callable[..., Awaitable[Any]]:
     return call_method
 
 
-@attrs.frozen
-class Step:
-    """One operation of a lane: wait `delay` virtual seconds, then invoke."""
-
-    delay: float
-    name: str
-    args: tuple[Any, ...]
-
-    def __repr__(self) -> str:
-        return f"Step({self.delay!r}, {self.name!r}, {self.args!r})"
-
-
-@attrs.frozen
-class Scenario:
-    """A drawn example: each lane's steps, and the schedule (``None`` in fallback scheduling).
-
-    Its ``repr`` is Python that rebuilds it, for `ScenarioTest.replay`.
-    """
-
-    lanes: tuple[tuple[Step, ...], ...]
-    schedule: tuple[Deviation, ...] | None
-
-    def __repr__(self) -> str:
-        return f"Scenario(lanes={self.lanes!r}, schedule={self.schedule!r})"
-
-    @property
-    def operations(self) -> int:
-        """How many operations all lanes make together."""
-        return sum(len(lane) for lane in self.lanes)
-
-
 class ScenarioTest(Generic[T]):
-    """Concurrent lanes of client operations against a fresh server, checked for races.
+    """Concurrent lanes of client operations against fresh servers, checked for races.
 
-    Each example starts a server from `factory`, runs 1 to `lanes` lanes at
-    once (each a sequence of up to `steps` operations, each after a drawn
-    virtual delay) in one `trio.run` on a `trio.testing.MockClock` (autojump), under a drawn
-    schedule, and checks the history for linearizability against `model`.
+    Each example starts the servers `factory` makes, runs 1 to `lanes` lanes at
+    once (each a sequence of up to `steps` steps: an operation after a drawn virtual
+    delay, or now and then a pure wait) in one `trio.run` on a `trio.testing.MockClock`
+    (autojump), under a drawn schedule, and checks the history for linearizability
+    against `model`. Lanes are named ``#1``, ``#2``... in reports (no drawn value is shown
+    so: strings are quoted, and ``#`` starts no Python literal).
 
     Args:
-      factory: Makes the server object (a fresh one per example).
+      factory: Makes the server object (a fresh one per example); or, for a scenario over
+        several servers, a tuple, list or mapping of server objects (each is started; the
+        operations get the whole of it as their handle, and `operations` and `model` must
+        be given: a composite model, such as a plain class with one method per operation).
       operations: What lanes do (`ClientOperation` objects); default: every ``@call``
-        method (see `call_operations`).
+        and ``@cast`` method (see `call_operations`).
       arguments: Strategies by parameter name, for operations drawn from signatures.
       model: The sequential model; default ``ServerModel(factory)``: the class
         itself, one call at a time. A composite operation needs a model that knows it.
       partition: Optional key of an operation; independent keys are checked apart.
       lanes: At most this many concurrent callers (at least 1).
-      steps: At most this many operations per lane.
-      delays: The virtual delays a step may wait before invoking.
+      steps: At most this many steps per lane (at least 1).
+      delays: The virtual delays a step may wait before invoking (and a pure wait may
+        last), at least one, none negative. They are drawn in increasing order, so
+        shrinking lowers a delay one value at a time, toward the smallest.
       max_deviations: The bound on deviations from the canonical scheduling order.
       budget: Linearizability search steps per partition before "inconclusive".
-      name: How reports name the server; its class name by default.
+      name: How reports name the server; its class name by default (the class names,
+        for several servers).
       settle_limit: Virtual seconds the lanes may run; then the calls still in flight are
         cancelled (unknown outcomes) and the server stops. A guarded call whose guard never
         holds waits in the mailbox with no deadline of its own: this ends it.
@@ -195,6 +212,11 @@ class ScenarioTest(Generic[T]):
         and no task run, before it is taken for a deadlock and reported (`RunStuck`) instead
         of hanging the test. Only a wait for a worker thread (``thread=True``) or for I/O
         looks like that and is not one: raise it if one takes longer.
+
+    Raises:
+      TypeError: `factory` makes no server object (nor a collection of them); or it makes
+        several and `operations` or `model` is missing.
+      ValueError: `lanes`, `steps` or `delays` out of range.
     """
 
     def __init__(
@@ -207,43 +229,62 @@ class ScenarioTest(Generic[T]):
         partition: Callable[[Operation], Hashable] | None = None,
         lanes: int = 3,
         steps: int = 2,
-        delays: Sequence[float] = (0.0, 1.0),
+        delays: Sequence[float] = DEFAULT_DELAYS,
         max_deviations: int = 4,
         budget: int = DEFAULT_BUDGET,
         name: str | None = None,
         settle_limit: float = 3600.0,
         stuck_after: float = STUCK_AFTER,
     ) -> None:
+        if lanes < 1 or steps < 1:
+            raise ValueError(f"ScenarioTest: lanes={lanes} and steps={steps} must be >= 1")
+        if not delays or any(not 0 <= d < math.inf for d in delays):
+            raise ValueError(
+                f"ScenarioTest: delays={tuple(delays)!r} must hold at least one finite "
+                f"delay, none negative"
+            )
         self.factory = factory
         self._sample = factory()
-        self.name = name or type(self._sample).__name__
+        servers = servers_of(self._sample)
+        single = len(servers) == 1 and servers[0] is self._sample
+        self.name = name or ", ".join(type(obj).__name__ for obj in servers)
         ops = list(operations) if operations is not None else None
+        if not single and (not ops or model is None):
+            raise TypeError(
+                f"ScenarioTest over several servers ({self.name}): give operations= (client "
+                f"operations that take the factory's {type(self._sample).__name__} as their "
+                f"handle) and model= (a composite model, such as ServerModel(PlainClass))"
+            )
         self.operations = ops or call_operations(type(self._sample), arguments)
         self._by_name = {op.name: op for op in self.operations}
         self.model: Model[Any] = model if model is not None else ServerModel(factory)
         self.partition = partition
         self.lanes = lanes
         self.steps = steps
-        self.delays = tuple(delays)
+        self.delays = tuple(sorted(set(delays)))
         self.max_deviations = max_deviations
         self.budget = budget
         self.settle_limit = settle_limit
         self.stuck_after = stuck_after
         self.inconclusive = 0
         self._alone: dict[str, ModelMismatch | None] = {}  # steps run alone, by repr
+        self._failing: Scenario | None = None  # the last example that raised RaceFound
 
     def scenarios(self) -> st.SearchStrategy[Scenario]:
-        """The strategy of examples (lanes and schedule); shrinks to fewer, shorter lanes.
+        """The strategy of examples (lanes and schedule); shrinks to fewer, shorter lanes,
+        smaller delays, and operations turned into pure waits.
 
         Returns:
           A strategy of `Scenario`.
         """
-        step = st.one_of(
-            [
-                st.builds(Step, st.sampled_from(self.delays), st.just(op.name), op.arguments)
-                for op in self.operations
-            ]
+        delays = st.sampled_from(self.delays)
+        call = st.one_of(
+            [st.builds(Step, delays, st.just(op.name), op.arguments) for op in self.operations]
         )
+        wait = st.builds(Step, delays, st.none(), st.just(()))
+        # A wait is the simplest step (kind 0), so shrinking tries one in place of each call.
+        kind = st.integers(0, _WAIT_ONE_IN - 1)
+        step = kind.flatmap(lambda k: wait if k == 0 else call)
         lane = st.lists(step, min_size=1, max_size=self.steps).map(tuple)
         lanes = st.lists(lane, min_size=1, max_size=self.lanes).map(tuple)
         return st.builds(Scenario, lanes, schedule_strategy(self.max_deviations))
@@ -258,8 +299,20 @@ class ScenarioTest(Generic[T]):
           Its history and the scheduling decisions taken.
 
         Raises:
+          ValueError: A step names no operation of this test.
           RunStuck: The run stopped for good (a deadlock): it was abandoned.
         """
+        unknown = {
+            step.name
+            for lane in scenario.lanes
+            for step in lane
+            if step.name is not None and step.name not in self._by_name
+        }
+        if unknown:
+            raise ValueError(
+                f"{self.name}: the scenario names operations this test does not have: "
+                f"{sorted(unknown)} (it has {sorted(self._by_name)})"
+            )
         history = History(self.name, partition=self.partition)
         watch = Watch(self.stuck_after)
         decisions: list[Decision] = []
@@ -283,12 +336,16 @@ class ScenarioTest(Generic[T]):
         return Run((Checked(history, self.model),), tuple(decisions))
 
     def _program(self, scenario: Scenario, history: History) -> Callable[[], Awaitable[None]]:
-        """The example as a trio program: a fresh server, and the lanes' calls recorded."""
+        """The example as a trio program: fresh servers, and the lanes' calls recorded."""
         handle = self.factory()
+        servers = servers_of(handle)
 
         async def lane(caller: str, steps: tuple[Step, ...]) -> None:
+            LANE.set(caller)  # (tasks it starts are named by it in scheduling decisions)
             for step in steps:
                 await trio.sleep(step.delay)
+                if step.name is None:
+                    continue  # a pure wait
                 op = self._by_name[step.name]
                 with contextlib.suppress(Exception):  # recorded; the lane goes on, like a client
                     await history.call(
@@ -300,11 +357,14 @@ class ScenarioTest(Generic[T]):
                     )
 
         async def main() -> None:
-            async with open_server(handle):
+            async with contextlib.AsyncExitStack() as stack:
+                for obj in servers:
+                    await stack.enter_async_context(open_server(obj))
                 # (a call still waiting then, on a guard that never held, is cancelled)
                 with trio.move_on_after(self.settle_limit):
                     async with trio.open_nursery() as nursery:
-                        for caller, steps in zip(CALLERS * 8, scenario.lanes, strict=False):
+                        for index, steps in enumerate(scenario.lanes):
+                            caller = lane_name(index)
                             nursery.start_soon(lane, caller, steps, name=caller)
 
         return main
@@ -344,10 +404,12 @@ class ScenarioTest(Generic[T]):
         if isinstance(found, ModelMismatch):
             raise ModelMismatch(found.report, found.history, found.entry, found.expected)
         if found is not None:
+            self._failing = found.scenario = scenario
             raise found
         if inconclusive:
             self.inconclusive += 1
-            hypothesis.event(describe_inconclusive(inconclusive))
+            if hypothesis.currently_in_test_context():
+                hypothesis.event(describe_inconclusive(inconclusive))
 
     def _mismatch_alone(self, scenario: Scenario) -> ModelMismatch | None:
         """Run each of `scenario`'s steps alone, on a fresh server: the `ModelMismatch` of the
@@ -355,6 +417,8 @@ class ScenarioTest(Generic[T]):
         distinct step is run once per test (shrinking meets the same ones again and again)."""
         for lane in scenario.lanes:
             for step in lane:
+                if step.name is None:
+                    continue
                 alone = Scenario(lanes=((Step(0.0, step.name, step.args),),), schedule=())
                 key = repr(alone)
                 if key not in self._alone:
@@ -385,10 +449,103 @@ class ScenarioTest(Generic[T]):
         """
         self.check(scenario)
 
+    def minimal(self, scenario: Scenario) -> tuple[Scenario, RaceFound] | None:
+        """Make a failing example as small as the race it shows (`hypothesis_test` does this
+        to the example Hypothesis has shrunk): each operation (those the story does not show
+        first) is removed, or else replaced by a pure wait as long as it took, as long as the
+        example still fails with `RaceFound`; then waits that no longer line anything up go.
+        If operations the story does not show remain, the report says why.
+
+        Args:
+          scenario: An example that fails with `RaceFound`.
+
+        Returns:
+          The smaller example and its `RaceFound`, or None if `scenario` does not fail so.
+        """
+        race = self._race(scenario)
+        if race is None:
+            return None
+        improved = True
+        while improved:
+            improved = False
+            for candidate in self._smaller(scenario, race):
+                found = self._race(candidate)
+                if found is not None:
+                    scenario, race, improved = candidate, found, True
+                    break
+        extra = sum(1 for _ in _unshown(scenario, race))
+        if extra:
+            note = (
+                f"\n\nThe replay holds {extra} operation(s) more than the story shows (of "
+                f"other partitions, or outside the calls that conflict): without any one of "
+                f"them, and with it replaced by a pure wait as long as it took, the race no "
+                f"longer shows. They take part in its timing or its scheduling (each "
+                f"scheduling deviation counts the passes with several runnable tasks)."
+            )
+            race = RaceFound(race.report + note, race.history, race.violation, scenario)
+        return scenario, race
+
+    def _race(self, scenario: Scenario) -> RaceFound | None:
+        try:
+            self.check(scenario)
+        except RaceFound as race:
+            return race
+        except Exception:
+            return None  # another failure: not this kind of candidate
+        return None
+
+    def _smaller(self, scenario: Scenario, race: RaceFound) -> Iterator[Scenario]:
+        """Candidates one step smaller than `scenario`, most promising first."""
+        lanes = [list(lane) for lane in scenario.lanes]
+
+        def build(changed: list[list[Step]]) -> Scenario:
+            kept = tuple(tuple(lane) for lane in changed if lane)
+            return Scenario(lanes=kept or ((),), schedule=scenario.schedule)
+
+        unshown = list(_unshown(scenario, race))
+        for i, j, entry in unshown + [c for c in _operations(scenario, race) if c not in unshown]:
+            step = lanes[i][j]
+            yield build(
+                [lane if k != i else lane[:j] + lane[j + 1 :] for k, lane in enumerate(lanes)]
+            )
+            if entry is not None and entry.ended_at is not None:
+                took = entry.ended_at - entry.invoked_at
+                wait = Step(step.delay + took, None)
+                yield build(
+                    [
+                        lane if k != i else [*lane[:j], wait, *lane[j + 1 :]]
+                        for k, lane in enumerate(lanes)
+                    ]
+                )
+        for i, lane in enumerate(lanes):
+            if all(step.name is None for step in lane):  # a lane of waits only
+                yield build([other for k, other in enumerate(lanes) if k != i])
+            for j, step in enumerate(lane):
+                if step.name is not None:
+                    continue
+                if j == len(lane) - 1:  # a wait at the end lines nothing up
+                    yield build([o if k != i else o[:j] for k, o in enumerate(lanes)])
+                else:  # a wait before a step: one delay
+                    after = lane[j + 1]
+                    merged = Step(step.delay + after.delay, after.name, after.args)
+                    yield build(
+                        [
+                            o if k != i else [*o[:j], merged, *o[j + 2 :]]
+                            for k, o in enumerate(lanes)
+                        ]
+                    )
+
     def hypothesis_test(
         self, settings: hypothesis.settings | None = None, *, seed: int | None = None
     ) -> Callable[[], None]:
         """The Hypothesis test: call it (or return it from a pytest test function).
+
+        A race it finds is reported on the smallest example Hypothesis shrinks to, made
+        smaller still by `minimal`. Hypothesis' storage (its example database and caches)
+        is kept out of the working directory, in
+        ``$XDG_CACHE_HOME/trioserver/hypothesis/<hash of the working directory>``
+        (``~/.cache`` if unset), unless the user chose a place for it
+        (``HYPOTHESIS_STORAGE_DIRECTORY``, or a ``database`` in `settings`).
 
         Args:
           settings: Hypothesis settings; `race_settings` by default.
@@ -407,7 +564,46 @@ class ScenarioTest(Generic[T]):
 
         if seed is not None:
             test = hypothesis.seed(seed)(test)
-        return test
+
+        def run_test() -> None:
+            self._failing = None
+            with hypothesis_storage():
+                try:
+                    test()
+                except RaceFound:
+                    failing = self._failing
+                    smaller = None if failing is None else self.minimal(failing)
+                    if smaller is None:
+                        raise
+                else:
+                    return
+            raise smaller[1] from None
+
+        run_test.__name__ = run_test.__qualname__ = f"test_{self.name}_scenarios"
+        return run_test
+
+
+def _unshown(scenario: Scenario, race: RaceFound) -> Iterator[tuple[int, int, Entry | None]]:
+    """The operation steps of `scenario` (lane, index, and the entry it made, if any) that
+    the story of `race` does not show."""
+    shown = {entry.id for entry in race.violation.entries}
+    for i, j, entry in _operations(scenario, race):
+        if entry is None or entry.id not in shown:
+            yield i, j, entry
+
+
+def _operations(scenario: Scenario, race: RaceFound) -> Iterator[tuple[int, int, Entry | None]]:
+    """The operation steps of `scenario`: lane, index, and the entry it made in `race`'s
+    history (None if it made none)."""
+    by_caller: dict[str, list[Entry]] = {}
+    for entry in sorted(race.history.entries, key=lambda e: e.invoked):
+        by_caller.setdefault(entry.caller, []).append(entry)
+    for i, lane in enumerate(scenario.lanes):
+        entries = iter(by_caller.get(lane_name(i), []))
+        for j, step in enumerate(lane):
+            if step.name is None:
+                continue
+            yield i, j, next(entries, None)
 
 
 def _stuck_report(

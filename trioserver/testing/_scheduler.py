@@ -20,6 +20,7 @@ the canonical order.
 
 from __future__ import annotations
 
+import contextvars
 import random
 import threading
 import warnings
@@ -33,6 +34,11 @@ from hypothesis import strategies as st
 
 #: trio versions whose run loop was read and tested with this hook (``trio>=0.31`` is required).
 TESTED_TRIO_VERSIONS = ((0, 31), (0, 36))
+
+
+#: The lane (or machine caller) a task works for: set in the lane's task, inherited by the
+#: tasks it starts, so that scheduling decisions name tasks by lane.
+LANE: contextvars.ContextVar[str | None] = contextvars.ContextVar("trioserver_lane", default=None)
 
 
 class SchedulingFallbackWarning(UserWarning):
@@ -63,7 +69,9 @@ class Decision:
 
     Attributes:
       time: The virtual time of the pass.
-      runnable: Names of the runnable tasks, oldest first (the canonical order).
+      runnable: Names of the runnable tasks, oldest first (the canonical order): a lane's
+        task by the lane's name (``#2``), a task a lane started by the lane and the task's
+        own name (``#2/grab``), any other task (the server's) by its trio name.
       resumed: The name of the task that resumed first instead.
     """
 
@@ -72,7 +80,7 @@ class Decision:
     resumed: str
 
     def describe(self) -> str:
-        """One line: ``t=1.000  bob resumed first (runnable: ann, bob)``."""
+        """One line: ``t=1.000  #2 resumed first (runnable: #1, #2)``."""
         runnable = ", ".join(self.runnable)
         return f"t={self.time:.3f}  {self.resumed} resumed first (runnable: {runnable})"
 
@@ -87,9 +95,21 @@ def schedules(max_deviations: int = 4) -> st.SearchStrategy[tuple[Deviation, ...
       A strategy of tuples of `Deviation`, shrinking toward ``()`` (canonical order).
     """
     # One integer per deviation keeps Hypothesis' work per example small; it shrinks toward
-    # after=0, resume=1.
-    codes = st.lists(st.integers(0, 16 * 7 - 1), max_size=max_deviations)
-    return codes.map(lambda drawn: tuple(Deviation(c // 7, 1 + c % 7) for c in drawn))
+    # after=0, resume=1. Three deviations in four come within the next 6 contested passes
+    # (a small run has few: there, one in eight hits a given pass, not one in sixteen), the
+    # others up to 16 passes on.
+    codes = st.lists(st.integers(0, _SOON * 3 + _LATER - 1), max_size=max_deviations)
+    return codes.map(lambda drawn: tuple(_deviation(c) for c in drawn))
+
+
+_SOON = 6 * 7  # codes of deviations within 6 passes (after 0 to 5, resume 1 to 7)
+_LATER = 10 * 7  # codes of deviations 6 to 15 passes on
+
+
+def _deviation(code: int) -> Deviation:
+    """Code 0 to 3 * _SOON - 1: after 0 to 5 (three times over); then after 6 to 15."""
+    x = code % _SOON if code < 3 * _SOON else _SOON + code - 3 * _SOON
+    return Deviation(x // 7, 1 + x % 7)
 
 
 def _trio_version() -> tuple[int, int]:
@@ -152,7 +172,13 @@ def _is_internal(task: Any) -> bool:
 
 
 def _name(task: Any) -> str:
-    return str(getattr(task, "name", repr(task)))
+    """The task's name in a story: by the lane it works for, if any (see `LANE`)."""
+    name = str(getattr(task, "name", repr(task)))
+    context = getattr(task, "context", None)
+    lane = context.get(LANE) if isinstance(context, contextvars.Context) else None
+    if lane is None or lane == name:
+        return name
+    return f"{lane}/{name.rpartition('.')[2]}"
 
 
 def _now() -> float:
