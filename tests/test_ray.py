@@ -9,20 +9,24 @@ servers it starts; the session's fixture (tests/ray_cluster.py) shuts the cluste
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ray])")
 
 import trioserver  # noqa: E402
 import trioserver.ray  # noqa: E402
+from property_tests import ray_faults  # noqa: E402
 from trioserver import (  # noqa: E402
     CallTimeout,
     InvalidServerDefinition,
@@ -379,6 +383,21 @@ ray.shutdown()
 """
 
 
+async def test_a_stop_that_meets_a_restart_ends_the_actor_for_good() -> None:
+    # Found by property_tests/test_ray_faults.py (invariant 8): a stop that met an actor Ray
+    # was restarting (killed just before, or during the stop) returned, and the restarted
+    # actor served calls through other handles, with a fresh server.
+    probe = await trioserver.ray.start(Probe, max_restarts=1)
+    other = pickle.loads(pickle.dumps(probe))  # a handle of its own, as another process has
+    ray.kill(trioserver.ray.actor(probe), no_restart=False)  # Ray restarts it
+    await trioserver.ray.stop(probe)
+    with trio.move_on_after(3.0):  # (a restart takes about a second here)
+        while True:
+            with pytest.raises(ServerCrashed):
+                await other.increment()
+            await trio.sleep(0.1)
+
+
 async def test_a_second_process_connects_by_name_and_calls(ray_cluster: str) -> None:
     async with trioserver.ray.open_server(Probe, name="shared") as probe:
         await probe.mark("from the first process")
@@ -421,3 +440,27 @@ async def test_handles_pickle_to_the_same_actor() -> None:
         copy: Any = pickle.loads(pickle.dumps(probe))
         assert await copy.mark("via the copy") == 1
         assert repr(copy) == "<Probe in a Ray actor>"
+
+
+# -- generated scenarios (property_tests/ray_faults.py), a few, on the real cluster ------------
+
+
+@hypothesis.settings(
+    max_examples=int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0")) // 50 or 3,
+    deadline=None,
+    database=None,
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(ray_faults.scenarios(in_process=False))
+def test_generated_scenarios_keep_the_contract_on_a_real_cluster(
+    scenario: ray_faults.Scenario,
+) -> None:
+    # The suite of property_tests/test_ray_faults.py plays Ray's part in one process, so as
+    # to run hundreds of scenarios; these few run the same scenarios through real actors
+    # (killed with ray.kill, restarted by Ray), checked against the same invariants.
+    log = ray_faults.run_on_cluster(scenario)
+    for event in set(ray_faults.events(log)):
+        hypothesis.event(event)
+    problems = ray_faults.check(log)
+    assert not problems, "\n" + ray_faults.report(log, problems)

@@ -152,6 +152,25 @@ def test_stopping_answers_every_request() -> None:
     run(scenario)
 
 
+def test_a_stop_answers_requests_still_waiting_for_their_turn() -> None:
+    # Found by property_tests/test_ray_faults.py (invariant 7, a coroutine left on the
+    # actor's loop): requests that reached the trio thread with the stop, still waiting for
+    # the one before them to reach the server, were cut by the server's end with no reply.
+    async def scenario(host: Host) -> None:
+        calls = [
+            asyncio.ensure_future(host.call(("Probe.mark", (str(n),), {}, None)))
+            for n in range(200)
+        ]
+        await asyncio.sleep(0)  # (each call posts its request to the trio thread)
+        assert value(await host.stop()) is None
+        async with asyncio.timeout(10):
+            replies = await asyncio.gather(*calls)
+        for reply in replies:
+            assert reply[0] or isinstance(error(reply), ServerStopped), reply
+
+    run(scenario)
+
+
 def test_a_failed_start_is_told_to_ready_and_to_callers() -> None:
     async def scenario(host: Host) -> None:
         failed = error(await host.ready())

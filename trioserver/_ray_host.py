@@ -200,35 +200,41 @@ class Host:
         self, job: Job, work: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> None:
         reply = None
-        with trio.CancelScope() as scope:
-            job.scope = scope
-            if job.left:
-                scope.cancel()
-            if job.remaining is not None:
-                scope.deadline = trio.current_time() + job.remaining
-            turn = job.turn
-            assert turn is not None
-            try:
-                # Requests reach the server in the order they reached this thread: trio
-                # starts a batch of new tasks in random order, so each waits for the one before.
-                after = job.after
-                job.after = None
-                if after is not None and not after.is_set():
-                    await after.wait()
-            finally:
-                turn.set()
-            try:
-                reply = ok(await work(*args))
-            except Exception as exc:
-                reply = failure(exc, job.label)
-        if reply is None and not job.left:  # cut by the caller's deadline, or the server ended
-            if self._ending:
-                reply = failure(self._not_running(job.label), job.label)
-            else:
-                why = CallTimeout(f"{job.label} did not finish before its caller's deadline")
-                reply = failure(why, job.label)
-        if reply is not None:
-            job.send(reply)
+        try:
+            with trio.CancelScope() as scope:
+                job.scope = scope
+                if job.left:
+                    scope.cancel()
+                if job.remaining is not None:
+                    scope.deadline = trio.current_time() + job.remaining
+                turn = job.turn
+                assert turn is not None
+                try:
+                    # Requests reach the server in the order they reached this thread: trio
+                    # starts a batch of new tasks in random order, so each waits for the one
+                    # before.
+                    after = job.after
+                    job.after = None
+                    if after is not None and not after.is_set():
+                        await after.wait()
+                finally:
+                    turn.set()
+                try:
+                    reply = ok(await work(*args))
+                except Exception as exc:
+                    reply = failure(exc, job.label)
+        finally:
+            # Every way out replies, unless the caller left: cut by the caller's deadline
+            # (this scope), or by the server's end (the job nursery's scope, whose
+            # cancellation passes through this one: a job still waiting for its turn then).
+            if reply is None and not job.left:
+                if self._ending:
+                    reply = failure(self._not_running(job.label), job.label)
+                else:
+                    why = CallTimeout(f"{job.label} did not finish before its caller's deadline")
+                    reply = failure(why, job.label)
+            if reply is not None:
+                job.send(reply)
 
     def _not_running(self, label: str) -> TrioServerError:
         name = self._spec.name

@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - the extra is installed for the 
 import trio
 
 from ._errors import InvalidServerDefinition, NotSendable, ServerCrashed, ServerStopped
-from ._ray_caller import RemoteServer, unwrap, wait_for
+from ._ray_caller import INTENDED_EXIT, RemoteServer, unwrap, wait_for
 from ._ray_host import Host
 from ._spec import SPEC, STATE, ServerSpec
 from ._statistics import ServerStatistics
@@ -255,7 +255,10 @@ async def stop(handle: object) -> None:
     The server stops as leaving `trioserver.open_server` does: the running handler is
     cancelled, it and every queued caller get `ServerStopped`, queued casts are dropped,
     then `on_stop` runs. Then the actor exits. Later calls through any handle to it get
-    `ServerStopped`. Stopping a server that crashed or stopped already does nothing more.
+    `ServerStopped`. Stopping a server that stopped already does nothing more. If its actor
+    died before or during the stop (a crash, `ray.kill`), Ray may be restarting it: the
+    stop ends it for good (`ray.kill`, no restart), and later calls through other handles
+    get `ServerCrashed`.
 
     Cancellation:
       Cancelled while the server stops, the actor is killed at once (`ray.kill`): its
@@ -276,8 +279,12 @@ async def stop(handle: object) -> None:
         reply = await wait_for(remote_actor.stop.remote())
         # Ray's graceful exit: the actor exits once the requests it runs now have replied.
         await wait_for(remote_actor.__ray_terminate__.remote())
-    except ray_errors.RayError:
-        pass  # (the actor died, by this exit or before it)
+    except ray_errors.RayError as error:
+        # The actor died, by this exit or before it. Unless by this exit, it crashed or was
+        # killed, before the stop or during it, and Ray may be restarting it with a fresh
+        # server: end it for good, so that no restart serves again after the stop.
+        if INTENDED_EXIT not in str(error):
+            _ray.kill(remote_actor, no_restart=True)
     except BaseException:
         _ray.kill(remote_actor, no_restart=True)
         raise

@@ -1,0 +1,63 @@
+"""Fault injection for servers in Ray actors (guarantee 18): Hypothesis draws scenarios of
+callers, deadlines, cancellations, stops and actor deaths; property_tests/ray_faults.py runs
+each through the actor's host and the callers' side of `trioserver.ray`, with Ray's part
+played in this process, and checks the invariants.
+
+Real time, short: 60 scenarios in ``make test`` (about 9 s); ``TRIOSERVER_FAULT_EXAMPLES=N``
+runs N // 2 (N=2000: 1,000 scenarios, about 2.5 minutes). tests/test_ray.py runs a few of the
+same scenarios against the real cluster (N // 50 of them, 3 by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+
+import hypothesis
+import pytest
+from hypothesis import HealthCheck, given
+
+pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ray])")
+
+from property_tests.faults import violation_type
+from property_tests.ray_faults import (
+    Scenario,
+    check,
+    events,
+    report,
+    run_scenario,
+    scenarios,
+)
+
+EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0")) // 2
+
+
+@pytest.fixture(autouse=True)
+def _quiet_trioserver_logger() -> Iterator[None]:
+    logger = logging.getLogger("trioserver")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    yield
+    logger.setLevel(level)
+
+
+def assert_invariants(scenario: Scenario) -> None:
+    log = run_scenario(scenario)
+    for event in set(events(log)):
+        hypothesis.event(event)
+    problems = check(log)
+    if problems:
+        raise violation_type(problems[0])("\n" + report(log, problems))
+
+
+@hypothesis.settings(
+    max_examples=EXAMPLES or 60,
+    deadline=None,
+    database=None,
+    report_multiple_bugs=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(scenarios())
+def test_calls_across_the_actor_keep_the_contract(scenario: Scenario) -> None:
+    assert_invariants(scenario)
