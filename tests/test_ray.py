@@ -33,6 +33,7 @@ from trioserver import (  # noqa: E402
     ServerCrashed,
     ServerStopped,
     TrioServerError,
+    _private,
 )
 from trioserver.ray import NotSendable  # noqa: E402
 
@@ -221,6 +222,17 @@ async def test_a_hung_handler_is_cut_at_its_budget_and_others_proceed() -> None:
             assert 0.5 < trio.current_time() - began < 5.0
         assert await probe.seen() == ["hang cut", "after"]
         assert (await trioserver.ray.statistics(probe)).timed_out == 1
+
+
+async def test_a_call_refused_by_admission_ends_as_its_callers_deadline() -> None:
+    async with trioserver.ray.open_server(Probe) as probe:
+        await probe.hold(1.0)  # admission learns: hold takes 1 s
+        began = trio.current_time()
+        with trio.move_on_after(0.5) as scope:
+            await probe.hold(1.0)  # cannot finish in 0.5 s: refused in the actor
+        assert scope.cancelled_caught  # the block ended quietly, as at its deadline
+        assert trio.current_time() - began < (0.45 if _private.ENABLED else 5.0)
+        assert (await trioserver.ray.statistics(probe)).shed == 1
 
 
 async def test_a_queued_call_whose_caller_left_never_runs() -> None:

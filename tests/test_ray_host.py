@@ -103,6 +103,28 @@ def test_the_callers_remaining_time_bounds_the_handler() -> None:
     run(scenario)
 
 
+def test_a_call_refused_by_admission_ends_as_its_callers_deadline() -> None:
+    # Probe.hold learns 0.3 s; a caller with 0.1 s left is refused at once in the actor, and
+    # told so (`Shed`): its own side then ends the call as its deadline (`RemoteServer.call`).
+    from trioserver import _private
+    from trioserver._reply import Shed
+
+    async def scenario(host: Host) -> None:
+        value(await host.call(("Probe.hold", (0.3,), {}, None)))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        refused = error(await host.call(("Probe.hold", (0.3,), {}, 0.1)))
+        if _private.ENABLED:
+            assert isinstance(refused, Shed)
+            assert loop.time() - began < 0.09  # at once, not at the deadline
+        else:  # public trio: the actor waits for the deadline, then it is a CallTimeout
+            assert isinstance(refused, CallTimeout)
+        assert (await stats(host)).shed == 1
+        assert len(value(await host.call(("Probe.held", (), {}, None)))) == 1  # it never ran
+
+    run(scenario)
+
+
 def test_a_cancelled_request_is_withdrawn_or_its_handler_cut() -> None:
     async def scenario(host: Host) -> None:
         holding = asyncio.ensure_future(host.call(("Probe.hold", (30,), {}, None)))

@@ -109,7 +109,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
                 mailbox.pass_room()
             await checkpoint_if_cancelled()  # a caller already cancelled was not refused
             _shed(state, method, now, refusal)
-            await _end_as_deadline(task, deadline, serving is None)
+            await end_as_deadline(task, deadline, serving is None)
     state.numbered += 1
     request = Request(method, args, kwargs, task, deadline, state, now, record.hold, state.numbered)
     # An idle server runs the request in this step (instruments see it queued, then started).
@@ -150,7 +150,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     try:
         return await _private.wait(request.abort)
     except Shed:  # (admission refused it as it would start: its caller's deadline is near)
-        await _end_as_deadline(task, deadline, serving is None)
+        await end_as_deadline(task, deadline, serving is None)
     except Expired:
         await checkpoint()  # the caller's own cancellation comes first
         raise CallTimeout(
@@ -247,7 +247,7 @@ def _shed(state: ServerState, method: Method, now: float, reason: str) -> None:
         state.notify("call_shed", info)
 
 
-async def _end_as_deadline(task: Task, deadline: float, at_once: bool) -> NoReturn:
+async def end_as_deadline(task: Task, deadline: float, at_once: bool) -> NoReturn:
     """End a call that admission refused because its caller's `deadline` would pass before it
     could finish, as reaching that deadline ends it: the cancel scope that set the deadline is
     cancelled now (``move_on_after`` ends quietly, ``fail_after`` raises ``TooSlowError``).

@@ -20,6 +20,7 @@ import trio
 from ray import exceptions as ray_errors
 from trio.lowlevel import Abort, checkpoint, checkpoint_if_cancelled
 
+from ._caller import end_as_deadline
 from ._errors import (
     CallTimeout,
     NotSendable,
@@ -28,6 +29,7 @@ from ._errors import (
     ServerStopped,
     TrioServerError,
 )
+from ._reply import Shed
 from ._statistics import ServerStatistics
 
 if TYPE_CHECKING:
@@ -172,6 +174,8 @@ class RemoteServer:
         ref = self.send(label, args, kwargs, remaining)
         try:
             return await self.request(label, ref)
+        except Shed:  # refused by admission in the actor: it ends as the caller's deadline
+            await end_as_deadline(trio.lowlevel.current_task(), deadline, True)
         except CallTimeout:
             if trio.current_time() >= deadline:
                 await checkpoint()  # cut at the caller's own deadline: it hears Cancelled

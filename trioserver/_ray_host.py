@@ -29,6 +29,7 @@ from ray import cloudpickle as _cloudpickle  # pyright: ignore[reportMissingType
 
 from ._errors import CallTimeout, NotSendable, ServerCrashed, ServerStopped, TrioServerError
 from ._lifecycle import open_server
+from ._reply import Shed
 from ._spec import SPEC, Method, ServerSpec
 from ._statistics import ServerStatistics, statistics
 
@@ -230,6 +231,10 @@ class Host:
             if reply is None and not job.left:
                 if self._ending:
                     reply = failure(self._not_running(job.label), job.label)
+                elif job.remaining is not None and trio.current_time() < scope.deadline:
+                    # cancelled before its deadline, by admission: the caller's call ends as
+                    # its deadline would (`_caller.end_as_deadline`, on the caller's side)
+                    reply = (False, Shed(f"{job.label} refused by admission"), None)
                 else:
                     why = CallTimeout(f"{job.label} did not finish before its caller's deadline")
                     reply = failure(why, job.label)

@@ -36,7 +36,8 @@ class Expired(Exception):
 
 class Shed(Exception):
     """Sent to a caller whose request admission refused as it would start, because the
-    caller's deadline would pass before it could finish: the call ends as that deadline."""
+    caller's deadline would pass before it could finish: the call ends as that deadline.
+    (Also from a server in a Ray actor, `_ray_host`, to its remote caller.)"""
 
 
 def start(state: ServerState, request: Request, record: MethodRecorder, now: float) -> None:
