@@ -201,8 +201,9 @@ class Host:
         self, job: Job, work: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
     ) -> None:
         reply = None
+        scope = trio.CancelScope()
         try:
-            with trio.CancelScope() as scope:
+            with scope:
                 job.scope = scope
                 if job.left:
                     scope.cancel()
