@@ -89,78 +89,39 @@ def otel_api() -> Instrument:
     return OpenTelemetryInstrument()
 
 
+# (key suffix, label, instrument factory) for the instrumented contenders after the no-op one
+_PRICED: tuple[tuple[str, str, Any], ...] = (
+    ("hooks", "an Instrument with empty call hooks", _Hooked),
+    ("otel_sdk", "OpenTelemetryInstrument, SDK recording", otel_sdk),
+    ("otel_sampled", "OpenTelemetryInstrument, SDK sampling 1% of traces", otel_sampled),
+    ("otel_api", "OpenTelemetryInstrument, API only (no SDK)", otel_api),
+)
+# (key prefix, label, opener maker) for the two handlers
+_HANDLERS: tuple[tuple[str, str, Any], ...] = (
+    ("bump", "@call async bump", lambda **kw: contenders.trioserver_opener(
+        contenders.Counter, "bump", **kw)),
+    ("event", "@call awaiting an Event", lambda **kw: awaiting.trioserver_opener(
+        awaiting.Budgeted, "event", **kw)),
+)  # fmt: skip
+
 INSTRUMENTS: list[Contender] = [
-    Contender(
-        "bump_bare",
-        "@call async bump, no instrument (reference)",
-        contenders.trioserver_opener(contenders.Counter, "bump"),
-        baseline="bump_bare",
+    *(
+        Contender(f"{key}_{suffix}", f"{label}, {what}", opener(**options), baseline=f"{key}_bare")
+        for key, label, opener in _HANDLERS
+        for suffix, what, options in (
+            ("bare", "no instrument (reference)", {}),
+            ("instrumented", "a no-op Instrument", {"instrumented": True}),
+        )
     ),
-    Contender(
-        "bump_instrumented",
-        "@call async bump, a no-op Instrument",
-        contenders.trioserver_opener(contenders.Counter, "bump", instrumented=True),
-        baseline="bump_bare",
-    ),
-    Contender(
-        "event_bare",
-        "@call awaiting an Event, no instrument (reference)",
-        awaiting.trioserver_opener(awaiting.Budgeted, "event"),
-        baseline="event_bare",
-    ),
-    Contender(
-        "event_instrumented",
-        "@call awaiting an Event, a no-op Instrument",
-        awaiting.trioserver_opener(awaiting.Budgeted, "event", instrumented=True),
-        baseline="event_bare",
-    ),
-    Contender(
-        "bump_hooks",
-        "@call async bump, an Instrument with empty call hooks",
-        contenders.trioserver_opener(contenders.Counter, "bump", instrumented=_Hooked),
-        baseline="bump_bare",
-    ),
-    Contender(
-        "bump_otel_sdk",
-        "@call async bump, OpenTelemetryInstrument, SDK recording",
-        contenders.trioserver_opener(contenders.Counter, "bump", instrumented=otel_sdk),
-        baseline="bump_bare",
-    ),
-    Contender(
-        "bump_otel_sampled",
-        "@call async bump, OpenTelemetryInstrument, SDK sampling 1% of traces",
-        contenders.trioserver_opener(contenders.Counter, "bump", instrumented=otel_sampled),
-        baseline="bump_bare",
-    ),
-    Contender(
-        "bump_otel_api",
-        "@call async bump, OpenTelemetryInstrument, API only (no SDK)",
-        contenders.trioserver_opener(contenders.Counter, "bump", instrumented=otel_api),
-        baseline="bump_bare",
-    ),
-    Contender(
-        "event_hooks",
-        "@call awaiting an Event, an Instrument with empty call hooks",
-        awaiting.trioserver_opener(awaiting.Budgeted, "event", instrumented=_Hooked),
-        baseline="event_bare",
-    ),
-    Contender(
-        "event_otel_sdk",
-        "@call awaiting an Event, OpenTelemetryInstrument, SDK recording",
-        awaiting.trioserver_opener(awaiting.Budgeted, "event", instrumented=otel_sdk),
-        baseline="event_bare",
-    ),
-    Contender(
-        "event_otel_sampled",
-        "@call awaiting an Event, OpenTelemetryInstrument, SDK sampling 1% of traces",
-        awaiting.trioserver_opener(awaiting.Budgeted, "event", instrumented=otel_sampled),
-        baseline="event_bare",
-    ),
-    Contender(
-        "event_otel_api",
-        "@call awaiting an Event, OpenTelemetryInstrument, API only (no SDK)",
-        awaiting.trioserver_opener(awaiting.Budgeted, "event", instrumented=otel_api),
-        baseline="event_bare",
+    *(
+        Contender(
+            f"{key}_{suffix}",
+            f"{label}, {what}",
+            opener(instrumented=factory),
+            baseline=f"{key}_bare",
+        )
+        for key, label, opener in _HANDLERS
+        for suffix, what, factory in _PRICED
     ),
 ]
 
