@@ -751,7 +751,7 @@ class Hold:
 @attrs.define(eq=False)
 class CallRecord:
     rid: str
-    who: str  # c3, or "handler of r7" for calls made inside handlers
+    who: str  # c3, or "r7's handler" (or a child task of it) for calls made inside handlers
     server: int
     method: str
     kind: str  # call, cast
@@ -2071,12 +2071,13 @@ def order_problems(log: Log, spec: ServerSpec) -> list[str]:
             continue
         if (
             run is None
-            and not _private.ENABLED
+            and (not _private.ENABLED or "handler" in record.who)
             and record.outcome_kind == "cancelled"
             and admitted_by_deadline(spec, record)
         ):
-            # Maybe refused by admission at a moment not seen from outside: on public trio
-            # its caller then waits for its deadline, holding nothing (not a waiting request).
+            # Maybe refused by admission at a moment not seen from outside: on public trio, or
+            # when the caller is a handler (`_caller.end_as_deadline`), it then waits for its
+            # deadline, holding nothing (not a waiting request).
             continue
         guard = spec.method(record.method).guard
         waiters.append(Waiter(record, run, record.start, left, guard))

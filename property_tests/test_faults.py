@@ -29,10 +29,15 @@ from property_tests.faults import (
     CYCLES,
     GENERAL,
     GUARDED,
+    INHERIT,
     RELEASED,
     STOPS,
     SUPERVISED,
+    Action,
+    CallerSpec,
+    MethodSpec,
     Scenario,
+    ServerSpec,
     ThreadScenario,
     assert_invariants,
     assert_thread_invariants,
@@ -101,8 +106,32 @@ def test_handlers_release_the_server_and_take_it_back(scenario: Scenario) -> Non
     assert_invariants(scenario)
 
 
+def _shed_handler_caller() -> Scenario:
+    """Found by CI: S0's handler calls S2 (admission on) with 0.5 s left while S2 is busy for
+    0.25 s; admission refuses it as S2 frees (0.25 s left, 0.25 s expected). The refused
+    handler-caller waits for its deadline (`_caller.end_as_deadline`), holding no place in S2's
+    mailbox: not a request S2 left waiting (invariant 14 once said it was)."""
+
+    def method(name: str, timeout: float | str | None = INHERIT) -> MethodSpec:
+        return MethodSpec(name, "call", True, timeout=timeout)
+
+    inner = Action("other", server=2, method="m0", inner=Action("return"))
+    return Scenario(
+        servers=(
+            ServerSpec(0, (method("m0"), method("m1")), admission=False),
+            ServerSpec(1, (method("m0", 0.5),), admission=False),
+            ServerSpec(2, (method("m0"), method("m1"))),
+        ),
+        callers=(
+            CallerSpec(0, 2, "m0", Action("sleep", seconds=0.25)),
+            CallerSpec(1, 1, "m0", Action("other", server=0, method="m0", inner=inner)),
+        ),
+    )
+
+
 @fault_settings(150)
 @given(scenarios(CYCLES))
+@hypothesis.example(_shed_handler_caller())
 def test_handlers_call_each_others_servers(scenario: Scenario) -> None:
     assert_invariants(scenario)
 
