@@ -1353,7 +1353,7 @@ def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSp
             return "maybe" if retaking else "no"  # (a handler about to take the server back)
         if holder is top:
             return "maybe" if unsure else "yes"
-        if holder.deadline <= now:
+        if holder.deadline <= now or caller_left(log, holder.rid, now):
             unsure = True  # it is being cut at this very instant
         if id(holder) in seen:
             return "maybe"  # a cycle that does not pass through this caller
@@ -1371,7 +1371,7 @@ def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSp
             # it awaits
             if running is top:
                 return "maybe" if unsure else "yes"
-            if running.deadline <= now:
+            if running.deadline <= now or caller_left(log, running.rid, now):
                 unsure = True
             if id(running) in seen:
                 return "maybe"
@@ -1390,6 +1390,19 @@ def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSp
         spec = log.scenario.servers[waits_for.server]
         if may_wait_for_guard(spec, spec.method(waits_for.method).guard):
             unsure = True  # it may wait for its guard: a state, not a request
+
+
+def caller_left(log: Log, rid: str, now: float) -> bool:
+    """Whether the caller of request `rid` has left by `now` (its deadline passed or its scope
+    cancelled), directly or through the callers of the handlers that made it: its handler is
+    then being cut at this very instant, and the waits through it are about to end."""
+    record = next((c for c in log.calls if c.rid == rid), None)
+    if record is None:
+        return False
+    if record.own_limit <= now:
+        return True
+    parent = re.search(r"\b(r\d+|c\d+)'s handler", record.who)
+    return parent is not None and caller_left(log, parent.group(1), now)
 
 
 async def run_caller(log: Log, spec: CallerSpec, all_done: Callable[[], None]) -> None:
