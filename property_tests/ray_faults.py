@@ -33,12 +33,13 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
    same class and arguments, with the actor's traceback as a note; `NotSendable` for one that
    cannot be rebuilt), `CallTimeout` (only from a handler cut at its *own* budget), the
    caller's own cancellation (`trio.Cancelled`, caught by the caller's own scope, at or after
-   its limit), `ServerOverloaded` (deadline-aware admission, on by default: only for a call
-   that sent a deadline, and whose handler never ran), `ServerStopped` (only once `stop` was
-   called), `ServerCrashed` (only for a call in flight when the actor was killed, or sent
-   while it was restarting or dead). A request runs at most once, and a call whose handler
-   returned or raised gets that reply unless its caller left first or the actor was killed
-   meanwhile. No caller is still waiting at the end.
+   its limit; or before it for a call refused by deadline-aware admission, on by default,
+   which ends the call as its deadline: only a call that sent a deadline, and whose handler
+   never ran), never `ServerOverloaded` (the actor's mailbox is unbounded), `ServerStopped`
+   (only once `stop` was called), `ServerCrashed` (only for a call in flight when the actor
+   was killed, or sent while it was restarting or dead). A request runs at most once, and a
+   call whose handler returned or raised gets that reply unless its caller left first or the
+   actor was killed meanwhile. No caller is still waiting at the end.
 2. Nobody is told later than its limit plus `TOLERANCE`: a caller with a deadline or a
    cancellation hears by then; a `CallTimeout` comes within `TOLERANCE` of its handler's
    budget; a caller still waiting when `stop` returns (through either handle, or both at
@@ -56,9 +57,10 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
 6. Statistics add up for each life that ended by `stop`: ``handled``, ``failed`` and
    ``timed_out + cancelled`` are exactly the handler runs that returned, raised and were cut
    (the server's record); nothing is running or queued after the stop; requests counted never
-   exceed requests sent; with one life, ``timed_out`` covers every `CallTimeout` heard and
-   ``shed`` is every `ServerOverloaded` and ``dropped`` covers every cast that was queued
-   (its caster's ``await`` returned) and never ran.
+   exceed requests sent; with one life, ``timed_out`` covers every `CallTimeout` heard,
+   ``shed`` covers every call with a deadline that ended before it without running (at most
+   those that ended by their deadline without running too), and ``dropped`` covers every cast
+   that was queued (its caster's ``await`` returned) and never ran.
 7. Nothing is left: no trio task in the callers' run, no coroutine on the actor's asyncio loop
    (every request was answered or cancelled), and no thread (the hosts' trio threads and the
    loop's) once the scenario ended.
@@ -1091,7 +1093,7 @@ def check(log: Log) -> list[str]:
         elif kind == "cancelled":
             if spec.limit == "none":
                 bad("1", f"{story}: Cancelled, with no limit of its own")
-            elif record.finish < record.limit:
+            elif record.finish < record.limit and not refusable(record, mine):
                 bad("1", f"{story}: Cancelled before its limit")
         elif isinstance(outcome, Boom):
             if spec.kind != "boom" or outcome.args != (spec.rid,):
@@ -1127,12 +1129,9 @@ def check(log: Log) -> list[str]:
             if not lost:
                 bad("1", f"{story}: ServerCrashed, but no kill touched it")
         elif isinstance(outcome, ServerOverloaded):
-            # deadline-aware admission (on by default) refuses a call whose caller has less
-            # time left than the method's expected service: the time sent with the request
-            if spec.limit != "deadline" or spec.kind == "cast":
-                bad("1", f"{story}: ServerOverloaded, but its caller sent no deadline")
-            elif mine:
-                bad("1", f"{story}: ServerOverloaded, yet its handler ran")
+            # admission ends a refused call as its caller's deadline; ServerOverloaded is only
+            # for a full mailbox, and the actor's is unbounded
+            bad("1", f"{story}: ServerOverloaded from an unbounded mailbox")
         else:
             bad("1", f"{story}: not an allowed outcome")
         # a call whose handler returned or raised hears that, unless it left or was lost (then
@@ -1246,9 +1245,20 @@ def check(log: Log) -> list[str]:
                 )
                 if stats.dropped < dropped and window is None:  # (drops come with the stop)
                     bad("6", f"{where}: dropped, but {dropped} casts were queued and never ran")
-                shed = sum(isinstance(c.outcome, ServerOverloaded) for c in log.calls)
-                if stats.shed != shed:
-                    bad("6", f"{where}: shed, but {shed} callers heard ServerOverloaded")
+                # refused by admission: ended before their limit (private trio access) or at
+                # it (public trio), their handler never run
+                unrun = [
+                    c
+                    for c in log.calls
+                    if c.outcome_kind == "cancelled" and refusable(c, runs.get(c.spec.rid, []))
+                ]
+                early = sum(c.finish is not None and c.finish < c.limit for c in unrun)
+                if not early <= stats.shed <= len(unrun):
+                    bad(
+                        "6",
+                        f"{where}: shed, but {early} callers ended before their limit without "
+                        f"running ({len(unrun)} by it)",
+                    )
     # 7: nothing left
     if log.leftover_trio:
         bad("7", f"trio tasks left in the callers' run: {log.leftover_trio}")
@@ -1330,6 +1340,15 @@ def events(log: Log) -> list[str]:
         if back is not None and any(run.life > 0 for run in log.record.runs):
             found.append("a restarted actor ran handlers")
     return found
+
+
+def refusable(record: CallRecord, runs: list[Run]) -> bool:
+    """Whether admission may have refused `record`'s call, ending it as its caller's deadline
+    (on private trio access at once, on public trio at the deadline): a call that sent a
+    deadline and whose handler never ran."""
+    return (
+        record.spec.limit == "deadline" and record.spec.kind not in ("cast", "stats") and not runs
+    )
 
 
 def spec_limited(record: CallRecord) -> bool:

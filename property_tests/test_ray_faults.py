@@ -22,6 +22,7 @@ pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ra
 
 from property_tests.faults import violation_type
 from property_tests.ray_faults import (
+    CallerSpec,
     Scenario,
     check,
     events,
@@ -51,6 +52,22 @@ def assert_invariants(scenario: Scenario) -> None:
         raise violation_type(problems[0])("\n" + report(log, problems))
 
 
+REFUSED_BY_ADMISSION = Scenario(
+    callers=(
+        CallerSpec(0, "wait", 0.0, 0.0, "none", 0.0, False),
+        CallerSpec(1, "wait", 0.0, 0.2, "deadline", 0.03, False),
+    ),
+    gate_at=0.1,
+    stop_at=None,
+    kill_at=None,
+    restarts=0,
+    second_stop=True,
+)
+"""Found at 1,500 examples: c1 calls `wait` with 0.03 s left once it is known to take 0.1 s;
+admission refuses it, and the call ends as its deadline, at once (checks 1 and 6 once
+expected `ServerOverloaded`, which admission no longer gives)."""
+
+
 @hypothesis.settings(
     max_examples=EXAMPLES or 60,
     deadline=None,
@@ -59,5 +76,6 @@ def assert_invariants(scenario: Scenario) -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(scenarios())
+@hypothesis.example(REFUSED_BY_ADMISSION)
 def test_calls_across_the_actor_keep_the_contract(scenario: Scenario) -> None:
     assert_invariants(scenario)
