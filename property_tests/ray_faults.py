@@ -56,7 +56,8 @@ server meanwhile. `check` returns the violations of the invariants, each naming 
    than `TOLERANCE` past its budget.
 6. Statistics add up for each life that ended by `stop`: ``handled``, ``failed`` and
    ``timed_out + cancelled`` are exactly the handler runs that returned, raised and were cut
-   (the server's record); nothing is running or queued after the stop; requests counted never
+   (the server's record; a run that returned or raised as its caller left may be counted
+   cancelled instead); nothing is running or queued after the stop; requests counted never
    exceed requests sent; with one life, ``timed_out`` covers every `CallTimeout` heard,
    ``shed`` covers every call with a deadline that ended before it without running (at most
    those that ended by their deadline without running too), and ``dropped`` covers every cast
@@ -1204,6 +1205,7 @@ def check(log: Log) -> list[str]:
             if run.start > log.stop_done and judged(run):
                 bad("8", f"the handler of {run.rid} (life {run.life}) started after stop returned")
     # 6: statistics of each life that ended by stop
+    callers_left = {c.spec.rid for c in log.calls if c.outcome_kind == "cancelled"}
     if not log.hang and not log.errors:
         for index in sorted(log.lives_stopped):
             stats = log.stats.get(index)
@@ -1213,12 +1215,23 @@ def check(log: Log) -> list[str]:
             window = log.stats_window.get(index)
             where = f"life {index} after its stop: {stats!r}"
 
+            # a handler that returned or raised as its caller left may be counted cancelled
+            # (its request abandoned a moment before it ended): which, the actor's timing says
+            left = [
+                run
+                for run in theirs
+                if run.ending in ("returned", "raised") and run.rid in callers_left
+            ]
             for counter, value, endings in (
                 ("handled", stats.handled, ("returned",)),
                 ("failed", stats.failed, ("raised",)),
                 ("timed_out + cancelled", stats.timed_out + stats.cancelled, ("cancelled",)),
             ):
                 low, high = ended(theirs, window, endings)
+                if endings == ("cancelled",):
+                    high += len(left)
+                else:
+                    low -= sum(run.ending in endings for run in left)
                 if not low <= value <= high:
                     bad("6", f"{where}: {counter}, but {low}-{high} handlers {endings[0]}")
             if stats.running or stats.queued:
