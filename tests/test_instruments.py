@@ -211,8 +211,8 @@ async def test_only_the_hooks_an_instrument_overrides_cost_a_call_info(
 ) -> None:
     built: list[str] = []
 
-    def counting(*args: object, **kwargs: object) -> CallInfo:
-        info = CallInfo(*args, **kwargs)  # type: ignore[arg-type]
+    def counting(cls: type[CallInfo], fields: tuple[object, ...]) -> CallInfo:
+        info: CallInfo = tuple.__new__(cls, fields)  # type: ignore[type-var]
         built.append(info.method)
         return info
 
@@ -223,7 +223,7 @@ async def test_only_the_hooks_an_instrument_overrides_cost_a_call_info(
         def call_finished(self, call: CallInfo) -> None:
             self.outcomes.append(call.outcome)
 
-    monkeypatch.setattr(_state, "CallInfo", counting)
+    monkeypatch.setattr(_state, "build_info", counting)
     async with open_server(Desk(), instruments=[Instrument()]) as desk:
         for _ in range(3):
             await desk.work(0.0)

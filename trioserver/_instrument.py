@@ -7,10 +7,10 @@ falsy check per event; nor does one whose instruments do not override that event
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
-from typing import Literal
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, NamedTuple
 
-import attrs
 import trio
 
 logger = logging.getLogger("trioserver")
@@ -27,36 +27,52 @@ Hook = Literal[
 ]
 
 
-@attrs.frozen
-class CallInfo:
-    """One request as an instrument sees it. Times are `trio.current_time` readings."""
+class CallInfo(NamedTuple):
+    """One request as an instrument sees it (an immutable named tuple, one per event). Times
+    are `trio.current_time` readings."""
 
     server: str
-    """The server class's name."""
     method: str
-    """``Class.method``."""
     kind: Literal["call", "cast"]
     number: int
-    """Numbers the server's requests from 1, in arrival order (per run)."""
     queued_at: float
-    """When it was queued (for one refused before queueing: when it was refused)."""
     started_at: float | None = None
-    """When its handler started (`call_started`, `call_finished`)."""
     ended_at: float | None = None
-    """When it ended: finished, withdrawn, dropped or shed."""
     outcome: str | None = None
-    """``handled``, ``failed``, ``timed_out``, ``cancelled`` (`call_finished`);
-    ``withdrawn``, ``dropped`` (`call_withdrawn`); ``shed`` (`call_shed`)."""
     reason: str | None = None
-    """Why a request was shed or dropped, in words; for `Instrument.cast_retried` and
-    `Instrument.cast_dead`, what its run raised."""
     stored_as: int | None = None
-    """A durable cast's number in its store (commit order), else None. For
-    `Instrument.cast_stored`, `~Instrument.cast_retried` and `~Instrument.cast_dead`,
-    `number` is that number too."""
     server_id: int = 0
-    """``id()`` of the server object: with `number`, it tells apart the requests of two
-    servers of one class (each numbers its own from 1)."""
+
+
+# (a named tuple's fields are its class's properties: their docstrings, which autodoc shows)
+_FIELD_DOCS = {
+    "server": "The server class's name.",
+    "method": "``Class.method``.",
+    "kind": "``call`` or ``cast``.",
+    "number": "Numbers the server's requests from 1, in arrival order (per run).",
+    "queued_at": "When it was queued (for one refused before queueing: when it was refused).",
+    "started_at": "When its handler started (`call_started`, `call_finished`).",
+    "ended_at": "When it ended: finished, withdrawn, dropped or shed.",
+    "outcome": (
+        "``handled``, ``failed``, ``timed_out``, ``cancelled`` (`call_finished`); "
+        "``withdrawn``, ``dropped`` (`call_withdrawn`); ``shed`` (`call_shed`)."
+    ),
+    "reason": (
+        "Why a request was shed or dropped, in words; for `Instrument.cast_retried` and "
+        "`Instrument.cast_dead`, what its run raised."
+    ),
+    "stored_as": (
+        "A durable cast's number in its store (commit order), else None. For "
+        "`Instrument.cast_stored`, `~Instrument.cast_retried` and `~Instrument.cast_dead`, "
+        "`number` is that number too."
+    ),
+    "server_id": (
+        "``id()`` of the server object: with `number`, it tells apart the requests of two "
+        "servers of one class (each numbers its own from 1)."
+    ),
+}
+for _field, _doc in _FIELD_DOCS.items():
+    getattr(CallInfo, _field).__doc__ = _doc
 
 
 class Instrument:
@@ -115,19 +131,38 @@ def _overridden(instrument: Instrument) -> frozenset[Hook]:
     return frozenset(found)
 
 
+Calls = dict[Hook, tuple[Callable[[CallInfo], None], ...]]
+"""Per hook, the bound hooks of the instruments that override it, in installation order."""
+
+
+def _bound(instruments: tuple[Instrument, ...]) -> tuple[frozenset[Hook], Calls]:
+    """What the call path reads of `instruments`: the hooks any overrides, and per hook the
+    bound methods to call (built once per change, not per event)."""
+    overridden = [(instrument, _overridden(instrument)) for instrument in instruments]
+    hooked = frozenset[Hook]().union(*(hooks for _, hooks in overridden))
+    calls: Calls = {
+        hook: tuple(getattr(i, hook) for i, hooks in overridden if hook in hooks) for hook in HOOKS
+    }
+    return hooked, calls
+
+
 class InstrumentList:
-    """Instruments in installation order, and `hooked`: the hooks any of them overrides.
+    """Instruments in installation order, and what the call path reads of them: `hooked`, the
+    hooks any of them overrides, and `calls`, per hook the bound methods to call.
 
     The call path asks ``hooked`` (one attribute read) before it builds a `CallInfo`: a
-    server whose instruments override nothing pays nothing more than one with none.
+    server whose instruments override nothing pays nothing more than one with none. A change
+    recomputes both here and in every `Instruments` that combines this list (`dependents`).
     """
 
-    __slots__ = ("hooked", "items", "snapshot")
+    __slots__ = ("calls", "dependents", "hooked", "items", "snapshot")
 
     def __init__(self, items: Iterable[Instrument] = ()) -> None:
         self.items: list[Instrument] = []
+        self.snapshot: tuple[Instrument, ...] = ()  # `items` as a tuple
         self.hooked: frozenset[Hook] = frozenset()
-        self.snapshot: tuple[Instrument, ...] = ()  # `items` as a tuple: a new one per change
+        self.calls: Calls = _bound(())[1]
+        self.dependents: weakref.WeakSet[Instruments] = weakref.WeakSet()
         for instrument in items:
             self.add(instrument)
 
@@ -143,13 +178,17 @@ class InstrumentList:
     def add(self, instrument: Instrument) -> None:
         if instrument not in self.items:
             self.items.append(instrument)
-            self.hooked |= _overridden(instrument)
-            self.snapshot = tuple(self.items)
+            self._changed()
 
     def remove(self, instrument: Instrument) -> None:
         self.items.remove(instrument)
-        self.hooked = frozenset().union(*(_overridden(i) for i in self.items))
+        self._changed()
+
+    def _changed(self) -> None:
         self.snapshot = tuple(self.items)
+        self.hooked, self.calls = _bound(self.snapshot)
+        for dependent in self.dependents:
+            dependent.combine()
 
 
 _RUN: trio.lowlevel.RunVar[InstrumentList] = trio.lowlevel.RunVar("trioserver_instruments")
@@ -166,46 +205,36 @@ def run_instruments() -> InstrumentList:
 
 
 class Instruments:
-    """A server's own instruments followed by the run's, read live (for servers that have own).
+    """A server's own instruments followed by the run's (for servers that have own), with
+    `hooked`, `calls` and `snapshot` as `InstrumentList` has them, recombined when either
+    list changes.
 
     A server with no own instruments uses the run's list itself.
     """
 
-    __slots__ = ("_hooked", "_seen", "_snapshot", "own", "shared")
+    __slots__ = ("__weakref__", "calls", "hooked", "own", "shared", "snapshot")
 
     def __init__(self, own: InstrumentList, shared: InstrumentList) -> None:
         self.own = own
         self.shared = shared
-        self._seen: tuple[object, object] = ((), ())  # the two snapshots last combined
-        self._hooked: frozenset[Hook] = frozenset()
-        self._snapshot: tuple[Instrument, ...] = ()
+        self.snapshot: tuple[Instrument, ...] = ()
+        self.hooked: frozenset[Hook] = frozenset()
+        self.calls: Calls = own.calls
+        own.dependents.add(self)
+        shared.dependents.add(self)
+        self.combine()
 
-    def _combine(self) -> None:
-        """Recombine the two lists, if either changed since (each change makes a new tuple)."""
-        own, shared = self.own.snapshot, self.shared.snapshot
-        seen_own, seen_shared = self._seen
-        if own is not seen_own or shared is not seen_shared:
-            self._seen = (own, shared)
-            self._hooked = self.own.hooked | self.shared.hooked
-            self._snapshot = own + tuple(i for i in shared if i not in own)
-
-    @property
-    def hooked(self) -> frozenset[Hook]:
-        self._combine()
-        return self._hooked
-
-    @property
-    def snapshot(self) -> tuple[Instrument, ...]:
-        """Own instruments, then the run's, as a tuple (read live: recombined after a change)."""
-        self._combine()
-        return self._snapshot
+    def combine(self) -> None:
+        """Own instruments, then the run's not among them (after a change to either)."""
+        own = self.own.snapshot
+        self.snapshot = own + tuple(i for i in self.shared.snapshot if i not in own)
+        self.hooked, self.calls = _bound(self.snapshot)
 
     def __bool__(self) -> bool:
         return bool(self.own or self.shared)
 
     def __iter__(self) -> Iterator[Instrument]:
-        yield from self.own
-        yield from (i for i in self.shared if i not in self.own)
+        return iter(self.snapshot)
 
     def remove(self, instrument: Instrument) -> None:
         if instrument in self.own:

@@ -47,6 +47,7 @@ REASON: Final = "trioserver.reason"
 QUEUE_WAIT: Final = "trioserver.queue_wait"
 
 _NS: Final = 1_000_000_000
+_current_root_task = trio.lowlevel.current_root_task
 
 
 @attrs.define(eq=False, slots=True)
@@ -74,6 +75,8 @@ class _Live:
     """A request between its queueing and its end: its span, and the context it replaced."""
 
     span: trace.Span
+    names: _Names
+    recording: bool  # `span.is_recording()`, asked once: without an SDK it is never
     queued: bool  # counted in the mailbox depth
     previous: otel_context.Context | None = None  # set while its handler runs
 
@@ -189,7 +192,7 @@ class OpenTelemetryInstrument(Instrument):
 
     def _ns(self, at: float) -> int:
         """A trio clock reading as OpenTelemetry's time: ns since the epoch."""
-        root = trio.lowlevel.current_root_task()
+        root = _current_root_task()
         if root is not self._root:
             self._root = root
             self._offset = time_ns() - round(trio.lowlevel.current_clock().current_time() * _NS)
@@ -205,29 +208,29 @@ class OpenTelemetryInstrument(Instrument):
             attributes=names.span_attributes,
             start_time=at,
         )
+        recording = span.is_recording()
         if queued:
-            if span.is_recording():
+            if recording:
                 span.add_event("queued", timestamp=at)
             self._depth[call.server] = self._depth.get(call.server, 0) + 1
-        return _Live(span, queued)
+        return _Live(span, names, recording, queued)
 
     def _close(self, call: CallInfo, live: _Live, event: str | None) -> None:
         """End `call`'s span with its outcome, and record its duration."""
-        assert call.ended_at is not None
-        assert call.outcome is not None
-        span = live.span
-        status = call.outcome
-        end = self._ns(call.ended_at)
-        names = self._names_of(call)
-        if span.is_recording():
+        ended_at, status = call.ended_at, call.outcome
+        assert ended_at is not None
+        assert status is not None
+        if live.recording:  # (a span that does not record ignores its end: no time needed)
+            span = live.span
+            end = self._ns(ended_at)
             if event is not None:
                 span.add_event(event, {REASON: call.reason or ""}, timestamp=end)
             span.set_attribute(RPC_STATUS, status)
             if status != "handled":
                 span.set_attribute(ERROR_TYPE, status)
                 span.set_status(Status(StatusCode.ERROR, call.reason))
-        span.end(end_time=end)
-        self._duration.record(call.ended_at - call.queued_at, names.ended_as(status))
+            span.end(end_time=end)
+        self._duration.record(ended_at - call.queued_at, live.names.ended_as(status))
 
     def _unqueue(self, call: CallInfo, live: _Live) -> None:
         if live.queued:
@@ -244,14 +247,15 @@ class OpenTelemetryInstrument(Instrument):
         live = self._live.get((call.server_id, call.number))
         if live is None:  # (installed while it was queued)
             live = self._live[call.server_id, call.number] = self._open(call, False)
-        self._unqueue(call, live)
+        if live.queued:
+            self._unqueue(call, live)
         wait = call.started_at - call.queued_at
-        if live.span.is_recording():
+        if live.recording:
             live.span.add_event("started", {QUEUE_WAIT: wait}, timestamp=self._ns(call.started_at))
-        self._queue_wait.record(wait, self._names_of(call).metric_attributes)
+        self._queue_wait.record(wait, live.names.metric_attributes)
         # This hook runs in the handler's contextvars: the span is made current for the handler
         # (unless it is invalid: the API without an SDK makes only those, and they carry nothing).
-        if live.span.get_span_context().is_valid:
+        if live.recording or live.span.get_span_context().is_valid:
             live.previous = otel_context.get_current()
             otel_context.attach(trace.set_span_in_context(live.span, live.previous))
 
@@ -268,7 +272,7 @@ class OpenTelemetryInstrument(Instrument):
         if live is None:
             live = self._open(call, False)
         self._unqueue(call, live)
-        self._withdrawn.add(1, self._names_of(call).ended_as(call.outcome or "withdrawn"))
+        self._withdrawn.add(1, live.names.ended_as(call.outcome or "withdrawn"))
         self._close(call, live, call.outcome)
 
     def call_shed(self, call: CallInfo) -> None:
@@ -276,7 +280,7 @@ class OpenTelemetryInstrument(Instrument):
         if live is None:  # refused before it was queued: in its caller's task
             live = self._open(call, False)
         self._unqueue(call, live)
-        self._shed.add(1, self._names_of(call).ended_as("shed"))
+        self._shed.add(1, live.names.ended_as("shed"))
         self._close(call, live, "shed")
 
     def _observe_depth(self, options: CallbackOptions) -> Iterable[Observation]:
