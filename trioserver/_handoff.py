@@ -111,7 +111,7 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
     if failure is not None and not isinstance(failure, Exception):
         # KeyboardInterrupt, SystemExit...: the server's task raises it, as if it ran there
         return _hand_over(state, request, failure, RAISE)
-    if failure is None and request.state == RUNNING and "call_finished" not in hooked:
+    if failure is None and request.state == RUNNING:
         # `_reply.finish` inlined for its commonest case, a handler that returned at once:
         # a tenth of the round trip in benchmarks/roundtrip.py, 1 caller.
         ended = state.now()
@@ -119,6 +119,8 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
         state.handled += 1  # (no `turns`: no guard waits while a request is handed off)
         request.state = DONE
         state.current = None
+        if "call_finished" in hooked:  # (in the handler's contextvars, as on the queued path)
+            server.context.run(state.emit, "call_finished", request, "handled")
         return result
     outcome = Value(result) if failure is None else Error(failure)
     if "call_finished" in hooked:  # (in the handler's contextvars, as on the queued path)

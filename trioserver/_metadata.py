@@ -33,8 +33,8 @@ def fixup_module_metadata(module_name: str, names: list[str], namespace: dict[st
     def resolve_annotations(cls: type) -> None:
         # `typing.get_type_hints` evaluates a class's string annotations in the module its
         # `__module__` names: evaluate them now, in the module that wrote them.
-        own = vars(cls).get("__annotations__")
-        if not own or not any(isinstance(value, str) for value in own.values()):
+        own = vars(cls).get("__annotations__")  # (a named tuple's are ForwardRefs)
+        if not own or not any(isinstance(value, str | typing.ForwardRef) for value in own.values()):
             return
         try:
             hints = typing.get_type_hints(cls, include_extras=True)
