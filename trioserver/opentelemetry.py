@@ -200,7 +200,7 @@ class OpenTelemetryInstrument(Instrument):
 
     def _open(self, call: CallInfo, queued: bool) -> _Live:
         """Start `call`'s span, a child of the current context's span (the caller's)."""
-        names = self._names_of(call)
+        names = self._names.get(call.method) or self._names_of(call)
         at = self._ns(call.queued_at)
         span = self._tracer.start_span(
             names.span_name,
