@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import trio
@@ -16,6 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from trioserver import (
     CallTimeout,
+    SQLiteStore,
     ServerOverloaded,
     ServerStopped,
     _private,
@@ -488,3 +490,52 @@ def test_importing_trioserver_does_not_import_opentelemetry() -> None:
         "assert 'opentelemetry.trace' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@server
+class Outbox:
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.sent: list[str] = []
+
+    @cast(durable=True, attempts=3, backoff=1.0)
+    async def send(self, to: str) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("smtp down")
+        self.sent.append(to)
+
+    @call
+    def count(self) -> int:
+        return len(self.sent)
+
+
+@pytest.fixture
+def store_clock() -> trio.abc.Clock:
+    """Virtual time that jumps only after 50 ms (real) with every task asleep: time stands
+    still while the store commits in its worker thread."""
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
+async def test_each_run_of_a_durable_cast_is_a_root_span(
+    otel: Otel, tmp_path: Path, store_clock: trio.abc.Clock
+) -> None:
+    """A durable cast is a request each time it runs: a failed run's span ends ``failed``, the
+    retry's ``handled``. Each run is queued by the store once the cast is committed, and may
+    come after a crash, in another process: its spans are roots, not the caster's children."""
+    outbox = Outbox(failures=1)
+    async with open_server(
+        outbox, store=SQLiteStore(tmp_path / "casts.db"), instruments=[otel.instrument]
+    ) as handle:
+        with otel.tracer.start_as_current_span("caster") as caster:
+            await handle.send("ann")
+        with trio.fail_after(60):
+            while outbox.sent != ["ann"]:
+                await trio.sleep(0.25)
+    runs = otel.spans("Outbox/send")
+    statuses = [(s.attributes or {}).get("rpc.response.status_code") for s in runs]
+    assert statuses == ["failed", "handled"]
+    assert all((s.attributes or {}).get("trioserver.kind") == "cast" for s in runs)
+    assert [parent_id(s) for s in runs] == [None, None]
+    assert runs[0].status.status_code == StatusCode.ERROR
+    assert span_id(caster) not in {parent_id(s) for s in otel.spans()}
