@@ -17,9 +17,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from trioserver import (
     CallTimeout,
-    SQLiteStore,
     ServerOverloaded,
     ServerStopped,
+    SQLiteStore,
     _private,
     add_instrument,
     call,
@@ -497,6 +497,7 @@ class Outbox:
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.sent: list[str] = []
+        self.done = trio.Event()
 
     @cast(durable=True, attempts=3, backoff=1.0)
     async def send(self, to: str) -> None:
@@ -504,6 +505,7 @@ class Outbox:
             self.failures -= 1
             raise ConnectionError("smtp down")
         self.sent.append(to)
+        self.done.set()
 
     @call
     def count(self) -> int:
@@ -530,8 +532,8 @@ async def test_each_run_of_a_durable_cast_is_a_root_span(
         with otel.tracer.start_as_current_span("caster") as caster:
             await handle.send("ann")
         with trio.fail_after(60):
-            while outbox.sent != ["ann"]:
-                await trio.sleep(0.25)
+            await outbox.done.wait()
+    assert outbox.sent == ["ann"]
     runs = otel.spans("Outbox/send")
     statuses = [(s.attributes or {}).get("rpc.response.status_code") for s in runs]
     assert statuses == ["failed", "handled"]
