@@ -48,8 +48,9 @@ if TYPE_CHECKING:
     from ._spec import ServerSpec
 
 logger = logging.getLogger("trioserver")
+# Builds a `CallInfo` from the tuple of its fields (a named tuple's own constructor takes a
+# call of its own per event); tests wrap it.
 _tuple_new: Any = tuple.__new__  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-# builds a `CallInfo` from the tuple of its fields (tests wrap it)
 build_info: Callable[[type[CallInfo], tuple[object, ...]], CallInfo] = _tuple_new
 _STARTED = frozenset(("call_started", "call_finished"))  # hooks whose CallInfo has started_at
 _NOT_ENDED = frozenset(("call_queued", "call_started"))  # hooks whose CallInfo has no ended_at
