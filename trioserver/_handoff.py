@@ -35,6 +35,7 @@ from trio.lowlevel import Task, disable_ki_protection, enable_ki_protection, res
 from . import _private
 from ._reply import finish
 from ._request import DONE, RUNNING, Request
+from ._serving import mark_serving
 from ._state import ServerState, step_watch
 from ._statistics import MethodRecorder
 
@@ -69,6 +70,8 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
     request.state = RUNNING
     record.queue_wait.add(0.0)
     state.current = state.last_started = request
+    if not state.serving_marked:  # (the handler runs in the server task's contextvars)
+        server.context.run(mark_serving, state)
     hooked = state.instruments.hooked
     if "call_started" in hooked:  # (in the handler's contextvars, as on the queued path)
         server.context.run(state.emit, "call_started", request)

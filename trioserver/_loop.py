@@ -30,7 +30,7 @@ from ._guards import next_request
 from ._handoff import RAISE, go_on
 from ._reply import expire, finish, shed_at_start, start
 from ._request import DROPPED, RUNNING, STOPPED, Request, StoredRequest, deliver, seconds
-from ._serving import SERVING
+from ._serving import mark_serving
 from ._state import RETIRE, Block, ServerState
 from ._stopped import NotRunning
 
@@ -105,7 +105,6 @@ async def run(state: ServerState, number: int | None = None) -> None:
     if number is not None and (state.task is not _SPAWNING or state.spawns != number):
         return  # a released handler took the server back before this task began
     state.task = current_task()
-    SERVING.set(state)
     try:
         if state.started is not None:
             if state.spec.on_start is not None:
@@ -178,6 +177,8 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
             request = next_request(state)
         else:
             request = mailbox.take_nowait()
+        if request is not None and not state.serving_marked:
+            mark_serving(state)  # (in this task's contextvars, where the handler runs)
         if request is None:
             if state.stopping or not state.numbered:  # (not one request yet: no need to wait)
                 return True

@@ -129,6 +129,7 @@ class ServerState:
         "retiring",
         "scope",
         "scope_cancelled",
+        "serving_marked",
         "shed",
         "spawns",
         "spec",
@@ -164,6 +165,9 @@ class ServerState:
         self.task: Task | None = None  # the server's task now; None while it is idle
         self.spawns = 0  # tasks started: the one being started checks it is still wanted
         self.context = contextvars.copy_context()  # the server's contextvars
+        # `SERVING` is set in them (by `mark_serving`) once a request is first served: a
+        # server that never serves keeps its opener's mapping (a new one is 136 bytes)
+        self.serving_marked = False
         self.current: Request | None = None  # the request whose handler holds the server
         # handlers in released blocks (`_released`), and those waiting to take the server back
         self.blocks: dict[Request, Block] | None = None
