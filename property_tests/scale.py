@@ -1,4 +1,8 @@
-"""How much of each race hunt runs by default, and how to run it all.
+"""How much of each property suite runs by default, and how to run it all.
+
+The fault-injection suites (test_faults, test_cleanup_faults, test_durable_faults,
+test_ray_faults, test_opentelemetry) run a few dozen to a few hundred scenarios in ``make test``;
+``TRIOSERVER_FAULT_EXAMPLES=N`` runs N (or a stated fraction of N) per test: `fault_settings`.
 
 ``make test`` runs a few seeds and a few hundred examples per test, so that the suite stays
 quick on a small machine. ``TRIOSERVER_FULL_RACES=1`` runs what the issue asks for: 20 seeds
@@ -10,7 +14,26 @@ from __future__ import annotations
 
 import os
 
+import hypothesis
+from hypothesis import HealthCheck
+
 FULL = os.environ.get("TRIOSERVER_FULL_RACES") == "1"
 SEEDS = range(20) if FULL else range(3)
 TWIN_EXAMPLES = 1000 if FULL else 200
 MACHINE_TWIN_EXAMPLES = 1000 if FULL else 100
+
+FAULT_EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0"))
+
+
+def fault_settings(default: int, large: int | None = None) -> hypothesis.settings:
+    """A fault suite's settings: `default` examples, or `large` (`FAULT_EXAMPLES` unless
+    given) when ``TRIOSERVER_FAULT_EXAMPLES`` is set; seeds drawn fresh on every run (the
+    suites explore), no example database, the first failure only."""
+    return hypothesis.settings(
+        max_examples=(FAULT_EXAMPLES if large is None else large) or default,
+        deadline=None,
+        derandomize=False,
+        database=None,
+        report_multiple_bugs=False,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )

@@ -12,20 +12,17 @@ Small in ``make test``; ``TRIOSERVER_FAULT_EXAMPLES=N`` runs N.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import attrs
-import hypothesis
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given
+from hypothesis import given
 from hypothesis import strategies as st
 
+from property_tests.scale import fault_settings
 from trioserver import ServerStopped, call, cast, open_server, server, statistics
-
-EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0"))
 
 
 @server(timeout=None)
@@ -194,13 +191,7 @@ def check(scenario: Scenario) -> None:
     assert not problems, f"{scenario}\n" + "\n".join(problems)
 
 
-@hypothesis.settings(
-    max_examples=EXAMPLES or 150,
-    deadline=None,
-    database=None,
-    report_multiple_bugs=False,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@fault_settings(150)
 @given(scenarios())
 def test_cleanup_releases_are_never_lost(scenario: Scenario) -> None:
     check(scenario)

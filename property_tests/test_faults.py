@@ -16,13 +16,8 @@ A call that closes a cycle of waits must raise DeadlockError at once (guarantee 
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
-
 import hypothesis
-import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import given
 
 from property_tests.faults import (
     BURSTS,
@@ -44,30 +39,7 @@ from property_tests.faults import (
     scenarios,
     thread_scenarios,
 )
-
-EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0"))
-
-
-def fault_settings(default: int, large: int | None = None) -> hypothesis.settings:
-    return hypothesis.settings(
-        max_examples=(large if large is not None else EXAMPLES) or default,
-        deadline=None,
-        derandomize=False,
-        database=None,
-        report_multiple_bugs=False,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    )
-
-
-@pytest.fixture(autouse=True)
-def _quiet_trioserver_logger() -> Iterator[None]:
-    """Casts' failures and supervisors' restarts are logged; the scenarios make thousands.
-    (Only while these tests run: other tests read the logger's records.)"""
-    logger = logging.getLogger("trioserver")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    yield
-    logger.setLevel(level)
+from property_tests.scale import FAULT_EXAMPLES, fault_settings
 
 
 @fault_settings(250)
@@ -164,7 +136,7 @@ def test_handlers_call_each_others_servers(scenario: Scenario) -> None:
     assert_invariants(scenario)
 
 
-@fault_settings(8, large=EXAMPLES // 50)
+@fault_settings(8, large=FAULT_EXAMPLES // 50)
 @given(thread_scenarios())
 def test_thread_handlers_on_real_time(scenario: ThreadScenario) -> None:
     assert_thread_invariants(scenario)

@@ -13,22 +13,18 @@ Each example is one ``trio.run`` on a ``MockClock`` (autojump). Small by default
 
 from __future__ import annotations
 
-import logging
 import math
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
-import hypothesis
-import pytest
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given
+from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from property_tests.scale import fault_settings
 from tests.otel import Otel, make_otel
 from trioserver import (
     CallTimeout,
@@ -42,7 +38,6 @@ from trioserver import (
 )
 from trioserver._statistics import ServerStatistics
 
-EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0"))
 BUDGET = 1.0
 """The handlers' budget, in seconds."""
 
@@ -261,22 +256,7 @@ def cut_when_cancelled(scenario: Scenario, index: int, span: ReadableSpan) -> bo
     return math.isclose(cut_at, spec.start + spec.cancel_after, abs_tol=1e-6)
 
 
-@pytest.fixture(autouse=True)
-def _quiet_trioserver_logger() -> Iterator[None]:
-    """Failing casts are logged; the scenarios make many."""
-    logger = logging.getLogger("trioserver")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    yield
-    logger.setLevel(level)
-
-
-@hypothesis.settings(
-    max_examples=EXAMPLES or 60,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@fault_settings(60)
 @given(scenarios())
 def test_every_request_is_one_span_with_the_outcome_its_caller_saw(scenario: Scenario) -> None:
     otel = make_otel()

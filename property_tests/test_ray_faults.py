@@ -10,13 +10,9 @@ same scenarios against the real cluster (N // 50 of them, 3 by default).
 
 from __future__ import annotations
 
-import logging
-import os
-from collections.abc import Iterator
-
 import hypothesis
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import given
 
 pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ray])")
 
@@ -30,17 +26,7 @@ from property_tests.ray_faults import (
     run_scenario,
     scenarios,
 )
-
-EXAMPLES = int(os.environ.get("TRIOSERVER_FAULT_EXAMPLES", "0")) // 2
-
-
-@pytest.fixture(autouse=True)
-def _quiet_trioserver_logger() -> Iterator[None]:
-    logger = logging.getLogger("trioserver")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    yield
-    logger.setLevel(level)
+from property_tests.scale import FAULT_EXAMPLES, fault_settings
 
 
 def assert_invariants(scenario: Scenario) -> None:
@@ -68,13 +54,7 @@ admission refuses it, and the call ends as its deadline, at once (checks 1 and 6
 expected `ServerOverloaded`, which admission no longer gives)."""
 
 
-@hypothesis.settings(
-    max_examples=EXAMPLES or 60,
-    deadline=None,
-    database=None,
-    report_multiple_bugs=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@fault_settings(60, large=FAULT_EXAMPLES // 2)
 @given(scenarios())
 @hypothesis.example(REFUSED_BY_ADMISSION)
 def test_calls_across_the_actor_keep_the_contract(scenario: Scenario) -> None:
