@@ -1389,8 +1389,22 @@ def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSp
         if waits_for.own_limit <= now or waits_for.cancelled_at is not None:
             unsure = True  # withdrawn at this very instant
         spec = log.scenario.servers[waits_for.server]
-        if may_wait_for_guard(spec, spec.method(waits_for.method).guard):
+        guard = spec.method(waits_for.method).guard
+        if may_wait_for_guard(spec, guard) or found_false(log, waits_for, guard):
             unsure = True  # it may wait for its guard: a state, not a request
+
+
+def found_false(log: Log, record: CallRecord, guard: str | None) -> bool:
+    """Whether guard `guard` of `record`'s server was found false since `record` was made:
+    the request may then be waiting on its guard (GUARDED) though the guard holds now, for
+    it is evaluated again only when its server is next free (guarantee 14)."""
+    return guard is not None and any(
+        index == record.server
+        and kind == guard
+        and t >= record.start
+        and guard_verdict(guard, tokens) is not True
+        for index, _, t, tokens, kind in log.guard_evals
+    )
 
 
 def caller_left(log: Log, rid: str, now: float) -> bool:

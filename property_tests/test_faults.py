@@ -128,8 +128,36 @@ def _holder_being_cut() -> Scenario:
     )
 
 
+def _guard_found_false() -> Scenario:
+    """Found by CI: c1's handler (holding S1) calls S0.m0, whose guard is false on a free S0:
+    the request waits on its guard. c0's cast then holds S0, gives the token and calls S1. The
+    guard holds now, but it is evaluated again only when S0 is next free, so the request still
+    waits on its guard, which closes no cycle (invariant 16 once expected DeadlockError)."""
+    s0 = ServerSpec(
+        0,
+        (
+            MethodSpec("m0", "call", True, guard="free"),
+            MethodSpec("m1", "cast", True),
+            MethodSpec("m2", "call", True),
+        ),
+        admission=False,
+    )
+    s1 = ServerSpec(1, (MethodSpec("m0", "call", True),), admission=False)
+    done = Action("return")
+    return Scenario(
+        servers=(s0, s1),
+        callers=(
+            CallerSpec(
+                0, 0, "m1", Action("other", server=1, method="m0", inner=done, give=1), start=0.25
+            ),
+            CallerSpec(1, 1, "m0", Action("other", server=0, method="m0", inner=done)),
+        ),
+    )
+
+
 @fault_settings(150)
 @given(scenarios(CYCLES))
+@hypothesis.example(_guard_found_false())
 @hypothesis.example(_shed_handler_caller())
 @hypothesis.example(_holder_being_cut())
 def test_handlers_call_each_others_servers(scenario: Scenario) -> None:
