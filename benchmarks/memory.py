@@ -191,7 +191,8 @@ def run_memory(
 
 
 async def _where(kind: str, n: int, top: int = 15) -> None:
-    """Where an idle server's bytes go: tracemalloc's allocation sites, per server."""
+    """Where an idle server's bytes go: tracemalloc's allocation sites, per server (kinds
+    ``trioserver``, ``trioserver_called``, ``actor``)."""
     import tracemalloc
 
     objs: list[Any] = [Plain() if kind == "actor" else Idle() for _ in range(n)]
@@ -205,6 +206,12 @@ async def _where(kind: str, n: int, top: int = 15) -> None:
             else:
                 await stack.enter_async_context(open_server(obj))
         await trio.testing.wait_all_tasks_blocked()
+        if kind.endswith("_called"):
+            done = trio.Event()
+            nursery.start_soon(_call_each, objs, done)
+            await done.wait()
+            await trio.sleep(IDLE_SECONDS)  # idle server tasks end (their retire timer)
+            await trio.testing.wait_all_tasks_blocked()
         gc.collect()
         after = tracemalloc.take_snapshot()
         diff = after.compare_to(before, "lineno")

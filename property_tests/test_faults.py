@@ -66,8 +66,32 @@ def test_supervised_servers_crash_and_restart(scenario: Scenario) -> None:
     assert_invariants(scenario)
 
 
+def _retake_behind_a_block() -> Scenario:
+    """Found at 15,000 examples: the stop comes at t=1.0 as c1's handler enters its block and
+    c2's starts; c1's block leaves at once (cancelled) and waits to take S0 back behind c2, who
+    then enters a block too. S0 was free from then on, yet c1 waited for c2's block to end at
+    t=1.25 (no task serves after a stop, so none handed it back): a product bug, fixed in
+    `_released._release` (invariant 15)."""
+    server = ServerSpec(0, (MethodSpec("m0", "cast", True),), admission=False)
+
+    def released(inner: Action) -> Action:
+        return Action("released", inner=inner)
+
+    return Scenario(
+        servers=(server,),
+        callers=(
+            CallerSpec(0, 0, "m0", Action("children", count=1, seconds=0.5)),
+            CallerSpec(1, 0, "m0", released(Action("sleep", seconds=0.0)), start=0.25),
+            CallerSpec(2, 0, "m0", released(Action("shield", seconds=0.25)), start=1.0),
+            CallerSpec(3, 0, "m0", Action("children", count=1, seconds=0.25)),
+            CallerSpec(4, 0, "m0", Action("children", count=1, seconds=0.25)),
+        ),
+    )
+
+
 @fault_settings(200)
 @given(scenarios(GUARDED))
+@hypothesis.example(_retake_behind_a_block())
 def test_guarded_calls_wait_for_state_others_change(scenario: Scenario) -> None:
     assert_invariants(scenario)
 

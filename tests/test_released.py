@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+from typing import Any
 
 import pytest
 import trio
@@ -196,6 +197,45 @@ async def test_stopping_cancels_released_blocks_and_tells_their_callers(
         assert statistics(handle).cancelled == 1
     assert stopped_at == [1.0]
     assert shop.log[-2:] == [("a back", 1.0), ("on_stop", 1.0)], shop.log  # cleanup, on_stop
+
+
+async def test_a_handler_out_of_its_block_at_a_stop_retakes_as_the_holder_enters_one(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # `a`'s block is cancelled by the stop at t=0.5 while `b` holds the server (shielded);
+    # `b` enters a block at t=1.0: the server is free then, and `a` takes it back at once
+    # (it once waited for `b`'s block to end, at t=2.0, as no task serves after a stop)
+    @server
+    class Two(Shop):
+        @call(timeout=10.0)
+        async def a(self) -> None:
+            try:
+                async with released():
+                    await trio.sleep(10.0)
+            finally:
+                self.note("a back")
+
+        @call(timeout=10.0)
+        async def b(self) -> None:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(1.0)
+            async with released():
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(1.0)
+            self.note("b back")
+
+    two = Two()
+
+    async def call_it(method: Any) -> None:
+        with pytest.raises(ServerStopped):
+            await method()
+
+    async with trio.open_nursery() as nursery, open_server(two) as handle:
+        nursery.start_soon(call_it, handle.a)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(call_it, handle.b)
+        await trio.sleep(0.5)
+    assert two.log == [("a back", 1.0), ("b back", 2.0)], two.log
 
 
 async def test_a_call_to_its_own_server_from_a_block_is_queued_not_inline(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable
+from contextvars import Context
 from typing import Any
 
 import trio
@@ -88,12 +89,13 @@ def free_the_server(state: ServerState, block: Block) -> bool:
     return False
 
 
-def hand_back(state: ServerState) -> None:
-    """The server's task is between requests: the first released handler waiting to take
-    the server back gets it (its task is the server's now); this task ends."""
+def hand_back(state: ServerState, source: Context | None = None) -> None:
+    """The server is between requests: the first released handler waiting to take it back
+    gets it (its task is the server's now). From the server's task (which then ends), or,
+    with `source` (the server's contextvars), from a handler entering a released block."""
     assert state.retakers
     block = state.retakers.pop(0)
-    block.source = current_task().context
+    block.source = current_task().context if source is None else source
     state.task = block.task
     reschedule(block.task)
 

@@ -19,7 +19,7 @@ from trio.lowlevel import Abort, current_task
 
 from . import _private
 from ._errors import NotInHandlerError
-from ._loop import free_the_server, spawn
+from ._loop import free_the_server, hand_back, spawn
 from ._request import Request
 from ._serving import SERVING
 from ._state import Block, ServerState
@@ -74,7 +74,9 @@ def _release(state: ServerState, request: Request, task: trio.lowlevel.Task) -> 
     state.turns += 1  # (what guards read may have changed: the next choice looks again)
     state.task = None
     state.context = block.snapshot  # the server's contextvars, for the task that serves next
-    if not state.stopping:
+    if state.retakers:  # a released handler waits to take the server back: it comes first
+        hand_back(state, block.snapshot)
+    elif not state.stopping:
         spawn(state, here=True)  # a task serves the requests behind, from the next batch
     return block
 
