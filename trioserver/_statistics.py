@@ -27,14 +27,14 @@ RELATIVE_ERROR = 0.02
 """How far a reported `p50` or `p99` may be from the exact one, relative to the exact one."""
 
 GAMMA = (1 + RELATIVE_ERROR) / (1 - RELATIVE_ERROR)
-"""Each bucket's upper bound over its lower bound (about 35 buckets per doubling)."""
+"""Each bucket's upper bound over its lower bound (about 17 buckets per doubling)."""
 
 SMALLEST = 1e-9
 """Durations below this (1 ns) count as 0.0 in percentiles: 0.0 is common (a request that
 never queued waits 0.0)."""
 
 LARGEST = 1e9
-"""Durations from this on (32 years) count in the top bucket: no more than about 2,100 buckets,
+"""Durations from this on (32 years) count in the top bucket: no more than about 1,050 buckets,
 whatever a clock returns."""
 
 _SCALE = 1 / math.log2(GAMMA)  # buckets per doubling
@@ -151,6 +151,13 @@ class ServerStatistics:
     """Figures per method name, for the methods that have been called."""
 
 
+_NO_TIMING = Timing()
+_new = object.__new__
+_count, _mean, _p50, _p99, _max = (
+    Timing.__dict__[field.name].__set__ for field in attrs.fields(Timing)
+)
+
+
 class TimingRecorder:
     """Collects one kind of duration: count, total, max, and a log-bucketed histogram."""
 
@@ -213,25 +220,28 @@ class TimingRecorder:
     def snapshot(self) -> Timing:
         count = self.count
         if not count:
-            return Timing()
+            return _NO_TIMING
         up_to = list(accumulate(self.counts, initial=self.zeros))  # [j]: zeros + counts[:j]
-        return Timing(
-            count=count,
-            mean=self.total / count,
-            p50=self._at(bisect_left(up_to, (count + 1) // 2)),  # ranks ceil(q * count)
-            p99=self._at(bisect_left(up_to, (99 * count + 99) // 100)),
-            max=self.max,
-        )
-
-    def _at(self, j: int) -> float:
-        """What to report for a rank first reached at ``up_to[j]``: 0.0 in the zero bucket
-        (j = 0), else the middle of bucket ``low + j - 1``, kept within the samples."""
-        if not j:
-            return 0.0
-        middle = _MIDDLE * GAMMA ** (self.low + j - 1)
-        if middle < self.least:
-            return self.least
-        return middle if middle < self.max else self.max
+        # ranks ceil(q * count); the first index reaching a rank: 0 is the zero bucket, j > 0
+        # bucket ``low + j - 1``, reported at its middle, kept within the samples
+        base = self.low - 1
+        least = self.least
+        most = self.max
+        j = bisect_left(up_to, (count + 1) // 2)
+        p50 = _MIDDLE * GAMMA ** (base + j) if j else 0.0
+        if j:
+            p50 = least if p50 < least else most if p50 > most else p50
+        j = bisect_left(up_to, (99 * count + 99) // 100, j)
+        p99 = _MIDDLE * GAMMA ** (base + j) if j else 0.0
+        if j:
+            p99 = least if p99 < least else most if p99 > most else p99
+        timing = _new(Timing)  # (a read makes six of these: the slots are set directly,
+        _count(timing, count)  # at three quarters of the frozen class's __init__)
+        _mean(timing, self.total / count)
+        _p50(timing, p50)
+        _p99(timing, p99)
+        _max(timing, most)
+        return timing
 
 
 class MethodRecorder:
