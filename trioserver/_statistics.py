@@ -14,7 +14,7 @@ import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Mapping
-from itertools import accumulate
+from itertools import accumulate, islice
 
 import attrs
 
@@ -152,6 +152,7 @@ class ServerStatistics:
 
 
 _NO_TIMING = Timing()
+_STRIDE = 32  # buckets summed at a time by a read (about two doublings)
 _new = object.__new__
 _count, _mean, _p50, _p99, _max = (
     Timing.__dict__[field.name].__set__ for field in attrs.fields(Timing)
@@ -221,17 +222,24 @@ class TimingRecorder:
         count = self.count
         if not count:
             return _NO_TIMING
-        up_to = list(accumulate(self.counts, initial=self.zeros))  # [j]: zeros + counts[:j]
-        # ranks ceil(q * count); the first index reaching a rank: 0 is the zero bucket, j > 0
-        # bucket ``low + j - 1``, reported at its middle, kept within the samples
+        rank50 = (count + 1) // 2  # ranks ceil(q * count)
+        rank99 = (99 * count + 99) // 100
+        # up_to[j]: zeros + counts[:j], as far as it takes to reach rank99 (a sparse tail of
+        # slow outliers, often most of the span, is not walked)
+        sums = accumulate(self.counts, initial=self.zeros)
+        up_to = list(islice(sums, _STRIDE + 1))
+        while up_to[-1] < rank99 and len(up_to) <= len(self.counts):  # (the sum is count)
+            up_to += islice(sums, _STRIDE)
+        # the first index reaching a rank: 0 is the zero bucket, j > 0 bucket ``low + j - 1``,
+        # reported at its middle, kept within the samples
         base = self.low - 1
         least = self.least
         most = self.max
-        j = bisect_left(up_to, (count + 1) // 2)
+        j = bisect_left(up_to, rank50)
         p50 = _MIDDLE * GAMMA ** (base + j) if j else 0.0
         if j:
             p50 = least if p50 < least else most if p50 > most else p50
-        j = bisect_left(up_to, (99 * count + 99) // 100, j)
+        j = bisect_left(up_to, rank99, j)
         p99 = _MIDDLE * GAMMA ** (base + j) if j else 0.0
         if j:
             p99 = least if p99 < least else most if p99 > most else p99
