@@ -55,6 +55,7 @@ import re
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -1654,8 +1655,9 @@ def run_scenario(scenario: Scenario) -> Log:
         stuck = error.__cause__ if isinstance(error, trio.TrioInternalError) else error
         if isinstance(stuck, ScenarioStuck):
             log.errors.append(str(stuck))
-        else:
-            log.errors.append(f"the scenario raised {error!r}")
+        else:  # (with its traceback and causes: a rare one must be told from one report)
+            told = "".join(traceback.format_exception(error))
+            log.errors.append(f"the scenario raised {error!r}:\n{told}")
     return log
 
 
