@@ -1393,6 +1393,18 @@ def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSp
         guard = spec.method(waits_for.method).guard
         if may_wait_for_guard(spec, guard) or found_false(log, waits_for, guard):
             unsure = True  # it may wait for its guard: a state, not a request
+        if admitted_by_deadline(spec, waits_for) and passed_over(log, waits_for):
+            unsure = True  # refused as it would start: its handler waits for its deadline
+
+
+def passed_over(log: Log, record: CallRecord) -> bool:
+    """Whether a request that came after `record` started on its server while `record` had
+    not: admission may have refused `record` as it would start, and a handler refused so waits
+    for its deadline (`_caller.end_as_deadline`), holding no place in the mailbox."""
+    later = {c.rid for c in log.calls if c.server == record.server and c.arrival > record.arrival}
+    return any(
+        h.server == record.server and h.kind == "start" and h.rid in later for h in log.holds
+    )
 
 
 def found_false(log: Log, record: CallRecord, guard: str | None) -> bool:

@@ -179,8 +179,33 @@ def _guard_found_false() -> Scenario:
     )
 
 
+def _refused_link() -> Scenario:
+    """Found at 30,000 examples: c1's handler (holding S0, 0.5 s left) calls S1, busy with c0
+    until t=0.25; S1 then knows m0 takes 0.25 s, and admission refuses the call as it would
+    start. The refused handler waits for its deadline, holding no place in S1's mailbox, so
+    c2's handler (holding S1) calling S0 closes no cycle (invariant 16 once expected
+    DeadlockError)."""
+
+    def calls(server: int) -> Action:
+        return Action("other", server=server, method="m0", inner=Action("return"))
+
+    return Scenario(
+        servers=(
+            ServerSpec(0, (MethodSpec("m0", "call", True, timeout=0.5),), admission=False),
+            ServerSpec(1, (MethodSpec("m0", "call", True), MethodSpec("m1", "call", True))),
+            ServerSpec(2, (MethodSpec("m0", "call", True),), admission=False),
+        ),
+        callers=(
+            CallerSpec(0, 1, "m0", Action("sleep", seconds=0.25)),
+            CallerSpec(1, 0, "m0", calls(1)),
+            CallerSpec(2, 1, "m0", calls(0), start=0.25),
+        ),
+    )
+
+
 @fault_settings(150)
 @given(scenarios(CYCLES))
+@hypothesis.example(_refused_link())
 @hypothesis.example(_guard_found_false())
 @hypothesis.example(_shed_handler_caller())
 @hypothesis.example(_holder_being_cut())
