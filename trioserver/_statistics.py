@@ -230,26 +230,25 @@ class TimingRecorder:
         up_to = list(islice(sums, _STRIDE + 1))
         while up_to[-1] < rank99 and len(up_to) <= len(self.counts):  # (the sum is count)
             up_to += islice(sums, _STRIDE)
-        # the first index reaching a rank: 0 is the zero bucket, j > 0 bucket ``low + j - 1``,
-        # reported at its middle, kept within the samples
-        base = self.low - 1
-        least = self.least
-        most = self.max
-        j = bisect_left(up_to, rank50)
-        p50 = _MIDDLE * GAMMA ** (base + j) if j else 0.0
-        if j:
-            p50 = least if p50 < least else most if p50 > most else p50
-        j = bisect_left(up_to, rank99, j)
-        p99 = _MIDDLE * GAMMA ** (base + j) if j else 0.0
-        if j:
-            p99 = least if p99 < least else most if p99 > most else p99
+        j50 = bisect_left(up_to, rank50)
+        j99 = bisect_left(up_to, rank99, j50)
         timing = _new(Timing)  # (a read makes six of these: the slots are set directly,
         _count(timing, count)  # at three quarters of the frozen class's __init__)
         _mean(timing, self.total / count)
-        _p50(timing, p50)
-        _p99(timing, p99)
-        _max(timing, most)
+        _p50(timing, self._at(j50))
+        _p99(timing, self._at(j99))
+        _max(timing, self.max)
         return timing
+
+    def _at(self, j: int) -> float:
+        """What to report for a rank first reached at ``up_to[j]``: 0.0 in the zero bucket
+        (j = 0), else the middle of bucket ``low + j - 1``, kept within the samples."""
+        if not j:
+            return 0.0
+        middle = _MIDDLE * GAMMA ** (self.low + j - 1)
+        if middle < self.least:
+            return self.least
+        return middle if middle < self.max else self.max
 
 
 class MethodRecorder:
