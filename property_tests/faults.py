@@ -1322,9 +1322,11 @@ async def make_call(
 def cycle_verdict(log: Log, top: HandlerRun, server_index: int, method: MethodSpec) -> str:
     """Whether a call by the handler of `top` to `method` of server `server_index` closes a
     cycle of waits (guarantee 16): "yes", "no", or "maybe" (where the public API cannot tell:
-    a guarded request may wait for its guard, which is no link; a supervised server restarts;
+    a guarded request may wait for its guard, which is no link, even one that holds now if
+    it was found false since the request came (`found_false`); a supervised server restarts;
     a bounded mailbox makes callers wait for room; a request may start at this very instant;
-    a link whose caller has left, directly or up its chain of handlers, is being cut).
+    a link whose caller has left, directly or up its chain of handlers, is being cut; a link
+    admission may have refused as it would start holds no place (`passed_over`)).
 
     The links: a handler awaiting a call waits for that call's request; a queued request waits
     for the request holding its server; a request in a released block holds nothing.

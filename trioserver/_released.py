@@ -5,8 +5,9 @@ nursery and serves the requests behind (`_loop.spawn`), while the block runs con
 under its request's deadline and its caller's cancellation (its cancel scope stays the one it
 had: `Block.scope`). Leaving the block, by any path, the handler waits, shielded, to take the
 server back, ahead of every request not yet started (`ServerState.retakers`): at once if the
-server is free, else when the handler holding it ends (`_loop.hand_back`). Then its task is
-the server's task again, and the rest of the handler runs holding the server.
+server is free, else when the handler holding it ends or enters a released block of its own
+(`_loop.hand_back`). Then its task is the server's task again, and the rest of the handler
+runs holding the server.
 """
 
 from __future__ import annotations
