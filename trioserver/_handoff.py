@@ -29,7 +29,7 @@ import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-from outcome import Error, Value
+from outcome import Error, Outcome, Value
 from trio.lowlevel import Task, disable_ki_protection, enable_ki_protection, reschedule
 
 from . import _private
@@ -133,6 +133,38 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
     if crash is not None:
         request.outcome = Error(crash)
     return SETTLED
+
+
+def answer_here(state: ServerState, request: Request, outcome: Outcome[Any]) -> None:
+    """End `request`, whose handler returned or raised in a step of the server's own task,
+    and, if its caller waits for the reply, step the caller on with it here (the hand-back).
+
+    The caller's step would otherwise come in the scheduler's next pass: a caller that
+    makes its next call at once queues it, and the server's task starts it in this same
+    step. Once a step, so that a caller calling in a loop still lets other tasks run: the
+    next reply in the same step wakes its caller as usual. Not while a `BlockDetector`
+    times steps: it reports a blocking handler as the step ends, before its caller goes on.
+    """
+    caller = request.task
+    server = state.task
+    if (
+        caller is None
+        or not _private.ENABLED
+        or not request.waiting
+        or request.state != RUNNING
+        or server is None
+        or _private.steps_of(server) == state.answered_in
+        or step_watch.detector is not None
+    ):
+        finish(state, request, outcome)
+        return
+    state.answered_in = _private.steps_of(server)
+    request.waiting = False  # (`finish` leaves the reply in `request.outcome`)
+    finish(state, request, outcome)
+    reply = request.outcome
+    assert reply is not None  # (a handler that returned or raised in time answers its caller)
+    request.outcome = None
+    _private.step_here(caller, reply)
 
 
 @disable_ki_protection  # user code: a KeyboardInterrupt may come at once, as anywhere

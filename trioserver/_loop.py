@@ -28,7 +28,7 @@ from . import _private
 from ._admission import refusal_at_start
 from ._errors import ServerCrashed, ServerStopped, TrioServerError
 from ._guards import next_request
-from ._handoff import RAISE, go_on
+from ._handoff import RAISE, answer_here, go_on
 from ._reply import expire, finish, shed_at_start, start
 from ._request import DROPPED, RUNNING, STOPPED, Request, StoredRequest, deliver, seconds
 from ._serving import mark_serving
@@ -236,7 +236,7 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
                 if _raised(state, request, exc, scope):
                     return False
                 continue
-        finish(state, request, Value(result))
+        answer_here(state, request, Value(result))  # (`finish`, and its caller stepped on)
         # The public path armed the handler's deadline: disarm it (it must not fire while the
         # task is idle); the private path only showed it, and leaves it shown.
         if not _private.ENABLED and _hide_deadline(scope):

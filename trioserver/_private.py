@@ -22,11 +22,12 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
-from outcome import Outcome, acapture
+from outcome import Error, Outcome, Value, acapture
 from trio.lowlevel import (
     Abort,
     Task,
     cancel_shielded_checkpoint,
+    disable_ki_protection,
     enable_ki_protection,
     reschedule,
     wait_task_rescheduled,
@@ -49,8 +50,8 @@ def _trio_version() -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _find() -> tuple[RunContext, type[WaitTaskRescheduled], object] | None:
-    """trio's run context and its two trap messages, if this trio has them as read."""
+def _find() -> tuple[RunContext, type[WaitTaskRescheduled], object, type[Any]] | None:
+    """trio's run context and its three trap messages, if this trio has them as read."""
     low, high = TESTED_TRIO_VERSIONS
     if not low <= _trio_version() < high:
         return None
@@ -58,9 +59,11 @@ def _find() -> tuple[RunContext, type[WaitTaskRescheduled], object] | None:
         from trio._core._run import (  # pyright: ignore[reportPrivateUsage]
             GLOBAL_RUN_CONTEXT,
             CancelStatus,
+            Runner,
         )
         from trio._core._traps import (  # pyright: ignore[reportPrivateUsage]
             CancelShieldedCheckpoint,
+            PermanentlyDetachCoroutineObject,
             WaitTaskRescheduled,
         )
     except ImportError:
@@ -72,15 +75,24 @@ def _find() -> tuple[RunContext, type[WaitTaskRescheduled], object] | None:
         "_cancel_points",
         "_schedule_points",
         "_attempt_delivery_of_any_pending_cancel",
+        "_attempt_delivery_of_pending_ki",
+        "_next_send_fn",
+        "_runner",
     )
     if not (
         all(hasattr(Task, name) for name in task_fields)
         and all(hasattr(trio.CancelScope, name) for name in ("_deadline", "_shield"))
         and all(hasattr(CancelStatus, name) for name in ("_scope", "_parent"))
+        and all(hasattr(Runner, name) for name in ("task_exited", "reschedule", "ki_pending"))
         and _deadline_is_apart_from_its_timer()
     ):
         return None
-    return GLOBAL_RUN_CONTEXT, WaitTaskRescheduled, CancelShieldedCheckpoint
+    return (
+        GLOBAL_RUN_CONTEXT,
+        WaitTaskRescheduled,
+        CancelShieldedCheckpoint,
+        PermanentlyDetachCoroutineObject,
+    )
 
 
 def _deadline_is_apart_from_its_timer() -> bool:
@@ -109,8 +121,9 @@ if not SUPPORTED:
 _run_context: RunContext = cast("Any", None)
 _wait_trap: type[WaitTaskRescheduled] = cast("Any", None)
 _shielded_trap: object = None
+_detach_trap: type[Any] = cast("Any", None)
 if ENABLED and _FOUND is not None:
-    _run_context, _wait_trap, _shielded_trap = _FOUND
+    _run_context, _wait_trap, _shielded_trap, _detach_trap = _FOUND
 
 
 # -- deadlines -------------------------------------------------------------------------
@@ -303,3 +316,75 @@ def apply_trap(server: Task, trap: object) -> bool:
         server._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
         return True
     return False
+
+
+# -- the hand-back: a waiting caller stepped in its server's step (private only) ----------------
+
+
+def steps_of(task: Task) -> int:
+    """How many steps `task` has taken (trio counts one as each step ends in a trap): a
+    number that stays the same for the length of one step."""
+    return task._schedule_points  # pyright: ignore[reportPrivateUsage]
+
+
+@enable_ki_protection  # trio's state changes here; the caller's code runs in `_send`
+def step_here(task: Task, outcome: Outcome[Any]) -> None:
+    """Step `task`, parked in `wait` and now sent `outcome`, to its next trap, within the
+    running task's step: what trio's run loop does after ``reschedule(task, outcome)``, one
+    pass of the scheduler sooner. Then the running task is current again.
+
+    As in the hand-off, trio's instruments see no step of `task`: its code runs inside the
+    running task's step. A trap it yields is applied as the run loop applies it; if it
+    returns or raises, trio is told that it exited, as the run loop tells it.
+    """
+    runner: Any = task._runner  # pyright: ignore[reportPrivateUsage]
+    running = _run_context.task
+    task._abort_func = None  # pyright: ignore[reportPrivateUsage]  # (as `reschedule` does)
+    task.custom_sleep_data = None
+    final: Outcome[Any] | None = None
+    message: Any = None
+    _run_context.task = task
+    try:
+        message = _send(task, outcome)
+    except StopIteration as stop:
+        final = Value(stop.value)
+    except BaseException as exc:
+        tb = exc.__traceback__  # (less this module's two frames, as trio drops its own)
+        while tb is not None and tb.tb_frame.f_code in _OWN_FRAMES:
+            tb = tb.tb_next
+        final = Error(exc.with_traceback(tb))
+        del tb
+    finally:
+        _run_context.task = running
+    if final is not None:  # (outside the except blocks: no stray __context__, as in trio)
+        runner.task_exited(task, final)
+        return
+    task._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
+    if message is _shielded_trap:
+        runner.reschedule(task)
+    elif type(message) is _wait_trap:
+        task._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
+        task._abort_func = message.abort_func  # pyright: ignore[reportPrivateUsage]
+        if runner.ki_pending and task is runner.main_task:
+            task._attempt_delivery_of_pending_ki()  # pyright: ignore[reportPrivateUsage]
+        task._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
+    elif type(message) is _detach_trap:
+        runner.task_exited(task, message.final_outcome)
+    else:  # a foreign library's message: trio throws this into the task, and so do we
+        runner.reschedule(
+            task,
+            TypeError(
+                f"trio.run received unrecognized yield message {message!r}. Are you trying "
+                f"to use a library written for some other framework like asyncio? That "
+                f"won't work without some kind of compatibility shim."
+            ),
+        )
+        task._next_send_fn = task.coro.throw  # pyright: ignore[reportPrivateUsage]
+
+
+@disable_ki_protection  # the task's code: a KeyboardInterrupt may come at once, as anywhere
+def _send(task: Task, outcome: Outcome[Any]) -> Any:
+    return task.context.run(task.coro.send, outcome)
+
+
+_OWN_FRAMES = frozenset((step_here.__code__, _send.__code__))  # (trio marks the code in place)

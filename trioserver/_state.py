@@ -99,6 +99,7 @@ class ServerState:
     """One run of a server object, from `open_server` to its stop."""
 
     __slots__ = (
+        "answered_in",
         "blocks",
         "cancelled",
         "context",
@@ -177,6 +178,9 @@ class ServerState:
         # a handler that began in its caller's step and suspended (or raised a BaseException),
         # for the server's task to go on with: (coroutine, request, what to yield or raise)
         self.resume: tuple[Any, Request, Any] | None = None
+        # the step of its task (`_private.steps_of`) that last ran a waiting caller on
+        # (`_handoff.answer_here`): one a step
+        self.answered_in = -1
         self.retiring = False  # the task is in `timers`, to end if no request comes
         self.retire_number = 0  # `numbered` when it went there: no request since means idle
         self.last_started: Request | None = None
