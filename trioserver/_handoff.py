@@ -1,4 +1,4 @@
-"""The hand-off: an idle server's task runs a request inside its caller's scheduler step.
+"""The hand-off: an idle server's task runs a request inside its caller's scheduler step; and back.
 
 A round trip through another trio task costs two task switches, each a pass of trio's
 scheduler; an uncontended `trio.Lock` costs one checkpoint. When the server is idle (its
@@ -17,8 +17,15 @@ trap to the task that yielded it (`_private.apply_trap`), so the server's task i
 of the handler in its own steps (`go_on`). The caller then waits for the reply as it does
 for any request.
 
-It exists only on the private path (`_private.ENABLED`); off it, every request goes through
-the mailbox and the server's task: the same guarantees, one task switch more each way.
+The hand-back is the other way round (`answer_here`): when a handler returns in a step of
+the server's own task and the caller waits for the reply, the caller is stepped on with it
+inside that step (`_private.step_here`), once a step, instead of in the scheduler's next
+pass; a caller that calls again at once queues its request, and the server's task starts
+it in the same step.
+
+Both exist only on the private path (`_private.ENABLED`); off it, every request goes through
+the mailbox and the server's task, and every caller is woken for a step of its own: the same
+guarantees, one task switch more each way.
 """
 
 from __future__ import annotations
@@ -136,8 +143,9 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
 
 
 def answer_here(state: ServerState, request: Request, outcome: Outcome[Any]) -> None:
-    """End `request`, whose handler returned or raised in a step of the server's own task,
-    and, if its caller waits for the reply, step the caller on with it here (the hand-back).
+    """End `request`, whose handler ended in a step of the server's own task (`_loop._serve`
+    passes those that returned), and, if its caller waits for the reply, step the caller on
+    with it here (the hand-back).
 
     The caller's step would otherwise come in the scheduler's next pass: a caller that
     makes its next call at once queues it, and the server's task starts it in this same

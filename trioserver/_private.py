@@ -2,7 +2,8 @@
 
 trioserver's guarantees hold on public trio alone. A few private run-loop details make the
 path users take faster: a handler's deadline shown without arming a timer, an idle server's
-task lent its caller's scheduler step (the hand-off, `_handoff`), a cancel point counted
+task lent its caller's scheduler step (the hand-off, `_handoff`), a waiting caller stepped on
+in its server's step (the hand-back, `_handoff.answer_here`), a cancel point counted
 without a coroutine layer, and the caller's effective deadline read in a loop. They are used
 only with trio versions whose run loop was read and tested (`TESTED_TRIO_VERSIONS`), when
 every name is found at import, and unless the environment variable ``TRIOSERVER_PRIVATE=0``
