@@ -21,7 +21,7 @@ import trio
 import trio.testing
 from outcome import Value
 
-from trioserver import _private, call, open_server, server, statistics
+from trioserver import BlockDetector, _private, call, open_server, server, statistics
 
 from .tasks import StepCounter
 
@@ -58,28 +58,47 @@ class Ticker:
         return self.count
 
 
+async def _caller_steps(ticker: Ticker) -> int:
+    """Ten calls of `Ticker.tick` from a task of their own: how many steps that task took."""
+    counter = StepCounter("caller")
+    got: list[int] = []
+
+    async def caller() -> None:
+        for _ in range(10):
+            got.append(await ticker.tick())
+
+    trio.lowlevel.add_instrument(counter)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller, name="caller")
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert got == [got[0] + i for i in range(10)]
+    return counter.steps
+
+
 @needs_handback
 async def test_a_waiting_caller_goes_on_in_the_servers_step(
     autojump_clock: trio.abc.Clock,
 ) -> None:
-    counter = StepCounter("caller")
-    got: list[int] = []
-
-    async def caller(ticker: Ticker) -> None:
-        for _ in range(10):
-            got.append(await ticker.tick())
-
     async with open_server(Ticker()) as ticker:
-        trio.lowlevel.add_instrument(counter)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(caller, ticker, name="caller")
-        finally:
-            trio.lowlevel.remove_instrument(counter)
-        assert got == list(range(1, 11))
         # its first step makes the first call; each reply steps it on to the next call
-        assert counter.steps == 1
+        assert await _caller_steps(ticker) == 1
         assert statistics(ticker).handled == 10
+
+
+@needs_handback
+async def test_no_hand_back_while_a_block_detector_times_steps(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    detector = BlockDetector()
+    async with open_server(Ticker()) as ticker:
+        trio.lowlevel.add_instrument(detector)
+        try:
+            assert await _caller_steps(ticker) >= 10  # woken for each reply
+        finally:
+            trio.lowlevel.remove_instrument(detector)  # (during a step it timed)
+        assert await _caller_steps(ticker) == 1  # removed: on again
 
 
 async def test_callers_that_end_or_raise_right_after_the_reply(

@@ -47,10 +47,11 @@ class BlockDetector(trio.abc.Instrument):
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         step_watch.detector = self  # a handler run in its caller's step times itself
+        step_watch.task = task
         self._started = time.perf_counter()
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        step_watch.detector = None
+        step_watch.detector = step_watch.task = None
         held = time.perf_counter() - self._started
         if held < self.threshold:
             return

@@ -151,7 +151,9 @@ def answer_here(state: ServerState, request: Request, outcome: Outcome[Any]) -> 
     makes its next call at once queues it, and the server's task starts it in this same
     step. Once a step, so that a caller calling in a loop still lets other tasks run: the
     next reply in the same step wakes its caller as usual. Not while a `BlockDetector`
-    times steps: it reports a blocking handler as the step ends, before its caller goes on.
+    times steps (it reports a blocking handler as the step ends, before its caller goes
+    on), nor while a released handler waits to take the server back (it is handed the
+    server first, in this step, and the caller goes on after it, as before).
     """
     caller = request.task
     server = state.task
@@ -162,7 +164,8 @@ def answer_here(state: ServerState, request: Request, outcome: Outcome[Any]) -> 
         or request.state != RUNNING
         or server is None
         or _private.steps_of(server) == state.answered_in
-        or step_watch.detector is not None
+        or step_watch.timing(server) is not None
+        or state.retakers  # (a released handler waits to take the server back: it goes first)
     ):
         finish(state, request, outcome)
         return

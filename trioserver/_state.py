@@ -383,9 +383,17 @@ class ServerState:
 
 class StepWatch:
     """Who times the current scheduler step: a `BlockDetector` sets itself here around each
-    step, so that a handler run in its caller's step is timed too (rarely set)."""
+    step, with the task stepping, so that a handler run in its caller's step (nested ones
+    too) is timed as well (rarely set). A detector removed during a step is left here, as
+    trio calls no hook of it after that: `timing` tells whether one times a given task's
+    step."""
 
     detector: Any = None
+    task: Task | None = None
+
+    def timing(self, task: Task) -> Any:
+        """The detector timing this step of `task`, if any."""
+        return self.detector if self.task is task else None
 
 
 step_watch = StepWatch()
