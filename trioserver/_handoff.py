@@ -153,7 +153,9 @@ def answer_here(state: ServerState, request: Request, outcome: Outcome[Any]) -> 
     next reply in the same step wakes its caller as usual. Not while a `BlockDetector`
     times steps (it reports a blocking handler as the step ends, before its caller goes
     on), nor while a released handler waits to take the server back (it is handed the
-    server first, in this step, and the caller goes on after it, as before).
+    server first, in this step, and the caller goes on after it, as before), nor while
+    guarded calls wait (their guards are evaluated again as a handler ends, before its caller
+    goes on, as before).
     """
     caller = request.task
     server = state.task
@@ -166,6 +168,7 @@ def answer_here(state: ServerState, request: Request, outcome: Outcome[Any]) -> 
         or _private.steps_of(server) == state.answered_in
         or step_watch.timing(server) is not None
         or state.retakers  # (a released handler waits to take the server back: it goes first)
+        or state.mailbox.guarded  # (guards are evaluated as a handler ends: before it goes on)
     ):
         finish(state, request, outcome)
         return

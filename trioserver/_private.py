@@ -340,23 +340,28 @@ def step_here(task: Task, outcome: Outcome[Any]) -> None:
     """
     runner: Any = task._runner  # pyright: ignore[reportPrivateUsage]
     running = _run_context.task
+    _run_context.task = task  # (until the end: trio's loop applies the trap as the task's too)
+    try:
+        _step(runner, task, outcome)
+    finally:
+        _run_context.task = running
+
+
+def _step(runner: Any, task: Task, outcome: Outcome[Any]) -> None:
     task._abort_func = None  # pyright: ignore[reportPrivateUsage]  # (as `reschedule` does)
     task.custom_sleep_data = None
     final: Outcome[Any] | None = None
     message: Any = None
-    _run_context.task = task
     try:
         message = _send(task, outcome)
     except StopIteration as stop:
         final = Value(stop.value)
     except BaseException as exc:
-        tb = exc.__traceback__  # (less this module's two frames, as trio drops its own)
+        tb = exc.__traceback__  # (less this module's frames, as trio drops its own)
         while tb is not None and tb.tb_frame.f_code in _OWN_FRAMES:
             tb = tb.tb_next
         final = Error(exc.with_traceback(tb))
         del tb
-    finally:
-        _run_context.task = running
     if final is not None:  # (outside the except blocks: no stray __context__, as in trio)
         runner.task_exited(task, final)
         return
@@ -388,4 +393,4 @@ def _send(task: Task, outcome: Outcome[Any]) -> Any:
     return task.context.run(task.coro.send, outcome)
 
 
-_OWN_FRAMES = frozenset((step_here.__code__, _send.__code__))  # (trio marks the code in place)
+_OWN_FRAMES = frozenset((_step.__code__, _send.__code__))  # (trio marks the code in place)
