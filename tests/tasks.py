@@ -1,7 +1,10 @@
-"""The tasks of the current trio run: found by name, cancelled at a time, and their scheduler
-steps counted."""
+"""The tasks of the current trio run: found by name, cancelled at a time, their scheduler
+steps counted, and a message from another framework for them to yield."""
 
 from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
 
 import trio
 
@@ -37,3 +40,10 @@ class StepCounter(trio.abc.Instrument):
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         if task.name.startswith(self.prefix):
             self.steps += 1
+
+
+class Foreign:
+    """An awaitable from another framework: it yields a message trio does not know."""
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        yield "a future from another event loop"

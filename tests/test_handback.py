@@ -13,7 +13,6 @@ its own step, and the same tests check the same outcomes.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Generator
 from typing import Any
 
 import pytest
@@ -23,18 +22,11 @@ from outcome import Value
 
 from trioserver import BlockDetector, _private, call, open_server, server, statistics
 
-from .tasks import StepCounter
+from .tasks import Foreign, StepCounter
 
 needs_handback = pytest.mark.skipif(
     not _private.ENABLED, reason="hand-back disabled (TRIOSERVER_PRIVATE=0 or an untested trio)"
 )
-
-
-class Foreign:
-    """An awaitable from another framework: it yields a message trio does not know."""
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        yield "a future from another event loop"
 
 
 @server(admission=False)

@@ -11,9 +11,8 @@ idle task retires on its timer, never cutting a handler.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import trio
@@ -32,20 +31,13 @@ from trioserver import (
     server,
 )
 
-from .tasks import StepCounter, tasks_named
+from .tasks import Foreign, StepCounter, tasks_named
 
 needs_handoff = pytest.mark.skipif(
     not _private.ENABLED, reason="hand-off disabled (TRIOSERVER_PRIVATE=0 or an untested trio)"
 )
 
 where: contextvars.ContextVar[str] = contextvars.ContextVar("where", default="unset")
-
-
-class Foreign:
-    """An awaitable from another framework: it yields a message trio does not know."""
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        yield "a future from another event loop"
 
 
 @server(admission=False)
