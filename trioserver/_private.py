@@ -299,22 +299,27 @@ def take_back(
         server._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
 
 
-def apply_trap(server: Task, trap: object) -> bool:
-    """Make `server`, parked in `park`, wait as a handler that yielded `trap` in its stead would:
-    what trio's run loop does with a trap a task yields.
+def apply_trap(task: Task, trap: object) -> bool:
+    """Make `task`, parked, wait as if it had yielded `trap` itself: what trio's run loop does
+    with a trap a task yields. Both ways of stepping a task in another's step end here: the
+    hand-off (`task` is the server's, parked in `park`; the handler yielded `trap` in its
+    stead) and the hand-back (`step_here`: `task` is the caller, which yielded it).
 
-    False for a message other than trio's two waits (a foreign library's): `server` must be
-    woken and yield it itself, so that trio answers it as it would.
+    False for a message other than trio's two waits (a foreign library's), which trio answers
+    another way.
     """
     if trap is _shielded_trap:
-        server._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
-        reschedule(server)
+        task._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
+        reschedule(task)
         return True
     if isinstance(trap, _wait_trap):
-        server._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
-        server._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
-        server._abort_func = trap.abort_func  # pyright: ignore[reportPrivateUsage]
-        server._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
+        task._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
+        task._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
+        task._abort_func = trap.abort_func  # pyright: ignore[reportPrivateUsage]
+        runner = task._runner  # pyright: ignore[reportPrivateUsage]
+        if runner.ki_pending and task is runner.main_task:  # (KI is outside every scope)
+            task._attempt_delivery_of_pending_ki()  # pyright: ignore[reportPrivateUsage]
+        task._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
         return True
     return False
 
@@ -365,16 +370,10 @@ def _step(runner: Any, task: Task, outcome: Outcome[Any]) -> None:
     if final is not None:  # (outside the except blocks: no stray __context__, as in trio)
         runner.task_exited(task, final)
         return
+    if apply_trap(task, message):
+        return
     task._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
-    if message is _shielded_trap:
-        runner.reschedule(task)
-    elif type(message) is _wait_trap:
-        task._cancel_points += 1  # pyright: ignore[reportPrivateUsage]
-        task._abort_func = message.abort_func  # pyright: ignore[reportPrivateUsage]
-        if runner.ki_pending and task is runner.main_task:
-            task._attempt_delivery_of_pending_ki()  # pyright: ignore[reportPrivateUsage]
-        task._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
-    elif type(message) is _detach_trap:
+    if type(message) is _detach_trap:
         runner.task_exited(task, message.final_outcome)
     else:  # a foreign library's message: trio throws this into the task, and so do we
         runner.reschedule(
