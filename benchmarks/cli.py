@@ -18,6 +18,7 @@ SECTIONS = (
     "budget",
     "awaiting",
     "casts",
+    "ablation",
     "instrument",
     "statistics",
     "memory",
@@ -34,7 +35,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="trioserver against the alternatives: round trips, the price of time "
-        "limits, handlers that await, casts, instruments and statistics reads, memory per "
+        "limits, handlers that await, casts, what the contract costs a call (parts of it "
+        "patched out), instruments and statistics reads, memory per "
         "idle server, overload, a profile of the call path, waiting without holding the server "
         "(guarded calls, released blocks, cycle detection), durable casts (SQLite FULL and "
         "NORMAL against an in-memory cast), servers in Ray actors (against a raw Ray call), "
@@ -101,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         from .casts import run_casts
 
         results["casts"] = run_casts(rounds=rounds, calls=calls, seed=args.seed + 3)
+    if "ablation" in sections:
+        from .ablation import run_ablation
+
+        results["ablation"] = run_ablation(rounds=rounds, calls=calls, seed=args.seed + 9)
     if "instrument" in sections:
         from .instruments import run_instruments
 

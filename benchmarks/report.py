@@ -775,6 +775,15 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
                 parts.append(f"{_callers(n)}:")
                 ratios = ((column, "baseline"),)
                 parts.append(roundtrip_table(s, n, markdown=markdown, ratios=ratios))
+    if "ablation" in results:
+        s = results["ablation"]
+        parts.append(
+            f"{heading}What the contract costs a call that does not suspend (parts of it "
+            f"patched out; see benchmarks/ablation.py): median of {s['rounds']} interleaved "
+            f"rounds, {s['calls_per_measurement']:,} calls each, 1 caller"
+        )
+        ratios = (("x floor", FLOOR), ("x Lock", LOCK))
+        parts.append(roundtrip_table(s, 1, markdown=markdown, ratios=ratios))
     if "statistics" in results:
         reads = results["statistics"]["reads"]
         s = results["statistics"]["reading"]
