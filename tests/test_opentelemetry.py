@@ -4,6 +4,7 @@ servers' metrics, checked against the SDK's in-memory span exporter and metric r
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -490,6 +491,45 @@ def test_importing_trioserver_does_not_import_opentelemetry() -> None:
         "assert 'opentelemetry.trace' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_with_the_api_alone_it_is_dormant_until_an_sdk_is_set() -> None:
+    """Made with no provider while OpenTelemetry's globals are the API's stand-ins, it costs
+    one hook (`call_queued`) and reports nothing; once an SDK is set, the next request wakes
+    it, in the run's list and in a server's own. A request running then has no span; one
+    queued then gets one from its start, without `queued`. (A fresh interpreter: the global
+    providers can be set once per process.)"""
+    child = Path(__file__).with_name("otel_dormant_child.py")
+    found = json.loads(
+        subprocess.run(
+            [sys.executable, str(child)], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    assert found["dormant_at_first"] == [True, True]
+    assert found["hooked_dormant"] == ["call_queued"]
+    assert found["dormant_after"] == [False, False]
+    assert found["hooked_after"] == sorted(
+        ["call_queued", "call_started", "call_finished", "call_withdrawn", "call_shed"]
+    )
+    qs = ["queued", "started"]
+    assert found["spans"] == [
+        # other.quick: by its own instrument and by the run's (both installed on it, both woken
+        # as it was queued); desk.quick; the last work, queued and started after the SDK
+        ["Desk/quick", qs],
+        ["Desk/quick", qs],
+        ["Desk/quick", qs],
+        ["Desk/work", qs],
+        ["Desk/work", ["started"]],  # queued while dormant
+    ]
+    assert found["metrics"] == [
+        "rpc.server.call.duration",
+        "trioserver.mailbox.depth",
+        "trioserver.queue.wait",
+    ]
+
+
+def test_given_providers_it_is_never_dormant(otel: Otel) -> None:
+    assert otel.instrument.dormant is False
 
 
 @server

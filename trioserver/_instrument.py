@@ -120,7 +120,9 @@ HOOKS: tuple[Hook, ...] = (
 
 
 def _overridden(instrument: Instrument) -> frozenset[Hook]:
-    """The hooks `instrument` does something in (those it does not override cost nothing)."""
+    """The hooks `instrument` does something in (those it does not override cost nothing; nor
+    does one it sets, on itself, to the base class's: an instrument may leave hooks out for a
+    while, and tell `hooks_changed` when it takes them up)."""
     found: set[Hook] = set()
     for hook in HOOKS:
         method = getattr(instrument, hook, None)
@@ -178,13 +180,14 @@ class InstrumentList:
     def add(self, instrument: Instrument) -> None:
         if instrument not in self.items:
             self.items.append(instrument)
-            self._changed()
+            self.changed()
 
     def remove(self, instrument: Instrument) -> None:
         self.items.remove(instrument)
-        self._changed()
+        self.changed()
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
+        """Recompute what the call path reads, here and in the lists combining this one."""
         self.snapshot = tuple(self.items)
         self.hooked, self.calls = _bound(self.snapshot)
         for dependent in self.dependents:
@@ -239,6 +242,18 @@ class Instruments:
     def remove(self, instrument: Instrument) -> None:
         if instrument in self.own:
             self.own.remove(instrument)
+
+
+def hooks_changed(instrument: Instrument) -> None:
+    """`instrument` does something in other hooks than when it was installed (one that waited
+    for something to report to: `OpenTelemetryInstrument` without an SDK): every list of the
+    current trio run that holds it recomputes what the call path reads of it."""
+    shared = run_instruments()
+    if instrument in shared:
+        shared.changed()  # (and the servers' lists that combine it)
+    for combined in list(shared.dependents):
+        if instrument in combined.own:
+            combined.own.changed()
 
 
 def add_instrument(instrument: Instrument) -> None:

@@ -9,8 +9,10 @@ span; the handler runs with that span current, so spans it opens are its childre
 
 from __future__ import annotations
 
+import importlib
+import math
 from collections.abc import Iterable
-from time import time_ns
+from time import monotonic, time_ns
 from typing import Any, Final
 
 import attrs
@@ -28,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - the extra is installed for the 
     ) from exc
 
 from . import __version__
-from ._instrument import CallInfo, Instrument
+from ._instrument import CallInfo, Instrument, hooks_changed
 
 __all__ = ["OpenTelemetryInstrument"]
 
@@ -48,6 +50,27 @@ QUEUE_WAIT: Final = "trioserver.queue_wait"
 
 _NS: Final = 1_000_000_000
 _current_root_task = trio.lowlevel.current_root_task
+
+RECHECK_SECONDS = 1.0
+"""How often (wall clock) a dormant instrument looks, as a request is queued, whether an SDK
+has been set as OpenTelemetry's global providers since."""
+# The class of the API's stand-in for a meter provider until one is set: private to
+# opentelemetry-api (the tracer's, `trace.ProxyTracerProvider`, is public). Without it the
+# instrument is never dormant: it reports to the API as it would to an SDK.
+_StandInMeters: type[Any] | None = getattr(
+    importlib.import_module("opentelemetry.metrics._internal"), "_ProxyMeterProvider", None
+)
+_ASLEEP: Final = ("call_started", "call_finished", "call_withdrawn", "call_shed")
+
+
+def _no_sdk() -> bool:
+    """Whether OpenTelemetry's global tracer and meter providers are both still the API's
+    stand-ins (no SDK set: every span and measurement would be dropped)."""
+    return (
+        _StandInMeters is not None
+        and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+        and isinstance(metrics.get_meter_provider(), _StandInMeters)
+    )
 
 
 @attrs.define(eq=False, slots=True)
@@ -117,6 +140,14 @@ class OpenTelemetryInstrument(Instrument):
     - ``trioserver.requests.shed`` (counter): requests refused: with `ServerOverloaded`, or
       by admission (which ends the call as its caller's deadline would).
 
+    With the API alone (the global providers, and no SDK set as them: every span and
+    measurement would be dropped), the instrument is `dormant`: it reports nothing, and
+    costs one hook, ``call_queued``, in which it looks, at most once every
+    `RECHECK_SECONDS` of wall clock, whether an SDK has been set since. The first request
+    queued after that wakes it; from then on it reports as above. A request already
+    running then has no span; one already queued gets one from its start, without a
+    ``queued`` event (as for an instrument installed while requests are in flight).
+
     Args:
       tracer_provider: Where spans go; the global one (``opentelemetry.trace``) if None.
       meter_provider: Where metrics go; the global one (``opentelemetry.metrics``) if None.
@@ -176,6 +207,21 @@ class OpenTelemetryInstrument(Instrument):
         self._depth: dict[str, int] = {}
         self._root: object = None  # the trio run whose clock `_offset` maps
         self._offset = 0
+        # Dormant: the global providers (none given, or those given), no SDK set as them (the
+        # API alone, whose stand-ins would drop everything): every hook but
+        # `call_queued` is left out (set on the instance to the base class's, which reports
+        # nothing), and `call_queued` only looks, once a RECHECK_SECONDS, for an SDK set since.
+        self._recheck_at = -math.inf  # (the first request looks at once)
+        self.dormant = (
+            (tracer_provider is None or tracer_provider is trace.get_tracer_provider())
+            and (meter_provider is None or meter_provider is metrics.get_meter_provider())
+            and _no_sdk()
+        )
+        """True while the instrument waits for an SDK: it reports nothing and costs one hook."""
+        if self.dormant:
+            for hook in _ASLEEP:
+                setattr(self, hook, getattr(Instrument, hook).__get__(self))
+            setattr(self, "call_queued", self._queued_while_dormant)  # noqa: B010
 
     # -- what each request carries, and when ------------------------------------------------
 
@@ -236,6 +282,22 @@ class OpenTelemetryInstrument(Instrument):
         if live.queued:
             live.queued = False
             self._depth[call.server] -= 1
+
+    # -- waiting for an SDK --------------------------------------------------------------------
+
+    def _queued_while_dormant(self, call: CallInfo) -> None:
+        if self.dormant:
+            now = monotonic()
+            if now < self._recheck_at:
+                return
+            self._recheck_at = now + RECHECK_SECONDS
+            if _no_sdk():
+                return
+            self.dormant = False  # an SDK was set: from this request on, report as usual
+            for hook in (*_ASLEEP, "call_queued"):
+                vars(self).pop(hook, None)
+        hooks_changed(self)  # (this run's lists; another run's, at its next request)
+        self.call_queued(call)
 
     # -- the hooks ---------------------------------------------------------------------------
 

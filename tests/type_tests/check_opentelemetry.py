@@ -28,7 +28,7 @@ async def check_opentelemetry() -> None:
     )
     assert_type(instrument, OpenTelemetryInstrument)
     as_instrument: Instrument = instrument
-    OpenTelemetryInstrument()  # the global providers
+    assert_type(OpenTelemetryInstrument().dormant, bool)  # the global providers
     OpenTelemetryInstrument(
         tracer_provider=trace.get_tracer_provider(), meter_provider=metrics.get_meter_provider()
     )
