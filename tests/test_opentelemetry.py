@@ -31,6 +31,8 @@ from trioserver import (
     server,
     statistics,
 )
+from trioserver import opentelemetry as opentelemetry_module
+from trioserver._instrument import CallInfo, InstrumentList, run_instruments
 from trioserver.opentelemetry import OpenTelemetryInstrument
 
 from .otel import Otel, make_otel
@@ -526,6 +528,44 @@ def test_with_the_api_alone_it_is_dormant_until_an_sdk_is_set() -> None:
         "trioserver.mailbox.depth",
         "trioserver.queue.wait",
     ]
+
+
+async def test_a_dormant_instrument_wakes_every_list_that_holds_it(
+    monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
+) -> None:
+    """In this process, with the SDK's presence stubbed (`_no_sdk`): dormant, it costs one hook;
+    woken by a request, the run's list and the servers' own lists take up its hooks; a list
+    that still calls its dormant hook (another run's, until its next request) is refreshed by
+    it and the request reported."""
+    monkeypatch.setattr(opentelemetry_module, "_no_sdk", lambda: True)
+    wall = [100.0]
+    monkeypatch.setattr(opentelemetry_module, "monotonic", lambda: wall[0])
+    instrument = OpenTelemetryInstrument()
+    assert instrument.dormant
+    stale = InstrumentList([instrument])  # as another run's list would hold it
+    assert stale.hooked == {"call_queued"}
+    add_instrument(instrument)
+    async with open_server(Desk(trace.get_tracer("t")), instruments=[instrument]) as desk:
+        await desk.peek()
+        assert run_instruments().hooked == {"call_queued"}
+        assert instrument.dormant  # (looked at the first request: no SDK)
+        monkeypatch.setattr(opentelemetry_module, "_no_sdk", lambda: False)
+        wall[0] += 0.5
+        await desk.peek()  # within the second: not looked yet
+        assert instrument.dormant
+        wall[0] += 0.6
+        await desk.peek()
+        assert not instrument.dormant
+        full = {"call_queued", "call_started", "call_finished", "call_withdrawn", "call_shed"}
+        assert run_instruments().hooked == full
+        assert stale.hooked == {"call_queued"}
+        [dormant_hook] = stale.calls["call_queued"]
+        queued = trio.current_time()
+        dormant_hook(
+            CallInfo("Desk", "Desk.peek", "call", 99, queued, None, None, None, None, None, 1)
+        )
+        assert (1, 99) in instrument._live  # pyright: ignore[reportPrivateUsage]
+    remove_instrument(instrument)
 
 
 def test_given_providers_it_is_never_dormant(otel: Otel) -> None:
