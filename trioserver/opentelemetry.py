@@ -141,10 +141,11 @@ class OpenTelemetryInstrument(Instrument):
       by admission (which ends the call as its caller's deadline would).
 
     With the API alone (the global providers, and no SDK set as them: every span and
-    measurement would be dropped), the instrument is `dormant`: it reports nothing, and
+    measurement would be dropped), the instrument is ``dormant``: it reports nothing, and
     costs one hook, ``call_queued``, in which it looks, at most once every
-    `RECHECK_SECONDS` of wall clock, whether an SDK has been set since. The first request
-    queued after that wakes it; from then on it reports as above. A request already
+    ``RECHECK_SECONDS`` (a module constant: 1.0) of wall clock, whether an SDK has been
+    set since. The first request queued after that wakes it; from then on it reports as
+    above (``dormant`` is then False). A request already
     running then has no span; one already queued gets one from its start, without a
     ``queued`` event (as for an instrument installed while requests are in flight).
 
