@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - the extra is installed for the 
     ) from exc
 
 from . import __version__
-from ._instrument import CallInfo, Instrument, hooks_changed
+from ._instrument import HOOKS, CallInfo, Instrument, hooks_changed
 
 __all__ = ["OpenTelemetryInstrument"]
 
@@ -60,7 +60,6 @@ has been set as OpenTelemetry's global providers since."""
 _StandInMeters: type[Any] | None = getattr(
     importlib.import_module("opentelemetry.metrics._internal"), "_ProxyMeterProvider", None
 )
-_ASLEEP: Final = ("call_started", "call_finished", "call_withdrawn", "call_shed")
 
 
 def _no_sdk() -> bool:
@@ -145,9 +144,9 @@ class OpenTelemetryInstrument(Instrument):
     costs one hook, ``call_queued``, in which it looks, at most once every
     ``RECHECK_SECONDS`` (a module constant: 1.0) of wall clock, whether an SDK has been
     set since. The first request queued after that wakes it; from then on it reports as
-    above (``dormant`` is then False). A request already
-    running then has no span; one already queued gets one from its start, without a
-    ``queued`` event (as for an instrument installed while requests are in flight).
+    above (``dormant`` is then False). A request already running then has no span; one
+    already queued gets one from its start, without a ``queued`` event (as for an
+    instrument installed while requests are in flight).
 
     Args:
       tracer_provider: Where spans go; the global one (``opentelemetry.trace``) if None.
@@ -353,3 +352,9 @@ class OpenTelemetryInstrument(Instrument):
             Observation(depth, {RPC_SYSTEM_NAME: SYSTEM, RPC_SERVICE: server})
             for server, depth in depths
         ]
+
+
+_ASLEEP: Final = tuple(
+    hook for hook in HOOKS if hook != "call_queued" and hook in vars(OpenTelemetryInstrument)
+)
+"""The hooks a dormant instrument leaves out: every one it overrides but `call_queued`."""
