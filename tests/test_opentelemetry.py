@@ -568,6 +568,15 @@ async def test_a_dormant_instrument_wakes_every_list_that_holds_it(
     remove_instrument(instrument)
 
 
+def test_without_the_apis_stand_in_class_it_is_never_dormant(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The meter provider's stand-in is private to opentelemetry-api: if a version lacks it,
+    the instrument reports to the API as it would to an SDK, as before dormancy."""
+    monkeypatch.setattr(opentelemetry_module, "_StandInMeters", None)
+    assert OpenTelemetryInstrument().dormant is False
+
+
 def test_given_providers_it_is_never_dormant(otel: Otel) -> None:
     assert otel.instrument.dormant is False
 

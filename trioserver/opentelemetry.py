@@ -54,12 +54,21 @@ _current_root_task = trio.lowlevel.current_root_task
 RECHECK_SECONDS = 1.0
 """How often (wall clock) a dormant instrument looks, as a request is queued, whether an SDK
 has been set as OpenTelemetry's global providers since."""
-# The class of the API's stand-in for a meter provider until one is set: private to
-# opentelemetry-api (the tracer's, `trace.ProxyTracerProvider`, is public). Without it the
-# instrument is never dormant: it reports to the API as it would to an SDK.
-_StandInMeters: type[Any] | None = getattr(
-    importlib.import_module("opentelemetry.metrics._internal"), "_ProxyMeterProvider", None
-)
+
+
+def _stand_in_meters() -> type[Any] | None:
+    """The class of the API's stand-in for a meter provider until one is set: private to
+    opentelemetry-api (the tracer's, `trace.ProxyTracerProvider`, is public). Without it (None)
+    the instrument is never dormant: it reports to the API as it would to an SDK."""
+    try:
+        internal = importlib.import_module("opentelemetry.metrics._internal")
+    except ImportError:  # pragma: no cover - present in every opentelemetry-api this supports
+        return None
+    found: type[Any] | None = getattr(internal, "_ProxyMeterProvider", None)
+    return found
+
+
+_StandInMeters = _stand_in_meters()
 
 
 def _no_sdk() -> bool:
