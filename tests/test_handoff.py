@@ -29,7 +29,9 @@ from trioserver import (
     cast,
     open_server,
     server,
+    statistics,
 )
+from trioserver._spec import STATE
 
 from .tasks import Foreign, StepCounter, tasks_named
 
@@ -337,6 +339,30 @@ async def test_an_idle_task_retires_on_its_timer_and_a_busy_one_stays(
         await trio.sleep(2 * retire)  # idle: the task ends
         assert server_tasks("Book") == []
         assert await b.mark("again") is not first  # the next request starts another
+
+
+async def test_a_retired_server_keeps_nothing_its_task_needed(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Idle servers are many: once its task ends, a server holds neither the task's cancel
+    # scope nor its last request (benchmarks/memory.py counts the bytes), and the next
+    # request, or the stop, opens what it needs.
+    async with open_idle(Book()) as b:
+        handled = statistics(b).handled
+        await b.mark("first")
+        state = getattr(b, STATE)
+        assert state.scope is not None
+        assert state.last_started is not None
+        await trio.sleep(3 * _state.RETIRE_AFTER)
+        assert server_tasks("Book") == []
+        assert state.task is None
+        assert state.last_started is None
+        assert not hasattr(state, "scope")
+        assert await b.sleep(1.0) == trio.current_time()  # a handler that suspends, cut-free
+        assert state.scope is not None
+        await trio.sleep(3 * _state.RETIRE_AFTER)
+        assert not hasattr(state, "scope")
+    assert statistics(b).handled == handled + 2
 
 
 async def test_the_retire_timer_never_cuts_a_handler(

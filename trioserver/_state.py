@@ -67,6 +67,8 @@ RETIRE: Any = object()  # sent to an idle server's parked task: end (`ServerStat
 class Records(dict[str, MethodRecorder]):
     """Per-method recorders, made on a method's first request (idle servers are many)."""
 
+    __slots__ = ()  # (no __dict__ nor __weakref__: 24 bytes a server)
+
     def __missing__(self, name: str) -> MethodRecorder:
         record = self[name] = MethodRecorder()
         return record
@@ -161,8 +163,8 @@ class ServerState:
         self.keeper: set[ServerState] | None = None
         self.thread = threading.get_ident()  # its trio run's thread: another run is elsewhere
         self.mailbox = Mailbox(spec.mailbox_size)
-        self.now = trio.lowlevel.current_clock().current_time
         self.timers = timers()  # the run's: handlers' deadlines, and this task's retirement
+        self.now = self.timers.now  # trio's clock (the run's bound method, not one a server)
         self.task: Task | None = None  # the server's task now; None while it is idle
         self.spawns = 0  # tasks started: the one being started checks it is still wanted
         self.context = contextvars.copy_context()  # the server's contextvars
@@ -184,7 +186,8 @@ class ServerState:
         self.retiring = False  # the task is in `timers`, to end if no request comes
         self.retire_number = 0  # `numbered` when it went there: no request since means idle
         self.last_started: Request | None = None
-        self.scope: trio.CancelScope  # the running handler's; replaced once cancelled
+        # the running handler's; replaced once cancelled; unset while the server has no task
+        self.scope: trio.CancelScope
         self.scope_cancelled = False  # we cancelled `scope` (a caller left, or its timer fired)
         self.stopping = False
         self.started: trio.Event | None = trio.Event()  # set, then dropped, once on_start ends
@@ -275,6 +278,7 @@ class ServerState:
         self.context = context
         self.task = None
         self.last_started = None
+        del self.scope  # (its next task opens another)
         self.mailbox.shrink()
 
     def what_stopped_it(self, failure: BaseException | None) -> BaseException | None:
