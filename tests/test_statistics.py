@@ -173,6 +173,13 @@ def test_percentiles_of_a_mix_are_within_the_bound() -> None:
     assert _recorded([0.0] * 50 + [1e-3] * 50).p50 == 0.0  # rank 50 is the last zero
 
 
+def test_p99_leaves_the_zero_bucket_at_its_rank() -> None:
+    # rank ceil(0.99 * 100) = 99: 99 zeros hold it; 98 do not
+    assert _recorded([0.0] * 99 + [0.5]).p99 == 0.0
+    timing = _recorded([0.0] * 98 + [0.5] * 2)
+    assert (timing.p50, timing.p99) == (0.0, 0.5)
+
+
 def test_percentiles_cover_every_sample_since_the_server_started() -> None:
     # the most recent 2,048 samples are all 0.1; most of all 4,148 are 0.3
     timing = _recorded([0.3] * 2100 + [0.1] * 2048)

@@ -157,6 +157,9 @@ _new = object.__new__
 _count, _mean, _p50, _p99, _max = (
     Timing.__dict__[field.name].__set__ for field in attrs.fields(Timing)
 )
+_queue_wait, _service, _expected_service = (
+    MethodStatistics.__dict__[field.name].__set__ for field in attrs.fields(MethodStatistics)
+)
 
 
 class TimingRecorder:
@@ -222,22 +225,25 @@ class TimingRecorder:
         count = self.count
         if not count:
             return _NO_TIMING
-        rank50 = (count + 1) // 2  # ranks ceil(q * count)
-        rank99 = (99 * count + 99) // 100
-        # up_to[j]: zeros + counts[:j], as far as it takes to reach rank99 (a sparse tail of
-        # slow outliers, often most of the span, is not walked)
-        sums = accumulate(self.counts, initial=self.zeros)
-        up_to = list(islice(sums, _STRIDE + 1))
-        while up_to[-1] < rank99 and len(up_to) <= len(self.counts):  # (the sum is count)
-            up_to += islice(sums, _STRIDE)
-        j50 = bisect_left(up_to, rank50)
-        j99 = bisect_left(up_to, rank99, j50)
         timing = _new(Timing)  # (a read makes six of these: the slots are set directly,
         _count(timing, count)  # at three quarters of the frozen class's __init__)
         _mean(timing, self.total / count)
-        _p50(timing, self._at(j50))
-        _p99(timing, self._at(j99))
         _max(timing, self.max)
+        rank99 = (99 * count + 99) // 100  # ranks ceil(q * count)
+        zeros = self.zeros
+        if zeros >= rank99:  # both in the zero bucket (a method whose calls never queue)
+            _p50(timing, 0.0)
+            _p99(timing, 0.0)
+            return timing
+        # up_to[j]: zeros + counts[:j], as far as it takes to reach rank99 (a sparse tail of
+        # slow outliers, often most of the span, is not walked)
+        sums = accumulate(self.counts, initial=zeros)
+        up_to = list(islice(sums, _STRIDE + 1))
+        while up_to[-1] < rank99 and len(up_to) <= len(self.counts):  # (the sum is count)
+            up_to += islice(sums, _STRIDE)
+        j50 = bisect_left(up_to, (count + 1) // 2)
+        _p50(timing, self._at(j50))
+        _p99(timing, self._at(bisect_left(up_to, rank99, j50)))
         return timing
 
     def _at(self, j: int) -> float:
@@ -295,11 +301,11 @@ class MethodRecorder:
         self.learned_at = now
 
     def snapshot(self) -> MethodStatistics:
-        return MethodStatistics(
-            queue_wait=self.queue_wait.snapshot(),
-            service=self.service.snapshot(),
-            expected_service=self.expected,
-        )
+        figures = _new(MethodStatistics)  # (as `Timing`'s: slots set directly)
+        _queue_wait(figures, self.queue_wait.snapshot())
+        _service(figures, self.service.snapshot())
+        _expected_service(figures, self.expected)
+        return figures
 
 
 def statistics(handle: object) -> ServerStatistics:
