@@ -178,12 +178,14 @@ class TimingRecorder:
 
     def add(self, seconds: float) -> None:
         self.count += 1
-        self.total += seconds
         if seconds < SMALLEST:
             self.zeros += 1
-            if seconds > self.max:  # only while every sample so far is a zero
-                self.max = seconds
+            if seconds:  # (0.0, the commonest, adds nothing: no new float to keep)
+                self.total += seconds
+                if seconds > self.max:  # only while every sample so far is a zero
+                    self.max = seconds
             return
+        self.total += seconds
         bucket = _floor(_log2(seconds) * _SCALE + _SHIFT)
         low = self.low
         if low < bucket < self.high:  # inside the span: neither a new least nor a new max
