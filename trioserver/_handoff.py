@@ -165,14 +165,14 @@ def answer_here(state: ServerState, request: Request, outcome: Outcome[Any]) -> 
         or not request.waiting
         or request.state != RUNNING
         or server is None
-        or _private.steps_of(server) == state.answered_in
+        or (step := _private.steps_of(server)) == state.answered_in
         or step_watch.timing(server) is not None
         or state.retakers  # (a released handler waits to take the server back: it goes first)
         or state.mailbox.guarded  # (guards are evaluated as a handler ends: before it goes on)
     ):
         finish(state, request, outcome)
         return
-    state.answered_in = _private.steps_of(server)
+    state.answered_in = step
     request.waiting = False  # (`finish` leaves the reply in `request.outcome`)
     finish(state, request, outcome)
     reply = request.outcome
