@@ -15,6 +15,7 @@ from array import array
 from bisect import bisect_left
 from collections.abc import Mapping
 from itertools import accumulate, islice
+from typing import Any
 
 import attrs
 
@@ -154,12 +155,16 @@ class ServerStatistics:
 _NO_TIMING = Timing()
 _STRIDE = 32  # buckets summed at a time by a read (about two doublings)
 _new = object.__new__
-_count, _mean, _p50, _p99, _max = (
-    Timing.__dict__[field.name].__set__ for field in attrs.fields(Timing)
-)
-_queue_wait, _service, _expected_service = (
-    MethodStatistics.__dict__[field.name].__set__ for field in attrs.fields(MethodStatistics)
-)
+
+
+def _slot_setters(cls: type) -> tuple[Any, ...]:
+    """The setters of a frozen, slotted attrs class's fields, in order: a read makes many
+    snapshots, and sets their slots directly (at three quarters of the class's __init__)."""
+    return tuple(cls.__dict__[field.name].__set__ for field in attrs.fields(cls))
+
+
+_count, _mean, _p50, _p99, _max = _slot_setters(Timing)
+_queue_wait, _service, _expected_service = _slot_setters(MethodStatistics)
 
 
 class TimingRecorder:
@@ -227,8 +232,8 @@ class TimingRecorder:
         count = self.count
         if not count:
             return _NO_TIMING
-        timing = _new(Timing)  # (a read makes six of these: the slots are set directly,
-        _count(timing, count)  # at three quarters of the frozen class's __init__)
+        timing = _new(Timing)  # (slots set directly: `_slot_setters`)
+        _count(timing, count)
         _mean(timing, self.total / count)
         _max(timing, self.max)
         rank99 = (99 * count + 99) // 100  # ranks ceil(q * count)
@@ -303,7 +308,7 @@ class MethodRecorder:
         self.learned_at = now
 
     def snapshot(self) -> MethodStatistics:
-        figures = _new(MethodStatistics)  # (as `Timing`'s: slots set directly)
+        figures = _new(MethodStatistics)  # (slots set directly: `_slot_setters`)
         _queue_wait(figures, self.queue_wait.snapshot())
         _service(figures, self.service.snapshot())
         _expected_service(figures, self.expected)
