@@ -23,7 +23,7 @@ import trio
 
 from trioserver import Instrument, call, open_server, server
 
-from .contenders import Actor, Bump, Contender, Opener, instruments_for
+from .contenders import Actor, Bump, Contender, LowLevelActor, Opener, instruments_for
 from .roundtrip import interleaved
 
 BODIES = ("event", "channel", "sleep0")
@@ -162,6 +162,33 @@ def actor_opener(body: str) -> Opener:
             nursery.cancel_scope.cancel()
 
     return opener
+
+
+def lowlevel_opener(body: str) -> Opener:
+    """The lowest-level mailbox of `contenders.LowLevelActor` running the body: the least a
+    server task can add to it (no deadline, no statistics, no checks)."""
+
+    @asynccontextmanager
+    async def opener() -> AsyncGenerator[Bump, None]:
+        async with trio.open_nursery() as nursery:
+            device = Device()
+            device.start(nursery)
+            it = LowLevelActor(getattr(Plain(device), body))
+            nursery.start_soon(it.serve)
+            yield it.bump
+            nursery.cancel_scope.cancel()
+
+    return opener
+
+
+def lowlevel(body: str) -> Contender:
+    """The body in the lowest-level mailbox (`instructions` counts it; not timed here)."""
+    return Contender(
+        f"{body}_lowlevel",
+        f"{body}: lowest-level mailbox (deque + reschedule)",
+        lowlevel_opener(body),
+        baseline=actor_name(body),
+    )
 
 
 def actor_name(body: str) -> str:

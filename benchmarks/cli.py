@@ -19,6 +19,7 @@ SECTIONS = (
     "awaiting",
     "casts",
     "ablation",
+    "instructions",
     "instrument",
     "statistics",
     "memory",
@@ -36,12 +37,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m benchmarks",
         description="trioserver against the alternatives: round trips, the price of time "
         "limits, handlers that await, casts, what the contract costs a call (parts of it "
-        "patched out), instruments and statistics reads, memory per "
-        "idle server, overload, a profile of the call path, waiting without holding the server "
-        "(guarded calls, released blocks, cycle detection), durable casts (SQLite FULL and "
-        "NORMAL against an in-memory cast), servers in Ray actors (against a raw Ray call), "
-        "the linearizability checker on Porcupine's histories (against Porcupine, if go is on "
-        "PATH), and the targets they meet.",
+        "patched out), instructions per call (valgrind), instruments and statistics reads, "
+        "memory per idle server, overload, a profile of the call path, waiting without "
+        "holding the server (guarded calls, released blocks, cycle detection), durable casts "
+        "(SQLite FULL and NORMAL against an in-memory cast), servers in Ray actors (against a "
+        "raw Ray call), the linearizability checker on Porcupine's histories (against "
+        "Porcupine, if go is on PATH), and the targets they meet.",
     )
     parser.add_argument(
         "--quick",
@@ -108,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
 
         # (three times the rounds, half the calls: short measurements close together in time)
         results["ablation"] = run_ablation(rounds=3 * rounds, calls=calls // 2, seed=args.seed + 9)
+    instructions_text = ""
+    if "instructions" in sections:
+        from .instructions import render_instructions, run_instructions
+
+        results["instructions"] = run_instructions()
+        instructions_text = render_instructions(results["instructions"])
     if "instrument" in sections:
         from .instruments import run_instruments
 
@@ -161,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if "porcupine" in results:
         results["targets"]["issue_16"] = targets_porcupine(results)
     print(render(results), end="")
+    if instructions_text:
+        print("\n" + instructions_text, end="")
     if porcupine_text:
         print("\n" + porcupine_text, end="")
     if profile_text:

@@ -294,10 +294,12 @@ class Parked:
 
 
 class LowLevelActor:
-    """The least a trio mailbox can do: a deque, `reschedule` and `wait_task_rescheduled`."""
+    """The least a trio mailbox can do: a deque, `reschedule` and `wait_task_rescheduled`;
+    running `Plain.bump`, or the `handler` given."""
 
-    def __init__(self) -> None:
+    def __init__(self, handler: Bump | None = None) -> None:
         self.obj = Plain()
+        self.handler = self.obj.bump if handler is None else handler
         self.queue: deque[Parked] = deque()
         self.waiter: Task | None = None
 
@@ -306,7 +308,7 @@ class LowLevelActor:
         return Abort.SUCCEEDED
 
     async def serve(self) -> None:
-        obj = self.obj
+        handler = self.handler
         queue = self.queue
         while True:
             if not queue:
@@ -319,7 +321,7 @@ class LowLevelActor:
             request.queued = False
             outcome: Outcome[object]
             try:
-                outcome = Value(await obj.bump(request.n))
+                outcome = Value(await handler(request.n))
             except Exception as exc:
                 outcome = Error(exc)
             reschedule(request.task, outcome)
@@ -336,7 +338,7 @@ class LowLevelActor:
             if request.queued:
                 request.queued = False
                 return Abort.SUCCEEDED
-            return Abort.FAILED  # pragma: no cover (the handler never suspends here)
+            return Abort.FAILED  # pragma: no cover (its handler runs: it waits for the reply)
 
         return await wait_task_rescheduled(withdraw)
 

@@ -1,0 +1,186 @@
+"""Machine instructions per call, counted by valgrind: ratios that do not move with the machine.
+
+A ratio of calls per second moves with the machine: the same code measured the Event handler
+at 100 callers at 1.16x the actor in a full run on an AMD EPYC, and at 0.92x to 1.10x in runs
+on an Intel Xeon VM a day later. Counting instructions does not. ``valgrind --tool=cachegrind``
+counts every instruction a process executes (``I refs``), whatever else the machine runs. This
+section runs each contender in a fresh process under it twice, with `LOW` and with `HIGH`
+calls. The difference of the two counts, divided by ``HIGH - LOW``, is what one more call
+costs. That leaves out the interpreter's start, the imports and the warm-up.
+
+An instruction is not a unit of time. A cache miss or a mispredicted branch costs more on one
+CPU than on another, so a ratio of instructions is not a ratio of speed on any given machine.
+What it gives is the work each path does, the same from run to run within about a percent.
+That tells a change that removed work from a run that happened to be lucky.
+
+Points:
+
+- the bodies of `awaiting`: trioserver with a budget and without one, the hand-written actor
+  (the reference), and the lowest-level mailbox running the same body. That mailbox has no
+  deadline, no statistics and no checks, so it is about the least any server task adds to the
+  body;
+- `casts`: ``@cast`` and the actor's fire-and-forget send;
+- `contenders`: the non-suspending ``@call`` and the plain ``def``, with the checkpoint floor,
+  the uncontended `trio.Lock` and the actor;
+- the Event body with a budget again, with parts of the contract removed (`ablation.removed`):
+  what the per-method timings and the read of the caller's deadline cost in instructions.
+
+``python -m benchmarks --only instructions``; skipped, saying so, where valgrind is not
+installed. The child is ``python -m benchmarks.instructions NAME CALLERS CALLS [PART ...]``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import attrs
+
+from ._common import ROOT
+
+LOW = 1000  # calls in the first run of a point
+HIGH = 3000  # calls in the second: (count(HIGH) - count(LOW)) / (HIGH - LOW) per call
+CALLERS = (1, 100)
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+@attrs.frozen
+class Point:
+    """One contender at one number of callers, maybe with parts of the contract removed."""
+
+    name: str
+    reference: str
+    callers: int
+    removed: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return "/".join((self.name, *self.removed))
+
+
+def points() -> list[Point]:
+    found: list[Point] = []
+    for callers in CALLERS:
+        for body in ("event", "channel", "sleep0"):
+            actor = f"{body}_actor"
+            for name in (f"{body}_budget", f"{body}_none", f"{body}_lowlevel", actor):
+                found.append(Point(name, actor, callers))
+        for removed in (("timings",), ("timings", "deadline")):
+            found.append(Point("event_budget", "event_actor", callers, removed))
+        found += [Point(name, "cast_actor", callers) for name in ("cast_budget", "cast_actor")]
+        for name in ("trioserver_async", "trioserver_def", "checkpoint_floor", "trio_lock"):
+            found.append(Point(name, "actor", callers))
+        found.append(Point("actor", "actor", callers))
+    return found
+
+
+def contender(name: str) -> Any:
+    """The contender `name` from any of the sections this one counts."""
+    from . import awaiting, casts, contenders
+
+    pool = awaiting.contenders() + casts.CASTS + contenders.ROUNDTRIP
+    pool += [awaiting.lowlevel(body) for body in awaiting.BODIES]
+    return next(c for c in pool if c.name == name)
+
+
+def child(argv: list[str]) -> None:
+    """Measure ``CALLS`` calls of contender ``NAME`` by ``CALLERS`` callers, with the parts of
+    the contract named after them removed (in this process, which valgrind counts)."""
+    from .ablation import removed
+    from .roundtrip import measure_trio
+
+    name, callers, calls, *parts = argv
+    with removed(tuple(parts)):
+        measure_trio(contender(name), int(callers), int(calls))
+
+
+def count(point: Point, calls: int) -> int:
+    """Instructions a fresh process executes measuring `calls` calls at `point`."""
+    command = [
+        "valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+        sys.executable, "-m", "benchmarks.instructions",
+        point.name, str(point.callers), str(calls), *point.removed,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    found = _REFS.search(done.stderr)
+    if done.returncode or found is None:
+        raise RuntimeError(f"valgrind failed on {point.key} ({done.returncode}): {done.stderr}")
+    return int(found.group(1).replace(",", ""))
+
+
+def per_call(point: Point) -> float:
+    return (count(point, HIGH) - count(point, LOW)) / (HIGH - LOW)
+
+
+def run_instructions() -> dict[str, Any]:
+    if shutil.which("valgrind") is None:
+        print("  instructions: skipped: valgrind is not installed", file=sys.stderr)
+        return {"error": "valgrind is not installed (apt-get install valgrind)"}
+    began = time.perf_counter()
+    todo = points()
+    workers = max(1, min(len(todo), os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        counted = list(pool.map(per_call, todo))
+    rows: list[dict[str, Any]] = []
+    by_key = {(p.key, p.callers): n for p, n in zip(todo, counted, strict=True)}
+    for point, n in zip(todo, counted, strict=True):
+        reference = by_key[(point.reference, point.callers)]
+        rows.append({
+            "name": point.key, "label": _label(point), "callers": point.callers,
+            "reference": point.reference, "instructions": n, "x_reference": reference / n,
+        })  # fmt: skip
+    print(f"  instructions: {len(todo)} points in {time.perf_counter() - began:.0f} s")
+    return {"low": LOW, "high": HIGH, "rows": rows}
+
+
+_REMOVED = {"timings": "without per-method timings", "deadline": "without the deadline read"}
+
+
+def _label(point: Point) -> str:
+    label: str = contender(point.name).label
+    if point.removed:
+        label += ", " + ", ".join(_REMOVED[part] for part in point.removed)
+    return label
+
+
+def render_instructions(section: dict[str, Any], *, markdown: bool = False) -> str:
+    """The section as text: instructions per call and the ratio to each row's reference."""
+    from .report import table
+
+    heading = "### " if markdown else "== "
+    title = f"{heading}Instructions per call (valgrind)"
+    if "error" in section:
+        return f"{title}\nSkipped: {section['error']}.\n"
+    parts = [
+        f"{title}: (count at {section['high']:,} calls - count at {section['low']:,}) / "
+        f"{section['high'] - section['low']:,}; x reference = its instructions / these"
+    ]
+    for callers in CALLERS:
+        rows = [row for row in section["rows"] if row["callers"] == callers]
+        parts.append(f"{callers} caller{'s' if callers > 1 else ''}:")
+        parts.append(
+            table(
+                ["contender", "instructions", "reference", "x reference"],
+                [
+                    [
+                        row["label"],
+                        f"{row['instructions']:,.0f}",
+                        row["reference"],
+                        f"{row['x_reference']:.2f}x",
+                    ]
+                    for row in rows
+                ],
+                markdown=markdown,
+            )
+        )
+    return "\n\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    child(sys.argv[1:])

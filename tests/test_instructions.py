@@ -1,0 +1,75 @@
+"""The instruction-count benchmark (benchmarks/instructions.py): every point it counts has a
+reference counted beside it, it reads valgrind's count as valgrind prints it, and the ceiling
+it adds (the lowest-level mailbox running a handler body) serves that body."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from benchmarks import awaiting, instructions
+from benchmarks.instructions import Point, contender, per_call, points, render_instructions
+
+
+def test_every_point_has_its_reference_at_the_same_callers() -> None:
+    found = points()
+    keys = {(p.key, p.callers) for p in found}
+    assert len(keys) == len(found)  # no point counted twice
+    for point in found:
+        assert (point.reference, point.callers) in keys
+        assert contender(point.name).name == point.name
+    assert {p.callers for p in found} == set(instructions.CALLERS)
+
+
+def test_a_point_costs_the_difference_of_two_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[list[str]] = []
+
+    def fake(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        ran.append(command)
+        calls = int(command[command.index("benchmarks.instructions") + 3])
+        refs = f"{1_000_000 + 150 * calls:,}"
+        return subprocess.CompletedProcess(command, 0, "", f"==7== I   refs:      {refs}\n")
+
+    monkeypatch.setattr(subprocess, "run", fake)
+    point = Point("event_budget", "event_actor", 100, ("timings", "deadline"))
+    assert per_call(point) == 150
+    assert [c[:2] for c in ran] == [["valgrind", "--tool=cachegrind"]] * 2
+    assert sorted(c[-5:] for c in ran) == [
+        ["event_budget", "100", str(calls), "timings", "deadline"]
+        for calls in sorted((instructions.HIGH, instructions.LOW), key=str)
+    ]
+
+
+def test_a_failed_count_says_which_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fails(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(command, 1, "", "valgrind: no such tool\n")
+
+    monkeypatch.setattr(subprocess, "run", fails)
+    with pytest.raises(RuntimeError, match=r"event_budget/timings.*no such tool"):
+        per_call(Point("event_budget", "event_actor", 1, ("timings",)))
+
+
+def test_the_section_renders_its_rows_and_says_why_it_was_skipped() -> None:
+    rows = [
+        {"name": "event_budget", "label": "event: @call, budget 5 s", "callers": callers,
+         "reference": "event_actor", "instructions": 150_000.0, "x_reference": 1.2}
+        for callers in instructions.CALLERS
+    ]  # fmt: skip
+    text = render_instructions({"low": 1000, "high": 3000, "rows": rows}, markdown=True)
+    assert text.count("| event: @call, budget 5 s | 150,000 | event_actor | 1.20x |") == 2
+    assert "/ 2,000" in text
+    skipped = render_instructions({"error": "valgrind is not installed"})
+    assert "Skipped: valgrind is not installed." in skipped
+
+
+@pytest.mark.parametrize("body", awaiting.BODIES)
+def test_the_lowest_level_mailbox_serves_a_handler_body(body: str) -> None:
+    async def main() -> list[object]:
+        async with awaiting.lowlevel_opener(body)() as bump:
+            return [await bump(n) for n in (1, 2, 3)]
+
+    assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == [1, 3, 6]
