@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -150,35 +150,38 @@ def trioserver_opener(
     return opener
 
 
-def actor_opener(body: str) -> Opener:
+class Served(Protocol):
+    """A hand-written server task running one handler: the actor, or the lowest-level mailbox."""
+
+    async def serve(self) -> None: ...
+
+    async def bump(self, n: int) -> object: ...
+
+
+def served_opener(body: str, serving: Callable[[Bump], Served]) -> Opener:
+    """The body run by the hand-written server task that ``serving(handler)`` makes."""
+
     @asynccontextmanager
     async def opener() -> AsyncGenerator[Bump, None]:
         async with trio.open_nursery() as nursery:
             device = Device()
             device.start(nursery)
-            it = HandlerActor(getattr(Plain(device), body))
+            it = serving(getattr(Plain(device), body))
             nursery.start_soon(it.serve)
             yield it.bump
             nursery.cancel_scope.cancel()
 
     return opener
+
+
+def actor_opener(body: str) -> Opener:
+    return served_opener(body, HandlerActor)
 
 
 def lowlevel_opener(body: str) -> Opener:
     """The lowest-level mailbox of `contenders.LowLevelActor` running the body: the least a
     server task can add to it (no deadline, no statistics, no checks)."""
-
-    @asynccontextmanager
-    async def opener() -> AsyncGenerator[Bump, None]:
-        async with trio.open_nursery() as nursery:
-            device = Device()
-            device.start(nursery)
-            it = LowLevelActor(getattr(Plain(device), body))
-            nursery.start_soon(it.serve)
-            yield it.bump
-            nursery.cancel_scope.cancel()
-
-    return opener
+    return served_opener(body, LowLevelActor)
 
 
 def lowlevel(body: str) -> Contender:
