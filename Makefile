@@ -15,7 +15,7 @@ PUBLIC_TESTS := tests property_tests/test_faults.py property_tests/test_cleanup_
 # --cov-fail-under=0: a single run is partial, only the combined report checks fail_under.
 COV := --cov=trioserver --cov-branch --cov-append --cov-report= --cov-fail-under=0
 
-.PHONY: demo test bench docs postgresql
+.PHONY: demo test bench docs postgresql valgrind
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ postgresql:
 	|| ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 	|| { $(SUDO) apt-get update -q \
 	     && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+
+# The benchmarks' instruction counts (`python -m benchmarks --only instructions`) run under
+# valgrind: install Debian's package only when none is on the PATH.
+valgrind:
+	@command -v valgrind >/dev/null \
+	|| { $(SUDO) apt-get update -q \
+	     && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind; }
 
 # The main job: the movie theater of the seed, races and hung payments included.
 demo: $(STAMP)
@@ -70,5 +77,5 @@ test: $(STAMP) $(OLD_STAMP) postgresql
 docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -b html docs docs/_build/html
 
-bench: $(STAMP)
+bench: $(STAMP) valgrind
 	$(BIN)/python -m benchmarks
