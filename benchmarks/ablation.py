@@ -14,6 +14,10 @@ length of its measurements (in this process, interleaved with the others):
   reading the caller's cancel scopes. Breaks guarantee 3 (a handler's deadline is the caller's
   when that is sooner) and admission.
 
+`removed` knows one more part, ``timers``, which only `instructions` removes (from the Event
+handler, which suspends): `Timers.add` does nothing, so no suspended handler is cut at its
+deadline and no idle server retires (guarantees 2 and 3).
+
 What is left in the last variant is what guarantee 3 and 8 need whatever the bookkeeping: a
 request record, the hand-off (the handler runs as the server's task, in its contextvars, under
 its scope) and one checkpoint. ``python -m benchmarks --only ablation``.
@@ -30,6 +34,7 @@ import attrs
 
 from trioserver import _private
 from trioserver._statistics import MethodRecorder, TimingRecorder
+from trioserver._timers import Timers
 
 from .contenders import FLOOR, LOCK, ROUNDTRIP, Contender
 from .roundtrip import Sample, interleaved, measure_trio
@@ -57,12 +62,15 @@ def _infinite(_: Any) -> float:
 
 @contextmanager
 def removed(parts: tuple[str, ...]) -> Generator[None]:
-    """The shipped code with `parts` (``timings``, ``deadline``) patched out, then restored."""
+    """The shipped code with `parts` (``timings``, ``deadline``, ``timers``) patched out, then
+    restored."""
     patches: list[tuple[Any, str, Callable[..., Any]]] = []
     if "timings" in parts:
         patches += [(MethodRecorder, "ended", _nothing), (TimingRecorder, "add", _nothing)]
     if "deadline" in parts:
         patches.append((_private, "effective_deadline", _infinite))
+    if "timers" in parts:
+        patches.append((Timers, "add", _nothing))
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     try:
         for owner, name, replacement in patches:

@@ -23,7 +23,8 @@ Points:
 - `contenders`: the non-suspending ``@call`` and the plain ``def``, with the checkpoint floor,
   the uncontended `trio.Lock` and the actor;
 - the Event body with a budget again, with parts of the contract removed (`ablation.removed`):
-  what the per-method timings and the read of the caller's deadline cost in instructions.
+  what the per-method timings, the read of the caller's deadline and the run's timers cost in
+  instructions.
 
 ``python -m benchmarks --only instructions``; skipped, saying so, where valgrind is not
 installed. The child is ``python -m benchmarks.instructions NAME CALLERS CALLS [PART ...]``.
@@ -71,7 +72,7 @@ def points() -> list[Point]:
             actor = f"{body}_actor"
             for name in (f"{body}_budget", f"{body}_none", f"{body}_lowlevel", actor):
                 found.append(Point(name, actor, callers))
-        for removed in (("timings",), ("timings", "deadline")):
+        for removed in (("timings",), ("timings", "deadline"), ("timers",)):
             found.append(Point("event_budget", "event_actor", callers, removed))
         found += [Point(name, "cast_actor", callers) for name in ("cast_budget", "cast_actor")]
         for name in ("trioserver_async", "trioserver_def", "checkpoint_floor", "trio_lock"):
@@ -139,7 +140,11 @@ def run_instructions() -> dict[str, Any]:
     return {"low": LOW, "high": HIGH, "rows": rows}
 
 
-_REMOVED = {"timings": "without per-method timings", "deadline": "without the deadline read"}
+_REMOVED = {
+    "timings": "without per-method timings",
+    "deadline": "without the deadline read",
+    "timers": "without the run's timers",
+}
 
 
 def _label(point: Point) -> str:

@@ -13,6 +13,7 @@ import trio.testing
 
 from benchmarks.ablation import VARIANTS, contenders, removed
 from trioserver import _private, call, open_server, server, statistics
+from trioserver._timers import Timers, timers
 
 
 @server
@@ -65,3 +66,27 @@ def test_every_body_is_measured_under_every_variant() -> None:
     names = {c.name for c in contenders()}
     for body in ("trioserver_async", "trioserver_def"):
         assert {f"{body}/{v}" for v in VARIANTS} <= names
+
+
+@server
+class Waits:
+    @call(timeout=5.0)
+    async def wait(self) -> None:
+        await trio.lowlevel.checkpoint()  # suspends: its deadline goes into the run's timers
+
+
+def test_the_timers_part_keeps_suspended_handlers_out_of_the_timers_and_comes_back() -> None:
+    original = Timers.add
+
+    async def entries(parts: tuple[str, ...]) -> int:
+        async with open_server(Waits()) as handle:
+            with removed(parts):
+                await handle.wait()
+            return len(timers()._heap)  # pyright: ignore[reportPrivateUsage]
+
+    async def main() -> None:
+        assert await entries(("timers",)) == 0
+        assert await entries(()) >= 1  # restored: the handler's deadline is in again
+
+    trio.run(main, clock=trio.testing.MockClock())
+    assert Timers.add is original
