@@ -79,7 +79,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.markdown is not None:
-        print(render(json.loads(args.markdown.read_text()), markdown=True), end="")
+        recorded = json.loads(args.markdown.read_text())
+        print(render(recorded, markdown=True), end="")
+        if "instructions" in recorded:
+            from .instructions import render_instructions
+
+            print("\n" + render_instructions(recorded["instructions"], markdown=True), end="")
+        if "porcupine" in recorded:
+            from .porcupine import render_porcupine
+
+            print("\n" + render_porcupine(recorded["porcupine"], markdown=True), end="")
         return 0
     sections = args.only or list(SECTIONS)
     rounds = args.rounds or (5 if args.quick else 7)
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             results["ray"] = run_ray(rounds=rounds, calls=calls, seed=args.seed + 8)
     porcupine_text = ""
     if "porcupine" in sections:
-        from .porcupine import render_porcupine, run_porcupine, targets_porcupine
+        from .porcupine import render_porcupine, run_porcupine
 
         results["porcupine"] = run_porcupine(repeat=1 if args.quick else 3)
         porcupine_text = render_porcupine(results["porcupine"])
@@ -166,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"]["seconds"] = time.perf_counter() - began
     results["targets"] = targets(results)
     if "porcupine" in results:
+        from .porcupine import targets_porcupine
+
         results["targets"]["issue_16"] = targets_porcupine(results)
     print(render(results), end="")
     if instructions_text:

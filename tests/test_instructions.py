@@ -73,3 +73,13 @@ def test_the_lowest_level_mailbox_serves_a_handler_body(body: str) -> None:
             return [await bump(n) for n in (1, 2, 3)]
 
     assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == [1, 3, 6]
+
+
+def test_markdown_prints_the_recorded_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks._common import RESULTS
+    from benchmarks.cli import main
+
+    assert main(["--markdown", str(RESULTS / "instructions.json")]) == 0
+    printed = capsys.readouterr().out
+    assert "### Instructions per call (valgrind)" in printed
+    assert "| event: hand-written actor (reference) | 218,850 | event_actor | 1.00x |" in printed
