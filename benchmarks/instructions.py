@@ -39,11 +39,14 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from ._common import ROOT
+
+if TYPE_CHECKING:
+    from .contenders import Contender
 
 LOW = 1000  # calls in the first run of a point
 HIGH = 3000  # calls in the second: (count(HIGH) - count(LOW)) / (HIGH - LOW) per call
@@ -66,28 +69,34 @@ class Point:
 
 
 def points() -> list[Point]:
+    from .awaiting import BODIES, actor_name
+    from .casts import ACTOR_CASTS
+    from .contenders import ACTOR, FLOOR, LOCK
+
     found: list[Point] = []
     for callers in CALLERS:
-        for body in ("event", "channel", "sleep0"):
-            actor = f"{body}_actor"
+        for body in BODIES:
+            actor = actor_name(body)
             for name in (f"{body}_budget", f"{body}_none", f"{body}_lowlevel", actor):
                 found.append(Point(name, actor, callers))
         for removed in (("timings",), ("timings", "deadline"), ("timers",)):
-            found.append(Point("event_budget", "event_actor", callers, removed))
-        found += [Point(name, "cast_actor", callers) for name in ("cast_budget", "cast_actor")]
-        for name in ("trioserver_async", "trioserver_def", "checkpoint_floor", "trio_lock"):
-            found.append(Point(name, "actor", callers))
-        found.append(Point("actor", "actor", callers))
+            found.append(Point("event_budget", actor_name("event"), callers, removed))
+        found += [Point(name, ACTOR_CASTS, callers) for name in ("cast_budget", ACTOR_CASTS)]
+        for name in ("trioserver_async", "trioserver_def", FLOOR, LOCK, ACTOR):
+            found.append(Point(name, ACTOR, callers))
     return found
 
 
-def contender(name: str) -> Any:
+def contender(name: str) -> Contender:
     """The contender `name` from any of the sections this one counts."""
     from . import awaiting, casts, contenders
 
     pool = awaiting.contenders() + casts.CASTS + contenders.ROUNDTRIP
     pool += [awaiting.lowlevel(body) for body in awaiting.BODIES]
-    return next(c for c in pool if c.name == name)
+    by_name = {c.name: c for c in pool}
+    if name not in by_name:
+        raise KeyError(f"no contender named {name!r}: one of {', '.join(sorted(by_name))}")
+    return by_name[name]
 
 
 def child(argv: list[str]) -> None:
@@ -148,7 +157,7 @@ _REMOVED = {
 
 
 def _label(point: Point) -> str:
-    label: str = contender(point.name).label
+    label = contender(point.name).label
     if point.removed:
         label += ", " + ", ".join(_REMOVED[part] for part in point.removed)
     return label

@@ -23,6 +23,8 @@ def test_every_point_has_its_reference_at_the_same_callers() -> None:
         assert (point.reference, point.callers) in keys
         assert contender(point.name).name == point.name
     assert {p.callers for p in found} == set(instructions.CALLERS)
+    with pytest.raises(KeyError, match="no contender named 'nothing'"):
+        contender("nothing")
 
 
 def test_a_point_costs_the_difference_of_two_counts(monkeypatch: pytest.MonkeyPatch) -> None:
