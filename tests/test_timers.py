@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 import trio.lowlevel
 import trio.testing
@@ -28,6 +29,10 @@ class Waiting:
 
     @cast(timeout=1.0)
     async def stuck_cast(self) -> None:
+        await trio.sleep_forever()
+
+    @call(timeout=3.0)
+    async def stuck_longer(self) -> None:
         await trio.sleep_forever()
 
 
@@ -68,3 +73,45 @@ async def test_a_call_and_a_cast_are_cut_at_their_deadlines_by_the_timers(
         assert heard == start + 2.0
         await trio.sleep(10.0)  # nothing left in the heap fires for them again
         assert await waiting.tick() == 1
+
+
+async def test_a_busy_server_asks_the_timers_once_not_once_a_call(
+    autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    added: list[float] = []
+    original = _timers.Timers.add
+
+    def counting(self: _timers.Timers, when: float, target: _timers.Timed) -> None:
+        added.append(when)
+        original(self, when, target)
+
+    async with open_server(Waiting()) as waiting:
+        monkeypatch.setattr(_timers.Timers, "add", counting)
+        for _ in range(1000):
+            await waiting.tick()  # every one suspends, with a deadline 5 s on
+        # the first deadline's entry stands for the later ones (it looks again when it fires)
+        assert added == [5.0]
+        assert waiting.count == 1000
+
+
+async def test_a_deadline_after_the_servers_entry_is_cut_at_its_own_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Waiting()) as waiting:
+        await waiting.tick()  # the server's entry: 5.0, the end of tick's budget
+        await trio.sleep(4.5)
+        with pytest.raises(CallTimeout, match="within its budget of 3 s"):
+            await waiting.stuck_longer()  # its deadline, 7.5, is after the entry's
+        assert trio.current_time() == 7.5
+
+
+async def test_a_deadline_before_the_servers_entry_is_cut_at_its_own_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Waiting()) as waiting:
+        await waiting.tick()  # the server's entry: 5.0
+        with pytest.raises(CallTimeout):
+            await waiting.stuck()  # 1 s budget: an earlier entry
+        assert trio.current_time() == 1.0
+        await trio.sleep(10.0)  # the replaced entry fires for nothing
+        assert await waiting.tick() == 2

@@ -166,7 +166,7 @@ def answer_here(state: ServerState, request: Request, outcome: Outcome[Any]) -> 
         or request.state != RUNNING
         or server is None
         or (step := _private.steps_of(server)) == state.answered_in
-        or step_watch.timing(server) is not None
+        or (step_watch.detector is not None and step_watch.timing(server) is not None)
         or state.retakers  # (a released handler waits to take the server back: it goes first)
         or state.mailbox.guarded  # (guards are evaluated as a handler ends: before it goes on)
     ):
@@ -205,8 +205,8 @@ def _hand_over(state: ServerState, request: Request, handler: Any, trap: Any) ->
     server's task goes on with it."""
     server = state.task
     assert server is not None
-    if request.cut_at != _INF:
-        state.timers.add(request.cut_at, request)
+    if request.cut_at < state.timer_at:
+        state.look_at(request.cut_at)  # the run's timers cut it at its deadline
     if trap is RAISE or not _private.apply_trap(server, trap):
         state.resume = (handler, request, trap)
         reschedule(server)  # it raises the error, or yields the foreign message, itself

@@ -223,15 +223,10 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
                 else:
                     result = method.run(obj, *request.args, **request.kwargs)
                 if method.is_async:
-                    try:
-                        trap = result.send(None)
-                    except StopIteration as stop:
-                        result = stop.value
-                    else:
-                        # It suspended: the run's timers cut it at its deadline.
-                        if request.cut_at != _INF:
-                            state.timers.add(request.cut_at, request)
-                        result = await go_on(result, None, trap)
+                    # If it suspends, the run's timers cut it at its deadline.
+                    if request.cut_at < state.timer_at:
+                        state.look_at(request.cut_at)
+                    result = await result
             except BaseException as exc:
                 if _raised(state, request, exc, scope):
                     return False

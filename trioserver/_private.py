@@ -319,7 +319,8 @@ def apply_trap(task: Task, trap: object) -> bool:
         runner = task._runner  # pyright: ignore[reportPrivateUsage]
         if runner.ki_pending and task is runner.main_task:  # (KI is outside every scope)
             task._attempt_delivery_of_pending_ki()  # pyright: ignore[reportPrivateUsage]
-        task._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
+        if task._cancel_status.effectively_cancelled:  # pyright: ignore[reportPrivateUsage]
+            task._attempt_delivery_of_any_pending_cancel()  # pyright: ignore[reportPrivateUsage]
         return True
     return False
 
@@ -343,35 +344,35 @@ def step_here(task: Task, outcome: Outcome[Any]) -> None:
     running task's step. A trap it yields is applied as the run loop applies it; if it
     returns or raises, trio is told that it exited, as the run loop tells it.
     """
-    runner: Any = task._runner  # pyright: ignore[reportPrivateUsage]
     running = _run_context.task
     _run_context.task = task  # (until the end: trio's loop applies the trap as the task's too)
     try:
-        _step(runner, task, outcome)
+        task._abort_func = None  # pyright: ignore[reportPrivateUsage]  # (as `reschedule` does)
+        task.custom_sleep_data = None
+        final: Outcome[Any] | None = None
+        message: Any = None
+        try:
+            message = _send(task, outcome)
+        except StopIteration as stop:
+            final = Value(stop.value)
+        except BaseException as exc:
+            tb = exc.__traceback__  # (less this module's frames, as trio drops its own)
+            while tb is not None and tb.tb_frame.f_code in _OWN_FRAMES:
+                tb = tb.tb_next
+            final = Error(exc.with_traceback(tb))
+            del tb
+        if final is not None:  # (outside the except blocks: no stray __context__, as in trio)
+            task._runner.task_exited(task, final)  # pyright: ignore[reportPrivateUsage]
+        elif not apply_trap(task, message):
+            _foreign_message(task, message)
     finally:
         _run_context.task = running
 
 
-def _step(runner: Any, task: Task, outcome: Outcome[Any]) -> None:
-    task._abort_func = None  # pyright: ignore[reportPrivateUsage]  # (as `reschedule` does)
-    task.custom_sleep_data = None
-    final: Outcome[Any] | None = None
-    message: Any = None
-    try:
-        message = _send(task, outcome)
-    except StopIteration as stop:
-        final = Value(stop.value)
-    except BaseException as exc:
-        tb = exc.__traceback__  # (less this module's frames, as trio drops its own)
-        while tb is not None and tb.tb_frame.f_code in _OWN_FRAMES:
-            tb = tb.tb_next
-        final = Error(exc.with_traceback(tb))
-        del tb
-    if final is not None:  # (outside the except blocks: no stray __context__, as in trio)
-        runner.task_exited(task, final)
-        return
-    if apply_trap(task, message):
-        return
+def _foreign_message(task: Task, message: Any) -> None:
+    """`task`, stepped by `step_here`, yielded what is not one of trio's waits: do what
+    trio's run loop does with it."""
+    runner: Any = task._runner  # pyright: ignore[reportPrivateUsage]
     task._schedule_points += 1  # pyright: ignore[reportPrivateUsage]
     if type(message) is _detach_trap:
         runner.task_exited(task, message.final_outcome)
@@ -392,4 +393,4 @@ def _send(task: Task, outcome: Outcome[Any]) -> Any:
     return task.context.run(task.coro.send, outcome)
 
 
-_OWN_FRAMES = frozenset((_step.__code__, _send.__code__))  # (trio marks the code in place)
+_OWN_FRAMES = frozenset((step_here.__code__, _send.__code__))  # (trio marks the code in place)

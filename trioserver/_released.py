@@ -12,6 +12,7 @@ runs holding the server.
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,8 @@ from ._loop import free_the_server, hand_back, spawn
 from ._request import Request
 from ._serving import SERVING
 from ._state import Block, ServerState
+
+_INF = math.inf
 
 
 @asynccontextmanager
@@ -72,6 +75,8 @@ def _release(state: ServerState, request: Request, task: trio.lowlevel.Task) -> 
         state.blocks = {}
     state.blocks[request] = block
     state.current = None
+    if request.cut_at != _INF:  # (the server's entry looks only at the handler holding it)
+        state.timers.add(request.cut_at, request)
     state.turns += 1  # (what guards read may have changed: the next choice looks again)
     state.task = None
     state.context = block.snapshot  # the server's contextvars, for the task that serves next

@@ -93,13 +93,14 @@ class Request:
         """trio calls this when the waiting caller is cancelled."""
         return self.server.caller_left(self)
 
-    # A request whose handler suspended is in the run's timers (`_timers`) until `cut_at`.
+    # A request whose handler entered a released block is in the run's timers (`_timers`)
+    # until `cut_at`: its server's entry looks only at the handler holding the server.
 
-    def timer_fired(self) -> None:
+    def timer_fired(self, when: float, /) -> None:
         if self.state == RUNNING:
             self.server.deadline_passed(self)
 
-    def timer_live(self) -> bool:
+    def timer_live(self, when: float, /) -> bool:
         return self.state == RUNNING
 
 

@@ -128,6 +128,7 @@ class ServerState:
         "released_seconds",
         "resume",
         "retakers",
+        "retire_at",
         "retire_number",
         "retiring",
         "scope",
@@ -144,6 +145,7 @@ class ServerState:
         "thread",
         "threads",
         "timed_out",
+        "timer_at",
         "timers",
         "turns",
         "withdrawn",
@@ -164,6 +166,7 @@ class ServerState:
         self.thread = threading.get_ident()  # its trio run's thread: another run is elsewhere
         self.mailbox = Mailbox(spec.mailbox_size)
         self.timers = timers()  # the run's: handlers' deadlines, and this task's retirement
+        self.timer_at = _INF  # when its entry in `timers` is due (`look_at`; INF: none)
         self.now = self.timers.now  # trio's clock (the run's bound method, not one a server)
         self.task: Task | None = None  # the server's task now; None while it is idle
         self.spawns = 0  # tasks started: the one being started checks it is still wanted
@@ -183,8 +186,9 @@ class ServerState:
         # the step of its task (`_private.steps_of`) that last ran a waiting caller on
         # (`_handoff.answer_here`): one a step
         self.answered_in = -1
-        self.retiring = False  # the task is in `timers`, to end if no request comes
-        self.retire_number = 0  # `numbered` when it went there: no request since means idle
+        self.retiring = False  # the task is to end at `retire_at` if no request comes
+        self.retire_at = _INF
+        self.retire_number = 0  # `numbered` when it parked: no request since means idle
         self.last_started: Request | None = None
         # the running handler's; replaced once cancelled; unset while the server has no task
         self.scope: trio.CancelScope
@@ -248,18 +252,45 @@ class ServerState:
             },
         )
 
-    # -- the task's retirement (`_loop._park` puts it in the run's timers) --------------
+    # -- the server's entry in the run's timers ----------------------------------------
+
+    def look_at(self, when: float) -> None:
+        """Have the run's timers call `timer_fired` by `when` (trio's clock): for the running
+        handler's deadline (`_loop`, `_handoff`, as it suspends), or the task's retirement.
+
+        The server keeps one entry, the earliest asked for; a later time costs nothing (the
+        entry, when it fires, looks again)."""
+        if when < self.timer_at:
+            self.timer_at = when
+            self.timers.add(when, self)
 
     def retire_later(self) -> None:
         """The task parks idle (not yet `retiring`): end it if no request comes within
         `RETIRE_AFTER`."""
         self.retiring = True
         self.retire_number = self.numbered
-        self.timers.add(self.now() + RETIRE_AFTER, self)
+        self.retire_at = self.now() + RETIRE_AFTER
+        self.look_at(self.retire_at)
 
-    def timer_fired(self) -> None:
-        """`RETIRE_AFTER` passed: end the task if it is parked idle and no request came since;
-        else look again `RETIRE_AFTER` later (a busy server costs one timer entry per period)."""
+    def timer_fired(self, when: float) -> None:
+        """The server's entry is due: cut the running handler if its deadline has passed, end
+        the task if it has been idle since `retire_later`, and look again at what is not due
+        yet. (An entry that an earlier one replaced does nothing: the earlier one looked.)"""
+        if when != self.timer_at:
+            return
+        self.timer_at = _INF
+        now = self.now()
+        current = self.current
+        if current is not None and current.state == RUNNING and not self.scope_cancelled:
+            if current.cut_at <= now:
+                self.deadline_passed(current)
+            elif current.cut_at != _INF:
+                self.look_at(current.cut_at)
+        if not self.retiring:
+            return
+        if self.retire_at > now:
+            self.look_at(self.retire_at)
+            return
         self.retiring = False
         if self.task is None or self.stopping or self.mailbox.guarded:
             return  # (while guarded calls wait, it stays; parking again looks again)
@@ -267,10 +298,10 @@ class ServerState:
             self.parked = False
             reschedule(self.task, Value(RETIRE))
         else:
-            self.retire_later()
+            self.retire_later()  # (a busy server: one entry per period)
 
-    def timer_live(self) -> bool:
-        return True  # (a server has one entry at most)
+    def timer_live(self, when: float) -> bool:
+        return when == self.timer_at  # (the others were replaced by an earlier one)
 
     def retired(self, context: contextvars.Context) -> None:
         """The task ended idle: the next one gets its contextvars; what only a running task

@@ -5,16 +5,22 @@ then, even while a shielded cleanup keeps the server busy; a server's task idle 
 must end. Neither gets a cancel scope or a task of its own: entering and closing a scope per
 call was a fifth of an awaiting round trip, and moving a retire timer twice per call another
 tenth. Instead each run has one `Timers`: a heap of ``(when, number, target)`` entries and
-one system task that sleeps until the earliest and calls ``target.timer_fired()`` for each
-entry that is due.
+one system task that sleeps until the earliest and calls ``target.timer_fired(when)`` for
+each entry that is due.
 
-Entries are never removed when they stop mattering (a handler that returned before its
-deadline leaves its entry behind): ``target.timer_live()`` says whether one still does, and
-the heap is rebuilt without the dead ones whenever it holds twice as many entries as it
-held live ones at the last rebuild (amortized O(1) per entry; memory bounded by the live
-ones). The task's own deadline follows the heap's earliest entry, which only moves when an
-entry comes in earlier than every other (deadlines mostly arrive in order), so a round trip
-costs one ``heappush``.
+A server keeps one entry, for the earliest of its running handler's deadline and its idle
+task's retirement, and asks for an earlier one only when it needs one
+(`ServerState.look_at`): the handlers that follow one another mostly have later deadlines,
+and the entry, when it fires, looks at the handler running then. So a round trip costs one
+comparison, and a busy server one ``heappush`` per `RETIRE_AFTER` or per budget. A handler
+in a released block has an entry of its own.
+
+Entries are never removed when they stop mattering (a server's entry that an earlier one
+replaced, a released handler's that returned in time): ``target.timer_live(when)`` says
+whether one still does, and the heap is rebuilt without the dead ones whenever it holds
+twice as many entries as it held live ones at the last rebuild (amortized O(1) per entry;
+memory bounded by the live ones). The task's own deadline follows the heap's earliest
+entry, which only moves when an entry comes in earlier than every other.
 """
 
 from __future__ import annotations
@@ -34,12 +40,13 @@ _MIN_PRUNE = 64  # entries below which the heap is never rebuilt
 class Timed(Protocol):
     """What a timer entry points at: a request whose handler has a deadline, or a server."""
 
-    def timer_fired(self) -> None:
-        """The entry is due (never raises)."""
+    def timer_fired(self, when: float, /) -> None:
+        """The entry for `when` is due (never raises)."""
         ...
 
-    def timer_live(self) -> bool:
-        """Whether the entry still matters (dead ones are dropped when the heap is rebuilt)."""
+    def timer_live(self, when: float, /) -> bool:
+        """Whether the entry for `when` still matters (dead ones are dropped when the heap is
+        rebuilt)."""
         ...
 
 
@@ -57,7 +64,7 @@ class Timers:
         self.now = trio.lowlevel.current_clock().current_time
 
     def add(self, when: float, target: Timed) -> None:
-        """Call ``target.timer_fired()`` at `when` (trio's clock), if it is live then."""
+        """Call ``target.timer_fired(when)`` at `when` (trio's clock)."""
         heap = self._heap
         heappush(heap, (when, next(self._numbers), target))
         if when < self._wake_at:
@@ -68,7 +75,7 @@ class Timers:
             self._prune()
 
     def _prune(self) -> None:
-        heap = [entry for entry in self._heap if entry[2].timer_live()]
+        heap = [entry for entry in self._heap if entry[2].timer_live(entry[0])]
         heapify(heap)
         self._heap = heap
         self._limit = max(_MIN_PRUNE, 2 * len(heap))
@@ -77,7 +84,8 @@ class Timers:
         heap = self._heap
         now = self.now()
         while heap and heap[0][0] <= now:
-            heappop(heap)[2].timer_fired()
+            when, _, target = heappop(heap)
+            target.timer_fired(when)
 
     async def run(self) -> None:
         """The run's timer task: sleep until the earliest entry, fire what is due, again."""
