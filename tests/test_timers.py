@@ -89,8 +89,9 @@ async def test_a_busy_server_asks_the_timers_once_not_once_a_call(
         monkeypatch.setattr(_timers.Timers, "add", counting)
         for _ in range(1000):
             await waiting.tick()  # every one suspends, with a deadline 5 s on
-        # the first deadline's entry stands for the later ones (it looks again when it fires)
-        assert added == [5.0]
+        # the first deadline's entry stands for the later ones (it looks again when it fires);
+        # on the public path the task parks between calls, and its retirement asks once too
+        assert added in ([5.0], [5.0, 0.1])
         assert waiting.count == 1000
 
 

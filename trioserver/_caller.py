@@ -142,7 +142,8 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         request.waiting = True  # the handler suspended: wait for its reply, as when queued
     else:
         mailbox.put(request)
-        wake(state)
+        if state.parked or state.task is None:  # (else its busy task takes it in turn)
+            wake(state)
         if "call_queued" in state.instruments.hooked:
             state.emit("call_queued", request)
     if mine is not None:
@@ -204,7 +205,8 @@ async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
                 crash(state, crashed.error, f"cast {method.label} raised")
     else:
         mailbox.put(request)
-        wake(state)
+        if state.parked or state.task is None:  # (else its busy task takes it in turn)
+            wake(state)
         if "call_queued" in state.instruments.hooked:
             state.emit("call_queued", request)
     await _private.schedule_point()

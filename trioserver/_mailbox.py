@@ -82,7 +82,10 @@ class Mailbox:
         while queue:
             request = queue.popleft()
             if request.state == QUEUED:
-                self._left(request)
+                self.queued -= 1  # (`_left`, inlined: once per request taken)
+                self.backlog = self.backlog - request.cost if self.queued else 0.0
+                if self.room:
+                    self.room.unpark()
                 return request
         return None
 
