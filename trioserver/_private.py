@@ -251,7 +251,9 @@ A server's task parked here (private path) can be handed a suspended handler (`l
 
 @types.coroutine
 def _wait_private(abort: AbortFn) -> Generator[Any, Any, Any]:
-    outcome: Outcome[Any] = yield _wait_trap(abort)
+    outcome: Any = yield _wait_trap(abort)  # (an `Outcome`)
+    if type(outcome) is Value:  # (a reply: its value, without `unwrap`'s two calls)
+        return outcome.value  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
     return outcome.unwrap()
 
 

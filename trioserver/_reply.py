@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from outcome import Error, Outcome, Value
+from trio.lowlevel import reschedule
 
 from . import _private
 from ._errors import CallTimeout, ServerOverloaded
@@ -76,7 +77,11 @@ def finish(
         state.handled += 1
         ending = "handled"
         if request.task is not None:
-            deliver(request, outcome)
+            if request.waiting:  # (`deliver`, inlined: once per call)
+                request.waiting = False
+                reschedule(request.task, outcome)
+            else:
+                request.outcome = outcome
         elif type(request) is StoredRequest:
             request.runner.ended(request, None, False)
     elif status == RUNNING:
