@@ -11,7 +11,11 @@ costs. That leaves out the interpreter's start, the imports and the warm-up.
 An instruction is not a unit of time. A cache miss or a mispredicted branch costs more on one
 CPU than on another, so a ratio of instructions is not a ratio of speed on any given machine.
 What it gives is the work each path does, the same from run to run within about a percent.
-That tells a change that removed work from a run that happened to be lucky.
+That tells a change that removed work from a run that happened to be lucky. What would
+still move it is made the same in every child: string hashing (``PYTHONHASHSEED=0``) and the
+order in which trio's scheduler runs a batch of tasks (its random generator, which trio's own
+Hypothesis hook seeds for the same reason, seeded with 0). Two runs of a point then differ by
+about a tenth of a percent (what is left comes from the clock: the durations recorded).
 
 Points:
 
@@ -102,10 +106,15 @@ def contender(name: str) -> Contender:
 def child(argv: list[str]) -> None:
     """Measure ``CALLS`` calls of contender ``NAME`` by ``CALLERS`` callers, with the parts of
     the contract named after them removed (in this process, which valgrind counts)."""
+    from trio._core import _run as trio_run
+
     from .ablation import removed
     from .roundtrip import measure_trio
 
     name, callers, calls, *parts = argv
+    scheduling = getattr(trio_run, "_r", None)  # trio's scheduler's random order
+    if scheduling is not None:
+        scheduling.seed(0)
     with removed(tuple(parts)):
         measure_trio(contender(name), int(callers), int(calls))
 
@@ -117,7 +126,10 @@ def count(point: Point, calls: int) -> int:
         sys.executable, "-m", "benchmarks.instructions",
         point.name, str(point.callers), str(calls), *point.removed,
     ]  # fmt: skip
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, check=False
+    )
     found = _REFS.search(done.stderr)
     if done.returncode or found is None:
         raise RuntimeError(f"valgrind failed on {point.key} ({done.returncode}): {done.stderr}")

@@ -4,6 +4,7 @@ it adds (the lowest-level mailbox running a handler body) serves that body."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from typing import Any
 
@@ -30,8 +31,9 @@ def test_every_point_has_its_reference_at_the_same_callers() -> None:
 def test_a_point_costs_the_difference_of_two_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     ran: list[list[str]] = []
 
-    def fake(command: list[str], **_: Any) -> subprocess.CompletedProcess[str]:
+    def fake(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
         ran.append(command)
+        assert options["env"]["PYTHONHASHSEED"] == "0"  # (the same hashing in every child)
         calls = int(command[command.index("benchmarks.instructions") + 3])
         refs = f"{1_000_000 + 150 * calls:,}"
         return subprocess.CompletedProcess(command, 0, "", f"==7== I   refs:      {refs}\n")
@@ -81,7 +83,29 @@ def test_markdown_prints_the_recorded_counts(capsys: pytest.CaptureFixture[str])
     from benchmarks._common import RESULTS
     from benchmarks.cli import main
 
+    recorded = json.loads((RESULTS / "instructions.json").read_text())["instructions"]["rows"]
+    actor = next(r for r in recorded if r["name"] == "event_actor" and r["callers"] == 1)
     assert main(["--markdown", str(RESULTS / "instructions.json")]) == 0
     printed = capsys.readouterr().out
     assert "### Instructions per call (valgrind)" in printed
-    assert "| event: hand-written actor (reference) | 218,850 | event_actor | 1.00x |" in printed
+    figure = f"{actor['instructions']:,.0f}"
+    line = f"| event: hand-written actor (reference) | {figure} | event_actor | 1.00x |"
+    assert line in printed
+
+
+def test_the_child_seeds_the_order_trios_scheduler_runs_tasks_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio._core import _run as trio_run
+
+    import benchmarks.roundtrip
+
+    drawn: list[float] = []
+
+    def draw(*_: object) -> None:
+        drawn.append(trio_run._r.random())  # pyright: ignore[reportPrivateUsage]
+
+    monkeypatch.setattr(benchmarks.roundtrip, "measure_trio", draw)
+    instructions.child(["event_budget", "1", "10"])
+    instructions.child(["event_budget", "1", "10"])
+    assert drawn[0] == drawn[1]
