@@ -259,7 +259,7 @@ def _refusal(state: ServerState, request: Request, now: float) -> tuple[str, boo
 
 def _park(state: ServerState) -> Awaitable[Outcome[Any]]:
     """Wait, idle, for a request (or a handler handed over, or `RETIRE`)."""
-    if not state.retiring and not state.mailbox.guarded:  # (guarded calls wait: it stays)
+    if state.retire_at == _INF and not state.mailbox.guarded:  # (guarded calls wait: it stays)
         state.retire_later()
     state.parked = True
     return _private.park(lambda _: _idle_abort(state))

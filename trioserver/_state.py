@@ -130,7 +130,6 @@ class ServerState:
         "retakers",
         "retire_at",
         "retire_number",
-        "retiring",
         "scope",
         "scope_cancelled",
         "serving_marked",
@@ -186,8 +185,7 @@ class ServerState:
         # the step of its task (`_private.steps_of`) that last ran a waiting caller on
         # (`_handoff.answer_here`): one a step
         self.answered_in = -1
-        self.retiring = False  # the task is to end at `retire_at` if no request comes
-        self.retire_at = _INF
+        self.retire_at = _INF  # when the task ends if no request comes (INF: not retiring)
         self.retire_number = 0  # `numbered` when it parked: no request since means idle
         self.last_started: Request | None = None
         # the running handler's; replaced once cancelled; unset while the server has no task
@@ -265,9 +263,8 @@ class ServerState:
             self.timers.add(when, self)
 
     def retire_later(self) -> None:
-        """The task parks idle (not yet `retiring`): end it if no request comes within
+        """The task parks idle (not yet retiring): end it if no request comes within
         `RETIRE_AFTER`."""
-        self.retiring = True
         self.retire_number = self.numbered
         self.retire_at = self.now() + RETIRE_AFTER
         self.look_at(self.retire_at)
@@ -286,12 +283,11 @@ class ServerState:
                 self.deadline_passed(current)
             elif current.cut_at != _INF:
                 self.look_at(current.cut_at)
-        if not self.retiring:
+        if self.retire_at > now:  # (INF: not retiring)
+            if self.retire_at != _INF:
+                self.look_at(self.retire_at)
             return
-        if self.retire_at > now:
-            self.look_at(self.retire_at)
-            return
-        self.retiring = False
+        self.retire_at = _INF
         if self.task is None or self.stopping or self.mailbox.guarded:
             return  # (while guarded calls wait, it stays; parking again looks again)
         if self.parked and self.retire_number == self.numbered:
