@@ -62,3 +62,32 @@ async def test_guarded_calls_waiting_hold_nothing(autojump_clock: trio.abc.Clock
             assert await payments.pay() == "paid"  # not refused behind ten waiting guards
         nursery.cancel_scope.cancel()
     assert statistics(payments).shed == 0
+
+
+async def test_a_guarded_call_refused_as_it_would_start_lets_the_next_true_one_start(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with open_server(Payments()) as payments, trio.open_nursery() as nursery:
+        await payments.set_open(True)
+        assert await payments.gated() == "in"  # it learns: 1 s held
+        await payments.set_open(False)
+        ended: list[tuple[str, float]] = []
+
+        async def hurried() -> None:
+            with trio.move_on_after(1.5):  # its deadline: t=2.5
+                ended.append((await payments.gated(), trio.current_time()))
+            ended.append(("gave up", trio.current_time()))
+
+        async def patient() -> None:
+            ended.append((await payments.gated(), trio.current_time()))
+
+        nursery.start_soon(hurried)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(patient)  # behind it
+        await trio.sleep(1.0)
+        # t=2.0: both guards hold; the first would end at 3.0, past its deadline: refused,
+        # and its call ends as the deadline would (now); the next one starts in its turn
+        await payments.set_open(True)
+    assert ended == [("gave up", 2.0), ("in", 3.0)]
+    stats = statistics(payments)
+    assert (stats.shed, stats.handled) == (1, 5)  # (three set_open, two gated)

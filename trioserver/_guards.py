@@ -33,13 +33,15 @@ def next_request(state: ServerState) -> Request | None:
     """
     mailbox = state.mailbox
     verdicts: dict[Method, bool] = {}
-    changed = state.guards_seen != state.turns  # (else the waiting ones are still false)
-    state.guards_seen = state.turns
-    if mailbox.guarded and changed:
+    if mailbox.guarded and state.guards_seen != state.turns:  # (else they are still false)
         for request in mailbox.waiting_guards():
             if request.state == GUARDED and _holds(state, request, verdicts):
                 mailbox.unblock(request)
+                # Those behind it were not evaluated: the next choice evaluates them, whether
+                # this one starts (its end is a turn anyway) or not (expired, or refused by
+                # admission, as it would start: nothing else may change before the next).
                 return request
+    state.guards_seen = state.turns  # (every waiting guard is false now)
     while True:
         taken = mailbox.take_nowait()
         if taken is None or taken.method.guard is None:
