@@ -156,19 +156,19 @@ def effective_deadline(task: Task) -> float:
     """
     if not ENABLED:
         return trio.current_effective_deadline()
-    status = task._cancel_status  # pyright: ignore[reportPrivateUsage]
+    status: CancelStatus | None = task._cancel_status  # pyright: ignore[reportPrivateUsage]
     assert status is not None
     if status.effectively_cancelled:
         return -_INF
     deadline = _INF
-    while True:
+    while status is not None:
         scope = status._scope  # pyright: ignore[reportPrivateUsage]
         if scope._deadline < deadline:  # pyright: ignore[reportPrivateUsage]
             deadline = scope._deadline  # pyright: ignore[reportPrivateUsage]
-        parent = status._parent  # pyright: ignore[reportPrivateUsage]
-        if parent is None or scope._shield:  # pyright: ignore[reportPrivateUsage]
-            return deadline
-        status = parent
+        if scope._shield:  # pyright: ignore[reportPrivateUsage]
+            break
+        status = status._parent  # pyright: ignore[reportPrivateUsage]
+    return deadline
 
 
 def deadline_scope(task: Task, deadline: float) -> trio.CancelScope | None:
