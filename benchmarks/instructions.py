@@ -15,7 +15,8 @@ That tells a change that removed work from a run that happened to be lucky. What
 still move it is made the same in every child: string hashing (``PYTHONHASHSEED=0``) and the
 order in which trio's scheduler runs a batch of tasks (its random generator, which trio's own
 Hypothesis hook seeds for the same reason, seeded with 0). Two runs of a point then differ by
-about a tenth of a percent (what is left comes from the clock: the durations recorded).
+a few tenths of a percent at most, and most by less; one point once moved by 0.85% (what is
+left comes from the clock: the durations recorded differ, and so does counting them).
 
 Once in a while a run does a lump of work besides its calls: a recorded run once counted the
 channel handler at 1 caller at 225,782 instructions a call, where every other count of that
