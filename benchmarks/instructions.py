@@ -40,10 +40,22 @@ Points:
 
 ``python -m benchmarks --only instructions``; skipped, saying so, where valgrind is not
 installed. The child is ``python -m benchmarks.instructions NAME CALLERS CALLS [PART ...]``.
+
+To judge a change of a percent or less, count one point on the old tree and on the new with
+``python -m benchmarks.instructions point NAME CALLERS [PART ...] --step-clock`` (2,000 and
+6,000 calls, each count the least of `REPEATS`; ``--repeats 1`` is enough with a stepped
+clock). ``--step-clock`` makes trio's clock advance
+1 µs at every read instead of following time: every run then records the same durations, and
+two runs of one revision agree within a few instructions. A stepped clock is not the clock a
+user has (a read costs less, and the durations counted are other ones), so the section itself
+keeps the real one, and its figures and a stepped point's are not to be compared.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
+import itertools
 import os
 import re
 import shutil
@@ -65,6 +77,8 @@ HIGH = 3000  # calls in the second: (count(HIGH) - count(LOW)) / (HIGH - LOW) pe
 REPEATS = 2  # fresh processes counted for each, the least kept: a lump only adds instructions
 CALLERS = (1, 100)
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+STEP_CLOCK = "TRIOSERVER_BENCH_STEP_CLOCK"  # set to "1": the child's clock steps (`step_clock`)
+STEP = 1e-6  # seconds a stepped clock advances at each read
 
 
 @attrs.frozen
@@ -124,8 +138,15 @@ def child(argv: list[str]) -> None:
     scheduling = getattr(trio_run, "_r", None)  # trio's scheduler's random order
     if scheduling is not None:
         scheduling.seed(0)
+    if os.environ.get(STEP_CLOCK) == "1":
+        step_clock(trio_run)
     with removed(tuple(parts)):
         measure_trio(contender(name), int(callers), int(calls))
+
+
+def step_clock(trio_run: Any) -> None:
+    """Make trio's system clock advance `STEP` at every read (from 1,000 s), not with time."""
+    trio_run.perf_counter = functools.partial(next, itertools.count(1000.0, STEP))
 
 
 def count(point: Point, calls: int) -> int:
@@ -145,13 +166,13 @@ def count(point: Point, calls: int) -> int:
     return int(found.group(1).replace(",", ""))
 
 
-def least(point: Point, calls: int) -> int:
-    """The least of `REPEATS` counts of `calls` calls at `point` (see the module's doc)."""
-    return min(count(point, calls) for _ in range(REPEATS))
+def least(point: Point, calls: int, repeats: int = REPEATS) -> int:
+    """The least of `repeats` counts of `calls` calls at `point` (see the module's doc)."""
+    return min(count(point, calls) for _ in range(repeats))
 
 
-def per_call(point: Point) -> float:
-    return (least(point, HIGH) - least(point, LOW)) / (HIGH - LOW)
+def per_call(point: Point, low: int = LOW, high: int = HIGH, repeats: int = REPEATS) -> float:
+    return (least(point, high, repeats) - least(point, low, repeats)) / (high - low)
 
 
 def run_instructions() -> dict[str, Any]:
@@ -225,5 +246,36 @@ def render_instructions(section: dict[str, Any], *, markdown: bool = False) -> s
     return "\n\n".join(parts) + "\n"
 
 
+def point_main(argv: list[str]) -> int:
+    """``point NAME CALLERS [PART ...] [--step-clock] [--low N] [--high N] [--repeats N]``:
+    print one point's instructions per call."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions point")
+    parser.add_argument("name", help="a contender, as the section names it (event_budget, ...)")
+    parser.add_argument("callers", type=int)
+    parser.add_argument("parts", nargs="*", help=f"parts patched out: {', '.join(_REMOVED)}")
+    parser.add_argument("--step-clock", action="store_true", help="trio's clock steps 1 µs a read")
+    parser.add_argument("--low", type=int, default=2000)
+    parser.add_argument("--high", type=int, default=6000)
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="counts of each, least kept")
+    options = parser.parse_args(argv)
+    unknown = [part for part in options.parts if part not in _REMOVED]
+    if unknown:
+        parser.error(f"no part named {', '.join(map(repr, unknown))}: {', '.join(_REMOVED)}")
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed", file=sys.stderr)
+        return 2
+    contender(options.name)  # (an unknown name fails here, not in a child)
+    if options.step_clock:
+        os.environ[STEP_CLOCK] = "1"  # (the children inherit it)
+    point = Point(options.name, options.name, options.callers, tuple(options.parts))
+    n = per_call(point, options.low, options.high, options.repeats)
+    clock = "stepped clock" if options.step_clock else "trio's clock"
+    print(f"{point.key} {point.callers} callers: {n:,.0f} instructions a call ({clock}, "
+          f"{options.low:,} and {options.high:,} calls, least of {options.repeats})")  # fmt: skip
+    return 0
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["point"]:
+        sys.exit(point_main(sys.argv[2:]))
     child(sys.argv[1:])

@@ -117,3 +117,67 @@ def test_the_child_seeds_the_order_trios_scheduler_runs_tasks_in(
     instructions.child(["event_budget", "1", "10"])
     instructions.child(["event_budget", "1", "10"])
     assert drawn[0] == drawn[1]
+
+
+def test_a_stepped_clock_advances_a_microsecond_a_read_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trio._core import _run as trio_run
+
+    import benchmarks.roundtrip
+
+    monkeypatch.setattr(trio_run, "perf_counter", trio_run.perf_counter)  # (restored after)
+    read: list[list[float]] = []
+
+    def reads(*_: object) -> None:
+        async def main() -> list[float]:
+            return [trio.current_time() for _ in range(3)]
+
+        read.append(trio.run(main))
+
+    monkeypatch.setattr(benchmarks.roundtrip, "measure_trio", reads)
+    monkeypatch.delenv(instructions.STEP_CLOCK, raising=False)
+    instructions.child(["event_budget", "1", "10"])
+    assert read[0][1] - read[0][0] != pytest.approx(instructions.STEP, abs=1e-12)  # real time
+    monkeypatch.setenv(instructions.STEP_CLOCK, "1")
+    instructions.child(["event_budget", "1", "10"])
+    steps = [b - a for a, b in zip(read[1], read[1][1:], strict=False)]
+    assert steps == [pytest.approx(instructions.STEP, abs=1e-9)] * 2
+
+
+def test_one_point_is_counted_on_its_own_with_the_clock_asked_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    ran: list[tuple[list[str], str | None]] = []
+
+    def fake(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
+        ran.append((command, options["env"].get(instructions.STEP_CLOCK)))
+        calls = int(command[command.index("benchmarks.instructions") + 3])
+        refs = f"{5_000_000 + 120 * calls:,}"
+        return subprocess.CompletedProcess(command, 0, "", f"==7== I   refs:      {refs}\n")
+
+    monkeypatch.setattr(subprocess, "run", fake)
+    monkeypatch.setattr(shutil, "which", lambda _: "/usr/bin/valgrind")
+    monkeypatch.delenv(instructions.STEP_CLOCK, raising=False)
+    argv = ["event_budget", "100", "timings", "--step-clock", "--low", "10", "--high", "30"]
+    assert instructions.point_main(argv) == 0
+    assert capsys.readouterr().out == (
+        "event_budget/timings 100 callers: 120 instructions a call (stepped clock, 10 and 30 "
+        f"calls, least of {instructions.REPEATS})\n"
+    )
+    assert {env for _, env in ran} == {"1"}  # every child steps its clock
+    counted = sorted(int(c[c.index("benchmarks.instructions") + 3]) for c, _ in ran)
+    assert counted == sorted([10, 30] * instructions.REPEATS)
+    monkeypatch.delenv(instructions.STEP_CLOCK, raising=False)
+    ran.clear()
+    assert instructions.point_main(["event_budget", "1", "--repeats", "1"]) == 0
+    assert {env for _, env in ran} == {None}  # trio's own clock unless asked
+    assert len(ran) == 2
+    assert "(trio's clock, 2,000 and 6,000 calls, least of 1)" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="no contender named 'nothing'"):
+        instructions.point_main(["nothing", "1"])
+    with pytest.raises(SystemExit):
+        instructions.point_main(["event_budget", "1", "everything"])
+    assert "no part named 'everything': timings, deadline, timers" in capsys.readouterr().err
