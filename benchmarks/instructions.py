@@ -42,13 +42,12 @@ Points:
 installed. The child is ``python -m benchmarks.instructions NAME CALLERS CALLS [PART ...]``.
 
 To judge a change of a percent or less, count one point on the old tree and on the new with
-``python -m benchmarks.instructions point NAME CALLERS [PART ...] --step-clock`` (2,000 and
-6,000 calls, each count the least of `REPEATS`; ``--repeats 1`` is enough with a stepped
-clock). ``--step-clock`` makes trio's clock advance
-1 µs at every read instead of following time: every run then records the same durations, and
-two runs of one revision agree within a few instructions. A stepped clock is not the clock a
-user has (a read costs less, and the durations counted are other ones), so the section itself
-keeps the real one, and its figures and a stepped point's are not to be compared.
+``python -m benchmarks.instructions point NAME CALLERS [PART ...] --step-clock --repeats 1``
+(2,000 and 6,000 calls). ``--step-clock`` makes trio's clock advance 1 µs at every read
+instead of following time: every run then records the same durations, and two runs of one
+revision agree within a few instructions. A stepped clock is not the clock a user has (a read costs less,
+and the durations counted are other ones), so the section itself keeps the real one, and its
+figures and a stepped point's are not to be compared.
 """
 
 from __future__ import annotations
@@ -89,6 +88,7 @@ class Point:
     reference: str
     callers: int
     removed: tuple[str, ...] = ()
+    stepped: bool = False  # trio's clock steps in its children (`step_clock`): `point` only
 
     @property
     def key(self) -> str:
@@ -156,7 +156,7 @@ def count(point: Point, calls: int) -> int:
         sys.executable, "-m", "benchmarks.instructions",
         point.name, str(point.callers), str(calls), *point.removed,
     ]  # fmt: skip
-    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    environment = {**os.environ, "PYTHONHASHSEED": "0", STEP_CLOCK: "1" if point.stepped else "0"}
     done = subprocess.run(
         command, cwd=ROOT, env=environment, capture_output=True, text=True, check=False
     )
@@ -265,9 +265,8 @@ def point_main(argv: list[str]) -> int:
         print("valgrind is not installed", file=sys.stderr)
         return 2
     contender(options.name)  # (an unknown name fails here, not in a child)
-    if options.step_clock:
-        os.environ[STEP_CLOCK] = "1"  # (the children inherit it)
-    point = Point(options.name, options.name, options.callers, tuple(options.parts))
+    parts = tuple(options.parts)
+    point = Point(options.name, options.name, options.callers, parts, options.step_clock)
     n = per_call(point, options.low, options.high, options.repeats)
     clock = "stepped clock" if options.step_clock else "trio's clock"
     print(f"{point.key} {point.callers} callers: {n:,.0f} instructions a call ({clock}, "

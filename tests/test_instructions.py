@@ -36,6 +36,7 @@ def test_a_point_costs_the_difference_of_two_counts_each_the_least_of_its_repeat
     def fake(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
         ran.append(command)
         assert options["env"]["PYTHONHASHSEED"] == "0"  # (the same hashing in every child)
+        assert options["env"][instructions.STEP_CLOCK] == "0"  # (the section: trio's own clock)
         calls = int(command[command.index("benchmarks.instructions") + 3])
         lump = 7_000_000 if len(ran) in (1, 4) else 0  # one run of each size does more work
         refs = f"{1_000_000 + 150 * calls + lump:,}"
@@ -153,14 +154,14 @@ def test_one_point_is_counted_on_its_own_with_the_clock_asked_for(
     ran: list[tuple[list[str], str | None]] = []
 
     def fake(command: list[str], **options: Any) -> subprocess.CompletedProcess[str]:
-        ran.append((command, options["env"].get(instructions.STEP_CLOCK)))
+        ran.append((command, options["env"][instructions.STEP_CLOCK]))
         calls = int(command[command.index("benchmarks.instructions") + 3])
         refs = f"{5_000_000 + 120 * calls:,}"
         return subprocess.CompletedProcess(command, 0, "", f"==7== I   refs:      {refs}\n")
 
     monkeypatch.setattr(subprocess, "run", fake)
     monkeypatch.setattr(shutil, "which", lambda _: "/usr/bin/valgrind")
-    monkeypatch.delenv(instructions.STEP_CLOCK, raising=False)
+    monkeypatch.setenv(instructions.STEP_CLOCK, "1")  # (a parent's setting is not passed on)
     argv = ["event_budget", "100", "timings", "--step-clock", "--low", "10", "--high", "30"]
     assert instructions.point_main(argv) == 0
     assert capsys.readouterr().out == (
@@ -170,10 +171,9 @@ def test_one_point_is_counted_on_its_own_with_the_clock_asked_for(
     assert {env for _, env in ran} == {"1"}  # every child steps its clock
     counted = sorted(int(c[c.index("benchmarks.instructions") + 3]) for c, _ in ran)
     assert counted == sorted([10, 30] * instructions.REPEATS)
-    monkeypatch.delenv(instructions.STEP_CLOCK, raising=False)
     ran.clear()
     assert instructions.point_main(["event_budget", "1", "--repeats", "1"]) == 0
-    assert {env for _, env in ran} == {None}  # trio's own clock unless asked
+    assert {env for _, env in ran} == {"0"}  # trio's own clock unless asked
     assert len(ran) == 2
     assert "(trio's clock, 2,000 and 6,000 calls, least of 1)" in capsys.readouterr().out
     with pytest.raises(KeyError, match="no contender named 'nothing'"):
