@@ -45,9 +45,9 @@ To judge a change of a percent or less, count one point on the old tree and on t
 ``python -m benchmarks.instructions point NAME CALLERS [PART ...] --step-clock --repeats 1``
 (2,000 and 6,000 calls). ``--step-clock`` makes trio's clock advance 1 µs at every read
 instead of following time: every run then records the same durations, and two runs of one
-revision agree within a few instructions. A stepped clock is not the clock a user has (a read costs less,
-and the durations counted are other ones), so the section itself keeps the real one, and its
-figures and a stepped point's are not to be compared.
+revision agree within a few instructions. A stepped clock is not the clock a user has (a read
+costs less, and the durations counted are other ones), so the section itself keeps the real
+one, and its figures and a stepped point's are not to be compared.
 """
 
 from __future__ import annotations
