@@ -5,12 +5,17 @@ Every other test runs with it on and again with ``TRIOSERVER_PRIVATE=0`` (`make 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import trio
+import trio.lowlevel
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trioserver import _private
 
@@ -66,3 +71,27 @@ def test_missing_internals_are_not_used(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "trio._core._traps", None)  # an import that fails
     assert _private._find() is None
+
+
+@settings(database=None, deadline=None, max_examples=200)
+@given(
+    st.lists(
+        st.tuples(st.one_of(st.none(), st.floats(min_value=1.0, max_value=100.0)), st.booleans()),
+        max_size=6,
+    )
+)
+def test_the_deadline_read_is_trios_under_any_nesting_of_deadlines_and_shields(
+    scopes: list[tuple[float | None, bool]],
+) -> None:
+    # each scope: its deadline (None: none) and whether it shields; innermost last. The read
+    # walks out to the first shield (its deadline counted) or past the root, taking the least
+    async def main() -> None:
+        with contextlib.ExitStack() as stack:
+            for deadline, shield in scopes:
+                scope = stack.enter_context(trio.CancelScope(shield=shield))
+                if deadline is not None:
+                    scope.deadline = trio.current_time() + deadline
+            task = trio.lowlevel.current_task()
+            assert _private.effective_deadline(task) == trio.current_effective_deadline()
+
+    trio.run(main, clock=trio.testing.MockClock())
