@@ -10,7 +10,10 @@ idle task retires on its timer, never cutting a handler.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import gc
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -23,6 +26,7 @@ from trioserver import (
     DeadlockError,
     ServerCrashed,
     ServerStopped,
+    _handoff,
     _private,
     _state,
     call,
@@ -363,6 +367,78 @@ async def test_a_retired_server_keeps_nothing_its_task_needed(
         await trio.sleep(3 * _state.RETIRE_AFTER)
         assert not hasattr(state, "scope")
     assert statistics(b).handled == handled + 2
+
+
+class Token:
+    """A value a handler returns, to see who keeps it."""
+
+
+@server(admission=False)
+class Maker:
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    @call
+    async def make(self) -> Token:
+        return Token()
+
+    @call(timeout=10.0)
+    async def make_later(self) -> Token:
+        await self.event.wait()
+        return Token()
+
+    @call(timeout=10.0)
+    async def fail_later(self) -> None:
+        await self.event.wait()
+        raise ValueError("failed after waiting")
+
+
+@needs_handoff
+async def test_handlers_run_in_drivers_that_keep_nothing_of_theirs_and_are_few(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A coroutine handler run in its caller's step runs inside a driver (`_handoff._drives`),
+    # taken from the idle ones and put back once the handler returned: a call to an idle server
+    # makes no new one, an idle driver keeps neither the handler's value nor its coroutine, and
+    # no more than `_KEEP` wait idle, however many handlers were handed over at once.
+    makers = [Maker() for _ in range(3 * _handoff._KEEP)]
+    async with contextlib.AsyncExitStack() as stack:
+        handles = [await stack.enter_async_context(open_server(m)) for m in makers]
+        for handle in handles:
+            await handle.make()  # (its task starts, and parks idle)
+        await trio.testing.wait_all_tasks_blocked()
+        idle = list(_handoff._DRIVERS)
+        assert idle
+        token = await handles[0].make()
+        assert idle == _handoff._DRIVERS  # the same driver ran it, and is idle again
+        kept = weakref.ref(token)
+        del token
+        gc.collect()
+        assert kept() is None
+
+        got: list[Token] = []
+
+        async def make_later(handle: Maker) -> None:
+            got.append(await handle.make_later())
+
+        async def fail_later(handle: Maker) -> None:
+            with pytest.raises(ValueError, match="failed after waiting"):
+                await handle.fail_later()
+
+        async with trio.open_nursery() as nursery:
+            for i, handle in enumerate(handles):
+                nursery.start_soon(make_later if i % 2 else fail_later, handle)
+            await trio.testing.wait_all_tasks_blocked()
+            assert _handoff._DRIVERS == []  # every one taken by a handler that waits
+            for m in makers:
+                m.event.set()
+        assert len(got) == len(handles) // 2
+        assert 1 <= len(_handoff._DRIVERS) <= _handoff._KEEP
+        kept = weakref.ref(got[0])
+        got.clear()
+        await trio.sleep(3 * _state.RETIRE_AFTER)  # (a parked server's task may hold its last)
+        gc.collect()
+        assert kept() is None
 
 
 async def test_the_retire_timer_never_cuts_a_handler(

@@ -33,8 +33,8 @@ from __future__ import annotations
 import math
 import time
 import types
-from collections.abc import Callable, Coroutine, Generator
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, cast
 
 from outcome import Error, Outcome, Value
 from trio.lowlevel import Task, disable_ki_protection, enable_ki_protection, reschedule
@@ -103,10 +103,15 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
                 handler = method.run(state.obj, *request.args)
             else:
                 handler = method.run(state.obj, *request.args, **kwargs)
-            try:
-                trap = _resume(server, handler.send)
-            except StopIteration as stop:
-                result = stop.value
+            driver = _driver()
+            trap = _resume(server, driver.send, handler)
+            if type(trap) is _Returned:  # (the commonest: it returned without suspending)
+                result = trap.value
+                trap.value = None
+                trap = None
+                _DRIVERS.append(driver)  # (taken from there, or the first: no more than were)
+            else:
+                handler = driver  # the server's task drives the rest (`go_on`)
     except BaseException as exc:
         failure = exc
     if trap is None and (failure is None or isinstance(failure, Exception)):
@@ -194,9 +199,9 @@ def _run_kw(server: Task, fn: Callable[..., Any], obj: object, args: Any, kwargs
 
 
 @disable_ki_protection  # user code: a KeyboardInterrupt may come at once, as anywhere
-def _resume(server: Task, send: Callable[[Any], Any]) -> Any:
-    """Resume a handler's coroutine in the server's contextvars."""
-    return server.context.run(send, None)
+def _resume(server: Task, send: Callable[[Any], Any], handler: Any) -> Any:
+    """Start a handler's coroutine, in a driver, in the server's contextvars."""
+    return server.context.run(send, handler)
 
 
 def _hand_over(state: ServerState, request: Request, handler: Any, trap: Any) -> Any:
@@ -215,26 +220,71 @@ def _hand_over(state: ServerState, request: Request, handler: Any, trap: Any) ->
     return HANDED_OVER
 
 
-def _drive(coro: Coroutine[Any, Any, Any], value: Any, trap: Any) -> Generator[Any, Any, Any]:
-    """Drive a suspended handler's coroutine from the server's task: yield `trap` (if any) for
-    it, send what comes back, and so on until it returns."""
+class _Returned:
+    """What a driver yields once its handler returned: the value, for whoever drives it."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+
+def _drives(returned: _Returned) -> Generator[Any, Any, Any]:
+    """A driver: sent a handler's coroutine, it runs it and yields `returned`, which holds its
+    value; then it waits for the next one.
+
+    A coroutine driven with ``send`` raises StopIteration as it returns: an exception made,
+    raised and caught once a call. Run by ``yield from`` inside a driver, it returns as in an
+    ``await``, raising nothing: a fiftieth of a cast, or of a call that does not suspend
+    (benchmarks/instructions.py, one caller). A handler that raises ends its driver.
+    """
+    coro = yield
+    while True:
+        returned.value = yield from coro
+        coro = None  # (an idle driver keeps nothing of the handler's)
+        coro = yield returned
+
+
+# (``yield from`` a coroutine is allowed in a generator marked as `types.coroutine` does)
+_new_driver = cast("Callable[[_Returned], Generator[Any, Any, Any]]", types.coroutine(_drives))
+_DRIVERS: list[Generator[Any, Any, Any]] = []  # idle drivers, for any run in any thread
+_KEEP = 8  # at most: more are only ever needed while that many handlers are handed over
+
+
+def _driver() -> Generator[Any, Any, Any]:
+    """An idle driver (`_drives`), taken from `_DRIVERS`, or a new one."""
+    try:
+        return _DRIVERS.pop()
+    except IndexError:  # (none idle: the first, or all taken by handed-over handlers)
+        driver = _new_driver(_Returned())
+        driver.send(None)
+        return driver
+
+
+def _drive(driver: Generator[Any, Any, Any], value: Any, trap: Any) -> Generator[Any, Any, Any]:
+    """Drive a suspended handler's driver from the server's task: yield `trap` (if any) for
+    it, send what comes back, and so on until the handler returns; then the driver is idle
+    again."""
     while True:
         if trap is not None:
             try:
                 value = yield trap
             except GeneratorExit:
-                coro.close()
+                driver.close()  # (and so the handler's coroutine)
                 raise
             except BaseException as exc:  # trio throws only for a message it does not know
-                try:
-                    trap = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
+                trap = driver.throw(exc)
+                if type(trap) is _Returned:
+                    break
                 continue
-        try:
-            trap = coro.send(value)
-        except StopIteration as stop:
-            return stop.value
+        trap = driver.send(value)
+        if type(trap) is _Returned:
+            break
+    value = trap.value
+    trap.value = None
+    if len(_DRIVERS) < _KEEP:
+        _DRIVERS.append(driver)
+    return value
 
 
 go_on = types.coroutine(_drive)
