@@ -436,9 +436,37 @@ async def test_handlers_run_in_drivers_that_keep_nothing_of_theirs_and_are_few(
         assert 1 <= len(_handoff._DRIVERS) <= _handoff._KEEP
         kept = weakref.ref(got[0])
         got.clear()
-        await trio.sleep(3 * _state.RETIRE_AFTER)  # (a parked server's task may hold its last)
         gc.collect()
         assert kept() is None
+
+
+async def test_a_parked_server_keeps_nothing_of_its_last_request(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # A server's task parks idle for a while before it retires (and for as long as guarded
+    # calls wait): it must not keep the last value it returned, or the last request, alive.
+    maker = Maker()
+    async with open_server(maker) as handle, trio.open_nursery() as nursery:
+        got: list[Token] = []
+
+        async def make_later() -> None:
+            got.append(await handle.make_later())  # (handed off, if the server is idle)
+
+        async def make() -> None:
+            got.append(await handle.make())  # (queued behind it: the server's task runs it)
+
+        nursery.start_soon(make_later)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(make)
+        await trio.testing.wait_all_tasks_blocked()
+        maker.event.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(got) == 2
+        assert server_tasks("Maker") != []  # parked, not retired
+        kept = [weakref.ref(token) for token in got]
+        got.clear()
+        gc.collect()
+        assert [ref() for ref in kept] == [None, None]
 
 
 async def test_the_retire_timer_never_cuts_a_handler(

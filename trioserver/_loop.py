@@ -185,6 +185,7 @@ async def _serve(state: ServerState, scope: trio.CancelScope) -> bool:
             if state.stopping or not state.numbered:  # (not one request yet: no need to wait)
                 return True
             me = state.task
+            result = resume = handler = None  # (parked, it keeps nothing of the last request)
             woken = await _park(state)
             if state.task is not me:  # told to end (`YIELD`): a released handler took over;
                 return True  # what came since (a handler to go on with) is its task's
