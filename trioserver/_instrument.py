@@ -271,6 +271,9 @@ def add_instrument(instrument: Instrument) -> None:
 def remove_instrument(instrument: Instrument) -> None:
     """Remove an instrument installed with `add_instrument`.
 
+    Requests in flight get no more of its hooks: one that heard a request begin does not
+    hear it end (``OpenTelemetryInstrument`` then leaves their spans open; see its page).
+
     Raises:
       KeyError: it is not installed.
     """
