@@ -399,8 +399,9 @@ async def test_handlers_run_in_drivers_that_keep_nothing_of_theirs_and_are_few(
 ) -> None:
     # A coroutine handler run in its caller's step runs inside a driver (`_handoff._drives`),
     # taken from the idle ones and put back once the handler returned: a call to an idle server
-    # makes no new one, an idle driver keeps neither the handler's value nor its coroutine, and
-    # no more than `_KEEP` wait idle, however many handlers were handed over at once.
+    # makes no new one, an idle driver does not keep the value its handler returned, and no
+    # more than `_KEEP` wait idle, however many handlers were handed over at once. (That it
+    # drops the finished coroutine too, `coro = None`, is not checked here.)
     makers = [Maker() for _ in range(3 * _handoff._KEEP)]
     async with contextlib.AsyncExitStack() as stack:
         handles = [await stack.enter_async_context(open_server(m)) for m in makers]
