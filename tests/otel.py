@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -47,13 +48,15 @@ class Otel:
         )
 
 
-def make_otel() -> Otel:
+def make_otel(
+    instrument_class: Callable[..., OpenTelemetryInstrument] = OpenTelemetryInstrument,
+) -> Otel:
+    """An SDK, and an instrument exporting to it, made by calling `instrument_class` with the
+    SDK's providers as keywords."""
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    instrument = OpenTelemetryInstrument(
-        tracer_provider=tracer_provider, meter_provider=meter_provider
-    )
+    instrument = instrument_class(tracer_provider=tracer_provider, meter_provider=meter_provider)
     return Otel(exporter, reader, tracer_provider.get_tracer("tests"), instrument)

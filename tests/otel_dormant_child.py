@@ -51,7 +51,7 @@ async def main() -> dict[str, Any]:
     ):
         assert await desk.quick() == "quick"
         assert await other.quick() == "quick"
-        seen["hooked_dormant"] = sorted(run_instruments().hooked)
+        seen["hooked_dormant"] = sorted(run_instruments().listeners.hooked)
         # One running and one queued while dormant; then an SDK is set.
         nursery.start_soon(desk.work)
         nursery.start_soon(desk.work)
@@ -74,7 +74,7 @@ async def main() -> dict[str, Any]:
         desk_obj.gate.set()
         await trio.testing.wait_all_tasks_blocked()
         seen["dormant_after"] = [shared.dormant, own.dormant]
-        seen["hooked_after"] = sorted(run_instruments().hooked)
+        seen["hooked_after"] = sorted(run_instruments().listeners.hooked)
     seen["spans"] = sorted(
         (span.name, [e.name for e in span.events]) for span in exporter.get_finished_spans()
     )

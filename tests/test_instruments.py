@@ -134,6 +134,101 @@ async def test_an_instrument_that_raises_is_logged_and_removed(
     assert any("broken instrument" in r.exc_text for r in caplog.records if r.exc_text)
 
 
+@server(admission=False)
+class Worker:
+    @call(timeout=5.0)
+    async def work(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+
+def lives(rec: Recording) -> list[str]:
+    return [hook for hook, *_ in rec.events]
+
+
+async def test_an_instrument_hears_a_requests_whole_life_or_none_of_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """Installed while one request runs and one waits, it hears nothing of them, and all of
+    the next; removed while one runs and one waits, it hears both to their ends, and nothing
+    of the one after."""
+    rec = Recording()
+    async with open_server(Worker()) as counter, trio.open_nursery() as nursery:
+        nursery.start_soon(counter.work, 1.0)
+        nursery.start_soon(counter.work, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        add_instrument(rec)
+        await counter.work(0.5)  # queued behind both
+        assert lives(rec) == ["queued", "started", "finished"]
+        nursery.start_soon(counter.work, 1.0)
+        nursery.start_soon(counter.work, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        remove_instrument(rec)
+        await counter.work(0.5)
+    assert lives(rec) == [
+        *("queued", "started", "finished"),
+        *("queued", "started"),  # (the server was idle: it started at once)
+        *("queued", "finished", "started", "finished"),
+    ]
+
+
+async def test_an_instrument_that_raises_hears_nothing_more_of_requests_in_flight(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It heard three requests arrive, on two servers; it raises as the first ends, and hears
+    nothing more: of the other two, nor of later ones, whether it was installed on the run,
+    on the servers, or was removed already."""
+
+    class FinishFails(Recording):
+        def call_finished(self, call: CallInfo) -> None:
+            self._add("finished", call)
+            raise RuntimeError("broken instrument")
+
+    for where in ("run", "own", "removed"):
+        broken = FinishFails()
+        own = [broken] if where == "own" else []
+        async with (
+            open_server(Worker(), instruments=own) as counter,
+            open_server(Worker(), instruments=own) as other,
+            trio.open_nursery() as nursery,
+        ):
+            if where != "own":
+                add_instrument(broken)
+            for handle in (counter, counter, other):
+                nursery.start_soon(handle.work, 1.0)
+                await trio.testing.wait_all_tasks_blocked()
+            if where == "removed":
+                remove_instrument(broken)  # it still hears the three: until it raises
+            assert lives(broken) == ["queued", "started", "queued", "queued", "started"]
+            await trio.sleep(3.0)  # the first ends at 1 s
+            await counter.work(0.0)
+            await other.work(0.0)
+        heard = ["queued", "started", "queued", "queued", "started", "finished"]
+        assert lives(broken) == heard, where
+        with pytest.raises(KeyError):
+            remove_instrument(broken)
+    assert len([r for r in caplog.records if "broken instrument" in (r.exc_text or "")]) == 3
+
+
+async def test_a_hook_set_as_a_plain_function_that_raises_is_removed(
+    autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hook need not be a method: one set on the instance as a function is called, and
+    removed as any other when it raises (its instrument is known without ``__self__``)."""
+    seen: list[int] = []
+
+    def queued(call: CallInfo) -> None:
+        seen.append(call.number)
+        raise RuntimeError("broken hook")
+
+    instrument = Instrument()
+    instrument.call_queued = queued  # type: ignore[method-assign]
+    async with open_server(Worker(), instruments=[instrument]) as counter:
+        await counter.work(0.0)
+        await counter.work(0.0)
+    assert seen == [1]
+    assert any("broken hook" in (r.exc_text or "") for r in caplog.records)
+
+
 async def test_logging_instrument_logs_one_line_per_event(
     autojump_clock: trio.abc.Clock, caplog: pytest.LogCaptureFixture
 ) -> None:

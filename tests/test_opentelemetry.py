@@ -461,21 +461,57 @@ async def test_metrics_add_up_with_statistics(otel: Otel, autojump_clock: trio.a
     assert by_status == {"handled": 2, "timed_out": 1, "withdrawn": 1}
 
 
-async def test_an_instrument_installed_mid_call_still_ends_its_span(
+async def test_an_instrument_installed_mid_flight_reports_only_the_requests_after(
     otel: Otel, autojump_clock: trio.abc.Clock
 ) -> None:
+    """An instrument hears a request's whole life or none of it: the running and the queued
+    requests have no span, and the one queued after it was installed has its whole span."""
     async with open_server(Desk(otel.tracer)) as desk, trio.open_nursery() as nursery:
         nursery.start_soon(desk.work, 1.0)
         nursery.start_soon(desk.work, 1.0)
         await trio.testing.wait_all_tasks_blocked()
         add_instrument(otel.instrument)  # one runs, one is queued
         try:
+            nursery.start_soon(desk.work, 0.5)
             await trio.sleep(3.0)
         finally:
             remove_instrument(otel.instrument)
-    [span] = otel.spans("Desk/work")  # the queued one: seen from its start
-    assert events(span) == ["started"]
+    [span] = otel.spans("Desk/work")
+    assert events(span) == ["queued", "started"]
+    assert seconds(span) == pytest.approx(2.5)  # queued at 0, behind two of 1 s
     assert otel.total("trioserver.mailbox.depth") == 0
+    assert otel.instrument._live == {}  # pyright: ignore[reportPrivateUsage]
+
+
+async def test_an_instrument_removed_mid_flight_still_ends_the_spans_it_began(
+    otel: Otel, autojump_clock: trio.abc.Clock
+) -> None:
+    """Removed while a request runs and another waits, it still hears both end: their spans
+    end, the depth gauge comes back to 0, and the running handler's span is current no longer
+    once it ends (a later handler's span is a root, not its child). A request that arrives
+    after the removal has no span."""
+    add_instrument(otel.instrument)
+    desk_obj = Desk(otel.tracer)
+    async with open_server(desk_obj) as desk, trio.open_nursery() as nursery:
+        nursery.start_soon(desk.work, 1.0)
+        nursery.start_soon(desk.work, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        remove_instrument(otel.instrument)  # one runs, one is queued
+        assert otel.total("trioserver.mailbox.depth") == 1
+        await trio.sleep(3.0)
+        assert await desk.peek() == 0
+    spans = otel.spans("Desk/work")
+    assert [events(s) for s in spans] == [["queued", "started"]] * 2
+    assert sorted(seconds(s) for s in spans) == pytest.approx([1.0, 2.0])
+    assert otel.total("trioserver.mailbox.depth") == 0
+    assert otel.instrument._live == {}  # pyright: ignore[reportPrivateUsage]
+    inside = otel.spans("inside work")
+    assert sorted(parent_id(s) or 0 for s in inside) == sorted(span_id(s) for s in spans)
+    [peek] = otel.spans("inside peek")
+    assert peek.parent is None  # (not a child of the last span the instrument made current)
+    assert not otel.spans("Desk/peek")
+    assert desk_obj.at_stop is not None
+    assert not desk_obj.at_stop.get_span_context().is_valid
 
 
 def test_bad_providers_are_refused_at_construction() -> None:
@@ -498,9 +534,10 @@ def test_importing_trioserver_does_not_import_opentelemetry() -> None:
 def test_with_the_api_alone_it_is_dormant_until_an_sdk_is_set() -> None:
     """Made with no provider while OpenTelemetry's globals are the API's stand-ins, it costs
     one hook (`call_queued`) and reports nothing; once an SDK is set, the next request wakes
-    it, in the run's list and in a server's own. A request running then has no span; one
-    queued then gets one from its start, without `queued`. (A fresh interpreter: the global
-    providers can be set once per process.)"""
+    it, in the run's list and in a server's own. That request, and those running or queued
+    then, have no span (each was told to the instrument's dormant hook alone: a whole life or
+    none); the requests after it have theirs. (A fresh interpreter: the global providers can
+    be set once per process.)"""
     child = Path(__file__).with_name("otel_dormant_child.py")
     found = json.loads(
         subprocess.run(
@@ -515,13 +552,10 @@ def test_with_the_api_alone_it_is_dormant_until_an_sdk_is_set() -> None:
     )
     qs = ["queued", "started"]
     assert found["spans"] == [
-        # other.quick: by its own instrument and by the run's (both installed on it, both woken
-        # as it was queued); desk.quick; the last work, queued and started after the SDK
-        ["Desk/quick", qs],
-        ["Desk/quick", qs],
+        # not other.quick, which woke both (its own instrument and the run's are installed on
+        # it), nor the two works in flight then: desk.quick, and the work queued after it
         ["Desk/quick", qs],
         ["Desk/work", qs],
-        ["Desk/work", ["started"]],  # queued while dormant
     ]
     assert found["metrics"] == [
         "rpc.server.call.duration",
@@ -534,20 +568,21 @@ async def test_a_dormant_instrument_wakes_every_list_that_holds_it(
     monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.abc.Clock
 ) -> None:
     """In this process, with the SDK's presence stubbed (`_no_sdk`): dormant, it costs one hook;
-    woken by a request, the run's list and the servers' own lists take up its hooks; a list
-    that still calls its dormant hook (another run's, until its next request) is refreshed by
-    it and the request reported."""
+    woken by a request, the run's list and the servers' own lists take up its hooks. A list
+    that still calls its dormant hook (another run's, until its next request) does not get the
+    request reported: its later events go to that list's listeners, where the instrument has
+    no other hook."""
     monkeypatch.setattr(opentelemetry_module, "_no_sdk", lambda: True)
     wall = [100.0]
     monkeypatch.setattr(opentelemetry_module, "monotonic", lambda: wall[0])
     instrument = OpenTelemetryInstrument()
     assert instrument.dormant
     stale = InstrumentList([instrument])  # as another run's list would hold it
-    assert stale.hooked == {"call_queued"}
+    assert stale.listeners.hooked == {"call_queued"}
     add_instrument(instrument)
     async with open_server(Desk(trace.get_tracer("t")), instruments=[instrument]) as desk:
         await desk.peek()
-        assert run_instruments().hooked == {"call_queued"}
+        assert run_instruments().listeners.hooked == {"call_queued"}
         assert instrument.dormant  # (looked at the first request: no SDK)
         monkeypatch.setattr(opentelemetry_module, "_no_sdk", lambda: False)
         wall[0] += 0.5
@@ -557,14 +592,14 @@ async def test_a_dormant_instrument_wakes_every_list_that_holds_it(
         await desk.peek()
         assert not instrument.dormant
         full = {"call_queued", "call_started", "call_finished", "call_withdrawn", "call_shed"}
-        assert run_instruments().hooked == full
-        assert stale.hooked == {"call_queued"}
-        [dormant_hook] = stale.calls["call_queued"]
+        assert run_instruments().listeners.hooked == full
+        assert stale.listeners.hooked == {"call_queued"}
+        [(_, dormant_hook)] = stale.listeners.calls["call_queued"]
         queued = trio.current_time()
         dormant_hook(
             CallInfo("Desk", "Desk.peek", "call", 99, queued, None, None, None, None, None, 1)
         )
-        assert (1, 99) in instrument._live  # pyright: ignore[reportPrivateUsage]
+        assert instrument._live == {}  # pyright: ignore[reportPrivateUsage]
     remove_instrument(instrument)
 
 

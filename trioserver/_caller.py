@@ -111,7 +111,10 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             _shed(state, method, now, refusal)
             await end_as_deadline(task, deadline, serving is None)
     state.numbered += 1
-    request = Request(method, args, kwargs, task, deadline, state, now, record.hold, state.numbered)
+    request = Request(
+        method, args, kwargs, task, deadline, state, now, record.hold, state.numbered,
+        state.instruments.listeners,
+    )  # fmt: skip
     # An idle server runs the request in this step (instruments see it queued, then started).
     if (
         state.parked
@@ -124,7 +127,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
             mailbox.pass_room()  # the room this caller waited for stays free: pass it on
         if not _private.passes_cancel_point(task):
             await checkpoint_if_cancelled()  # raises Cancelled (or a KeyboardInterrupt)
-        if "call_queued" in state.instruments.hooked:
+        if "call_queued" in request.heard.hooked:
             state.emit("call_queued", request)
         if mine is not None:
             mine.awaiting = request
@@ -144,7 +147,7 @@ async def call(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         mailbox.put(request)
         if state.parked or state.task is None:  # (else its busy task takes it in turn)
             wake(state)
-        if "call_queued" in state.instruments.hooked:
+        if "call_queued" in request.heard.hooked:
             state.emit("call_queued", request)
     if mine is not None:
         mine.awaiting = request
@@ -190,14 +193,17 @@ async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
     if waited:
         await _wait_for_room(state, method)
     state.numbered += 1
-    request = Request(method, args, kwargs, None, _INF, state, state.now(), 0.0, state.numbered)
+    request = Request(
+        method, args, kwargs, None, _INF, state, state.now(), 0.0, state.numbered,
+        state.instruments.listeners,
+    )  # fmt: skip
     request.waiting = False
     # An idle server starts the cast in this step, as it does a call: the caster goes on when
     # the handler returns or first suspends.
     if state.parked and _private.ENABLED and method.handoff and not mailbox.guarded:
         if waited:
             mailbox.pass_room()  # the room this caster waited for stays free: pass it on
-        if "call_queued" in state.instruments.hooked:
+        if "call_queued" in request.heard.hooked:
             state.emit("call_queued", request)
         if run_here(state, request, state.records[method.name], task) is SETTLED:
             crashed = request.outcome  # a cast marked to crash its server raised
@@ -207,7 +213,7 @@ async def cast(state: ServerState, method: Method, args: tuple[Any, ...], kwargs
         mailbox.put(request)
         if state.parked or state.task is None:  # (else its busy task takes it in turn)
             wake(state)
-        if "call_queued" in state.instruments.hooked:
+        if "call_queued" in request.heard.hooked:
             state.emit("call_queued", request)
     await _private.schedule_point()
 
@@ -240,13 +246,14 @@ async def _wait_for_room(state: ServerState, method: Method) -> None:
 def _shed(state: ServerState, method: Method, now: float, reason: str) -> None:
     """Count and report a request refused before it was queued."""
     state.shed += 1
-    if "call_shed" in state.instruments.hooked:
+    listeners = state.instruments.listeners
+    if "call_shed" in listeners.hooked:
         state.numbered += 1
         info = CallInfo(
             state.spec.name, method.label, method.kind, state.numbered, now,
             ended_at=now, outcome="shed", reason=reason, server_id=id(state.obj),
         )  # fmt: skip
-        state.notify("call_shed", info)
+        state.notify("call_shed", info, listeners)
 
 
 async def end_as_deadline(task: Task, deadline: float, at_once: bool) -> NoReturn:

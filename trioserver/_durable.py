@@ -273,7 +273,7 @@ class Durable:
             if number is None:
                 continue  # its key was stored already
             self.stored += 1
-            if "cast_stored" in self.state.instruments.hooked:
+            if "cast_stored" in self.state.instruments.listeners.hooked:
                 self._notify("cast_stored", new.method, number, None)
             if committed.inserted_claimed:
                 row = StoredCast(number, new.method, new.payload, 0, new.attempts, 0.0)
@@ -318,7 +318,7 @@ class Durable:
         state.numbered += 1
         request = StoredRequest(
             method, tuple(args), kwargs or None, None, math.inf, state, state.now(), 0.0,
-            state.numbered,
+            state.numbered, state.instruments.listeners,
         )  # fmt: skip
         request.waiting = False
         request.row = row
@@ -326,7 +326,7 @@ class Durable:
         self.in_memory += 1
         state.mailbox.put(request)
         wake(state)
-        if "call_queued" in state.instruments.hooked:
+        if "call_queued" in request.heard.hooked:
             state.emit("call_queued", request)
 
     def _signature(self, method: Method) -> inspect.Signature:
@@ -369,7 +369,7 @@ class Durable:
                     wait,
                 )
                 self.retried += 1
-                if "cast_retried" in self.state.instruments.hooked:
+                if "cast_retried" in self.state.instruments.listeners.hooked:
                     self._notify("cast_retried", row.method, row.id, repr(error))
                 after = time.time() + wait
                 self.batch.retried.append((row.id, failed, after, repr(error)))
@@ -391,7 +391,7 @@ class Durable:
             error,
         )
         self.batch.dead.append((row.id, failed, error))
-        if "cast_dead" in self.state.instruments.hooked:
+        if "cast_dead" in self.state.instruments.listeners.hooked:
             self._notify("cast_dead", row.method, row.id, error)
         self.woken.set()
 
@@ -409,7 +409,7 @@ class Durable:
             stored_as=number,
             server_id=id(state.obj),
         )
-        state.notify(hook, info)
+        state.notify(hook, info, state.instruments.listeners)
 
 
 async def _commit(connection: Connection, batch: Batch) -> Committed:

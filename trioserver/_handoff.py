@@ -79,7 +79,7 @@ def run_here(state: ServerState, request: Request, record: MethodRecorder, calle
     state.current = state.last_started = request
     if not state.serving_marked:  # (the handler runs in the server task's contextvars)
         server.context.run(mark_serving, state)
-    hooked = state.instruments.hooked
+    hooked = request.heard.hooked
     if "call_started" in hooked:  # (in the handler's contextvars, as on the queued path)
         server.context.run(state.emit, "call_started", request)
     detector = step_watch.detector

@@ -2,6 +2,11 @@
 
 As with `trio.abc.Instrument`, a server with no instrument pays nothing but a
 falsy check per event; nor does one whose instruments do not override that event's hook.
+
+An instrument hears a request's whole life or none of it: a request is told, event after
+event, to the instruments of its server as they were when it arrived (its `Listeners`), even
+if one is removed meanwhile; one installed later hears nothing of it. An instrument whose hook
+raises is removed at once, and hears nothing more, of any request.
 """
 
 from __future__ import annotations
@@ -83,8 +88,12 @@ class Instrument:
     task and contextvars; `call_started` and `call_finished` run in the
     handler's contextvars (the server's, on both paths), so a contextvar set in
     `call_started` is seen by the handler and can be reset in `call_finished`.
-    An instrument whose hook raises is logged and removed, as trio does with
-    its own instruments.
+
+    An instrument hears a request's whole life or none of it: a request is told
+    to the instruments its server had when it arrived, even one removed since,
+    and not to one installed later. An instrument whose hook raises is logged
+    and removed, as trio does with its own instruments, from the run and from
+    every server of it: it hears nothing more.
     """
 
     def call_queued(self, call: CallInfo) -> None:
@@ -133,37 +142,58 @@ def _overridden(instrument: Instrument) -> frozenset[Hook]:
     return frozenset(found)
 
 
-Calls = dict[Hook, tuple[Callable[[CallInfo], None], ...]]
-"""Per hook, the bound hooks of the instruments that override it, in installation order."""
+Calls = dict[Hook, tuple[tuple[Instrument, Callable[[CallInfo], None]], ...]]
+"""Per hook, the instruments that override it, in installation order, each with its bound
+hook."""
 
 
-def _bound(instruments: tuple[Instrument, ...]) -> tuple[frozenset[Hook], Calls]:
-    """What the call path reads of `instruments`: the hooks any overrides, and per hook the
-    bound methods to call (built once per change, not per event)."""
-    overridden = [(instrument, _overridden(instrument)) for instrument in instruments]
-    hooked = frozenset[Hook]().union(*(hooks for _, hooks in overridden))
-    calls: Calls = {
-        hook: tuple(getattr(i, hook) for i, hooks in overridden if hook in hooks) for hook in HOOKS
-    }
-    return hooked, calls
+class Listeners:
+    """What the call path reads of a list of instruments as it was at one moment: `hooked`,
+    the hooks any of them overrides, and `calls`, per hook the instruments to call (built once
+    per change, not per event).
+
+    A request keeps the listeners of its server as they were when it arrived (`Request.heard`)
+    and tells them, and only them, every event of its life: an instrument hears a request's
+    whole life or none of it, whether installed or removed meanwhile. One that raises is
+    dropped from every listeners that still hold it (`drop`): it hears nothing more.
+    """
+
+    __slots__ = ("__weakref__", "calls", "hooked")
+
+    def __init__(self, instruments: tuple[Instrument, ...] = ()) -> None:
+        overridden = [(instrument, _overridden(instrument)) for instrument in instruments]
+        self.calls: Calls = {
+            hook: tuple((i, getattr(i, hook)) for i, hooks in overridden if hook in hooks)
+            for hook in HOOKS
+        }
+        self.hooked: frozenset[Hook] = frozenset(hook for hook in HOOKS if self.calls[hook])
+
+    def drop(self, instrument: Instrument) -> None:
+        """`instrument` raised: the requests that keep these listeners call it no more."""
+        self.calls = {
+            hook: tuple(pair for pair in pairs if pair[0] is not instrument)
+            for hook, pairs in self.calls.items()
+        }
+        self.hooked = frozenset(hook for hook in HOOKS if self.calls[hook])
 
 
 class InstrumentList:
-    """Instruments in installation order, and what the call path reads of them: `hooked`, the
-    hooks any of them overrides, and `calls`, per hook the bound methods to call.
+    """Instruments in installation order, and `listeners`, what the call path reads of them.
 
-    The call path asks ``hooked`` (one attribute read) before it builds a `CallInfo`: a
+    The call path asks ``listeners.hooked`` (its request's) before it builds a `CallInfo`: a
     server whose instruments override nothing pays nothing more than one with none. A change
-    recomputes both here and in every `Instruments` that combines this list (`dependents`).
+    makes new listeners, here and in every `Instruments` that combines this list
+    (`dependents`); the old ones stay with the requests that keep them (`issued`: the
+    listeners made here that something still keeps).
     """
 
-    __slots__ = ("calls", "dependents", "hooked", "items", "snapshot")
+    __slots__ = ("dependents", "issued", "items", "listeners", "snapshot")
 
     def __init__(self, items: Iterable[Instrument] = ()) -> None:
         self.items: list[Instrument] = []
         self.snapshot: tuple[Instrument, ...] = ()  # `items` as a tuple
-        self.hooked: frozenset[Hook] = frozenset()
-        self.calls: Calls = _bound(())[1]
+        self.listeners = Listeners()
+        self.issued: weakref.WeakSet[Listeners] = weakref.WeakSet()
         self.dependents: weakref.WeakSet[Instruments] = weakref.WeakSet()
         for instrument in items:
             self.add(instrument)
@@ -186,10 +216,19 @@ class InstrumentList:
         self.items.remove(instrument)
         self.changed()
 
+    def scrub(self, instrument: Instrument) -> None:
+        """The requests in flight call `instrument` no more (it raised): those that keep this
+        list's listeners, and those of the servers combining it."""
+        for listeners in list(self.issued):
+            listeners.drop(instrument)
+        for dependent in list(self.dependents):
+            dependent.scrub(instrument)
+
     def changed(self) -> None:
-        """Recompute what the call path reads, here and in the lists combining this one."""
+        """New listeners, here and in the lists combining this one."""
         self.snapshot = tuple(self.items)
-        self.hooked, self.calls = _bound(self.snapshot)
+        self.listeners = Listeners(self.snapshot)
+        self.issued.add(self.listeners)
         for dependent in self.dependents:
             dependent.combine()
 
@@ -209,20 +248,20 @@ def run_instruments() -> InstrumentList:
 
 class Instruments:
     """A server's own instruments followed by the run's (for servers that have own), with
-    `hooked`, `calls` and `snapshot` as `InstrumentList` has them, recombined when either
+    `listeners`, `issued` and `snapshot` as `InstrumentList` has them, recombined when either
     list changes.
 
     A server with no own instruments uses the run's list itself.
     """
 
-    __slots__ = ("__weakref__", "calls", "hooked", "own", "shared", "snapshot")
+    __slots__ = ("__weakref__", "issued", "listeners", "own", "shared", "snapshot")
 
     def __init__(self, own: InstrumentList, shared: InstrumentList) -> None:
         self.own = own
         self.shared = shared
         self.snapshot: tuple[Instrument, ...] = ()
-        self.hooked: frozenset[Hook] = frozenset()
-        self.calls: Calls = own.calls
+        self.listeners = own.listeners
+        self.issued: weakref.WeakSet[Listeners] = weakref.WeakSet()
         own.dependents.add(self)
         shared.dependents.add(self)
         self.combine()
@@ -231,7 +270,8 @@ class Instruments:
         """Own instruments, then the run's not among them (after a change to either)."""
         own = self.own.snapshot
         self.snapshot = own + tuple(i for i in self.shared.snapshot if i not in own)
-        self.hooked, self.calls = _bound(self.snapshot)
+        self.listeners = Listeners(self.snapshot)
+        self.issued.add(self.listeners)
 
     def __bool__(self) -> bool:
         return bool(self.own or self.shared)
@@ -239,15 +279,17 @@ class Instruments:
     def __iter__(self) -> Iterator[Instrument]:
         return iter(self.snapshot)
 
-    def remove(self, instrument: Instrument) -> None:
-        if instrument in self.own:
-            self.own.remove(instrument)
+    def scrub(self, instrument: Instrument) -> None:
+        """The requests in flight call `instrument` no more (it raised)."""
+        for listeners in list(self.issued):
+            listeners.drop(instrument)
 
 
 def hooks_changed(instrument: Instrument) -> None:
     """`instrument` does something in other hooks than when it was installed (one that waited
     for something to report to: `OpenTelemetryInstrument` without an SDK): every list of the
-    current trio run that holds it recomputes what the call path reads of it."""
+    current trio run that holds it makes new listeners. Requests arriving from then on are told
+    its new hooks; those in flight keep the ones they were told (a whole life or none)."""
     shared = run_instruments()
     if instrument in shared:
         shared.changed()  # (and the servers' lists that combine it)
@@ -258,6 +300,9 @@ def hooks_changed(instrument: Instrument) -> None:
 
 def add_instrument(instrument: Instrument) -> None:
     """Install `instrument` on every server of the current trio run, running or started later.
+
+    It hears every event of the requests that arrive from then on, and nothing of those
+    already in flight: an instrument hears a request's whole life or none of it.
 
     Args:
       instrument: The instrument; installing it twice has no further effect.
@@ -271,8 +316,8 @@ def add_instrument(instrument: Instrument) -> None:
 def remove_instrument(instrument: Instrument) -> None:
     """Remove an instrument installed with `add_instrument`.
 
-    Requests in flight get no more of its hooks: one that heard a request begin does not
-    hear it end (``OpenTelemetryInstrument`` then leaves their spans open; see its page).
+    It still hears the rest of every request it heard arrive: an instrument hears a
+    request's whole life or none of it.
 
     Raises:
       KeyError: it is not installed.

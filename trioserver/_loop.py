@@ -368,7 +368,7 @@ def stop(state: ServerState, why: str, error: type[TrioServerError] = ServerStop
     for request in state.mailbox.drain():
         request.state = DROPPED
         state.dropped += 1
-        if "call_withdrawn" in state.instruments.hooked:
+        if "call_withdrawn" in request.heard.hooked:
             state.emit("call_withdrawn", request, "dropped", f"{name} stopped ({why})")
         if request.task is not None:
             message = f"{request.method.label}: {name} stopped ({why}) before this call started"

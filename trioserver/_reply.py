@@ -54,7 +54,7 @@ def start(state: ServerState, request: Request, record: MethodRecorder, now: flo
     record.queue_wait.add(now - request.queued_at)
     state.current = state.last_started = request
     _private.show_deadline(state.scope, cut_at)
-    if "call_started" in state.instruments.hooked:
+    if "call_started" in request.heard.hooked:
         state.emit("call_started", request)
 
 
@@ -111,7 +111,7 @@ def finish(
             ending = "cancelled"
         if type(request) is StoredRequest:  # stopped: it stays stored, for the next run
             request.runner.ended(request, None, True)
-    if "call_finished" in state.instruments.hooked:
+    if "call_finished" in request.heard.hooked:
         state.emit("call_finished", request, ending)
     return crash
 
@@ -136,7 +136,7 @@ def expire(state: ServerState, request: Request) -> None:
     """`request` reached the front after its caller's deadline: it never starts."""
     request.state = WITHDRAWN
     state.withdrawn += 1
-    if "call_withdrawn" in state.instruments.hooked:
+    if "call_withdrawn" in request.heard.hooked:
         state.emit("call_withdrawn", request, "withdrawn", "its caller's deadline passed")
     deliver(request, Error(Expired()))
 
@@ -146,7 +146,7 @@ def shed_at_start(state: ServerState, request: Request, reason: str, by_deadline
     deadline would pass first, the call ends as that deadline), or for its server's sake."""
     request.state = WITHDRAWN
     state.shed += 1
-    if "call_shed" in state.instruments.hooked:
+    if "call_shed" in request.heard.hooked:
         state.emit("call_shed", request, "shed", reason)
     if by_deadline:
         deliver(request, Error(Shed(reason)))

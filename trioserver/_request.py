@@ -8,6 +8,7 @@ from outcome import Outcome
 from trio.lowlevel import Abort, Task, reschedule
 
 if TYPE_CHECKING:
+    from ._instrument import Listeners
     from ._spec import Method
 
 
@@ -47,6 +48,7 @@ class Request:
         "cost",
         "cut_at",
         "deadline",
+        "heard",
         "kwargs",
         "method",
         "number",
@@ -71,6 +73,7 @@ class Request:
         queued_at: float,
         cost: float,
         number: int,
+        heard: Listeners,
     ) -> None:
         self.method = method
         self.args = args
@@ -88,6 +91,7 @@ class Request:
         self.released_for = 0.0  # seconds its handler spent in released blocks
         self.number = number
         self.awaiting: Request | None = None  # the call its handler waits for (`_cycles`)
+        self.heard = heard  # its server's instruments as it arrived: they hear all its events
 
     def abort(self, _: Any) -> Abort:
         """trio calls this when the waiting caller is cancelled."""

@@ -25,6 +25,7 @@ from ._instrument import (
     Instrument,
     InstrumentList,
     Instruments,
+    Listeners,
     run_instruments,
 )
 from ._mailbox import Mailbox
@@ -214,7 +215,7 @@ class ServerState:
         self.timed_out = 0
         self.cancelled = 0
         shared = run_instruments()
-        # (`instruments.hooked`: the hooks any of them overrides; the call path reads it)
+        # (`instruments.listeners`: what a request arriving now keeps, and its events read)
         self.instruments: InstrumentList | Instruments = (
             Instruments(InstrumentList(instruments), shared) if instruments else shared
         )
@@ -335,7 +336,7 @@ class ServerState:
         if request.state == QUEUED or request.state == GUARDED:
             self.mailbox.withdraw(request)
             self.withdrawn += 1
-            if "call_withdrawn" in self.instruments.hooked:
+            if "call_withdrawn" in request.heard.hooked:
                 self.emit("call_withdrawn", request, "withdrawn", "its caller left")
             return Abort.SUCCEEDED
         assert request.state == RUNNING, request.state
@@ -363,7 +364,8 @@ class ServerState:
     def emit(
         self, hook: Hook, request: Request, outcome: str | None = None, reason: str | None = None
     ) -> None:
-        """Tell the instruments what happened to `request` (called when one hooks `hook`)."""
+        """Tell the instruments that heard `request` arrive what happened to it (called when
+        one of them hooks `hook`)."""
         method = request.method
         info = build_info(  # (`tuple.__new__`: a sixth of the named tuple's own call)
             CallInfo,
@@ -381,20 +383,25 @@ class ServerState:
                 id(self.obj),  # server_id
             ),
         )
-        self.notify(hook, info)
+        self.notify(hook, info, request.heard)
 
-    def notify(self, hook: Hook, info: CallInfo) -> None:
-        for bound in self.instruments.calls[hook]:
+    def notify(self, hook: Hook, info: CallInfo, listeners: Listeners) -> None:
+        """Call `listeners`' `hook`s with `info`; remove, everywhere, an instrument that
+        raises (it hears nothing more)."""
+        for instrument, bound in listeners.calls[hook]:
             try:
                 bound(info)
             except Exception:
-                instrument = bound.__self__  # type: ignore[attr-defined]
                 logger.exception("instrument %r raised in %s; removed", instrument, hook)
                 shared = run_instruments()
                 if instrument in shared:
                     shared.remove(instrument)
-                if isinstance(self.instruments, Instruments):
-                    self.instruments.remove(instrument)
+                for combined in list(shared.dependents):  # (the servers with own instruments)
+                    if instrument in combined.own:
+                        combined.own.remove(instrument)
+                # (then out of what requests in flight keep: `listeners` too, which is this
+                # server's, or the run's, as the request arrived)
+                shared.scrub(instrument)
 
     def loop_blocked(self, seconds: float, threshold: float) -> None:
         """A step of the server's task held the event loop for `seconds` (`BlockDetector`)."""

@@ -152,10 +152,10 @@ class OpenTelemetryInstrument(Instrument):
     measurement would be dropped), the instrument is ``dormant``: it reports nothing, and
     costs one hook, ``call_queued``, in which it looks, at most once every
     ``RECHECK_SECONDS`` (a module constant: 1.0) of wall clock, whether an SDK has been
-    set since. The first request queued after that wakes it; from then on it reports as
-    above (``dormant`` is then False). A request already running then has no span; one
-    already queued gets one from its start, without a ``queued`` event (as for an
-    instrument installed while requests are in flight).
+    set since. The first request queued after that wakes it (``dormant`` is then False),
+    and it reports the requests queued after that one as above. That request, and those
+    in flight then, have no span: an instrument hears a request's whole life or none of it
+    (as one installed while requests are in flight hears none of theirs).
 
     Args:
       tracer_provider: Where spans go; the global one (``opentelemetry.trace``) if None.
@@ -302,11 +302,12 @@ class OpenTelemetryInstrument(Instrument):
             self._recheck_at = now + RECHECK_SECONDS
             if _no_sdk():
                 return
-            self.dormant = False  # an SDK was set: from this request on, report as usual
+            self.dormant = False  # an SDK was set: report the requests that come after this one
             for hook in (*_ASLEEP, "call_queued"):
                 vars(self).pop(hook, None)
-        hooks_changed(self)  # (this run's lists; another run's, at its next request)
-        self.call_queued(call)
+        # (this run's lists; another run's, at its next request). This request keeps the
+        # listeners it arrived with, where this instrument has only this hook: no span for it.
+        hooks_changed(self)
 
     # -- the hooks ---------------------------------------------------------------------------
 
@@ -315,11 +316,8 @@ class OpenTelemetryInstrument(Instrument):
 
     def call_started(self, call: CallInfo) -> None:
         assert call.started_at is not None
-        live = self._live.get((call.server_id, call.number))
-        if live is None:  # (installed while it was queued)
-            live = self._live[call.server_id, call.number] = self._open(call, False)
-        if live.queued:
-            self._unqueue(call, live)
+        live = self._live[call.server_id, call.number]  # (it heard the request arrive)
+        self._unqueue(call, live)
         wait = call.started_at - call.queued_at
         if live.recording:
             live.span.add_event("started", {QUEUE_WAIT: wait}, timestamp=self._ns(call.started_at))
@@ -331,17 +329,13 @@ class OpenTelemetryInstrument(Instrument):
             otel_context.attach(trace.set_span_in_context(live.span, live.previous))
 
     def call_finished(self, call: CallInfo) -> None:
-        live = self._live.pop((call.server_id, call.number), None)
-        if live is None:
-            return  # (installed while it ran)
+        live = self._live.pop((call.server_id, call.number))
         if live.previous is not None:  # (the handler's contextvars again: restore them)
             otel_context.attach(live.previous)
         self._close(call, live, None)
 
     def call_withdrawn(self, call: CallInfo) -> None:
-        live = self._live.pop((call.server_id, call.number), None)
-        if live is None:
-            live = self._open(call, False)
+        live = self._live.pop((call.server_id, call.number))
         self._unqueue(call, live)
         self._withdrawn.add(1, live.names.ended_as(call.outcome or "withdrawn"))
         self._close(call, live, call.outcome)

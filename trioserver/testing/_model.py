@@ -13,6 +13,7 @@ import attrs
 import trio
 import trio.testing
 
+from .._instrument import Listeners
 from .._request import Request
 from .._serving import SERVING
 from .._spec import SPEC, ServerSpec
@@ -247,7 +248,9 @@ def _alone_in_its_server(obj: object, operation: Operation) -> Generator[None]:
     state = ServerState(spec, obj, None)
     now = trio.current_time()
     kwargs = dict(operation.kwargs) or None
-    state.current = Request(method, operation.args, kwargs, None, math.inf, _NoOwner(), now, 0, 0)
+    state.current = Request(
+        method, operation.args, kwargs, None, math.inf, _NoOwner(), now, 0, 0, Listeners()
+    )
     state.task = trio.lowlevel.current_task()
     state.scope = trio.CancelScope()
     state.stopping = True  # (so a released block starts no task to serve the others)
