@@ -10,7 +10,7 @@ OLD_BIN := $(OLD_VENV)/bin
 OLD_STAMP := $(OLD_VENV)/.installed
 
 # Runs without private trio access: tests/ and the fault-injection property suite.
-PUBLIC_TESTS := tests property_tests/test_faults.py property_tests/test_cleanup_faults.py
+PUBLIC_TESTS := tests property_tests/test_faults.py property_tests/test_cleanup_faults.py property_tests/test_instrument_lifecycle.py
 # Every pytest run adds to one coverage data file (.coverage); the report comes after all four.
 # --cov-fail-under=0: a single run is partial, only the combined report checks fail_under.
 COV := --cov=trioserver --cov-branch --cov-append --cov-report= --cov-fail-under=0
