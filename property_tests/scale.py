@@ -1,7 +1,8 @@
 """How much of each property suite runs by default, and how to run it all.
 
 The fault-injection suites (test_faults, test_cleanup_faults, test_durable_faults,
-test_ray_faults, test_opentelemetry, test_instrument_lifecycle) run a few dozen to a few hundred scenarios in ``make test``;
+test_ray_faults, test_opentelemetry, test_instrument_lifecycle) run a few dozen to a few
+hundred scenarios in ``make test``;
 ``TRIOSERVER_FAULT_EXAMPLES=N`` runs N (or a stated fraction of N) per test: `fault_settings`.
 
 ``make test`` draws the same scenarios on every run (Hypothesis's ``derandomize``: the seed

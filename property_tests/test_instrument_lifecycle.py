@@ -34,6 +34,7 @@ from collections import defaultdict
 from typing import Any, Literal
 
 import attrs
+import hypothesis
 import trio
 import trio.testing
 from hypothesis import given
@@ -380,3 +381,25 @@ def test_every_instrument_hears_a_requests_whole_life_or_none(scenario: Scenario
     trio.run(main, scenario, otel, run, made, clock=trio.testing.MockClock(autojump_threshold=0))
     check(scenario, run)
     check_otel(scenario, otel, run, made)
+    for found in moments(run):
+        hypothesis.event(found)
+
+
+def moments(run: Run) -> set[str]:
+    """What happened in a run, for ``--hypothesis-show-statistics``: the suite is only as good
+    as the moments it reaches."""
+    log = run.log
+    spans: dict[tuple[int, int], tuple[int, int]] = {}
+    for position, entry in enumerate(log):
+        if entry[0] == "heard" and entry[1] == 0:
+            first, _ = spans.get((entry[3], entry[4]), (position, position))
+            spans[entry[3], entry[4]] = (first, position)
+    found: set[str] = set()
+    for position, entry in enumerate(log):
+        if entry[0] in ("added", "removed", "raised") and any(
+            first < position < last for first, last in spans.values()
+        ):
+            found.add(f"{entry[0]} while requests were in flight")
+    if any(entry[0] == "heard" and entry[1] != 0 and entry[2] == "call_started" for entry in log):
+        found.add("an instrument heard a request start")
+    return found
