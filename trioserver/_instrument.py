@@ -155,7 +155,7 @@ class Listeners:
     A request keeps the listeners of its server as they were when it arrived (`Request.heard`)
     and tells them, and only them, every event of its life: an instrument hears a request's
     whole life or none of it, whether installed or removed meanwhile. One that raises is
-    dropped from every listeners that still hold it (`drop`): it hears nothing more.
+    dropped from all the listeners of the run (`remove_raising`): it hears nothing more.
     """
 
     __slots__ = ("__weakref__", "calls", "hooked")
@@ -177,23 +177,40 @@ class Listeners:
         self.hooked = frozenset(hook for hook in HOOKS if self.calls[hook])
 
 
+_LIVE: trio.lowlevel.RunVar[weakref.WeakSet[Listeners]] = trio.lowlevel.RunVar(
+    "trioserver_listeners"
+)
+
+
+def _listen(instruments: tuple[Instrument, ...]) -> Listeners:
+    """New listeners for `instruments`, known to the run (`_LIVE`, while something keeps them)
+    if they call any."""
+    listeners = Listeners(instruments)
+    if listeners.hooked:
+        try:
+            live = _LIVE.get()
+        except LookupError:
+            live = weakref.WeakSet()
+            _LIVE.set(live)
+        live.add(listeners)
+    return listeners
+
+
 class InstrumentList:
     """Instruments in installation order, and `listeners`, what the call path reads of them.
 
     The call path asks ``listeners.hooked`` (its request's) before it builds a `CallInfo`: a
     server whose instruments override nothing pays nothing more than one with none. A change
     makes new listeners, here and in every `Instruments` that combines this list
-    (`dependents`); the old ones stay with the requests that keep them (`issued`: the
-    listeners made here that something still keeps).
+    (`dependents`); the old ones stay with the requests that keep them.
     """
 
-    __slots__ = ("dependents", "issued", "items", "listeners", "snapshot")
+    __slots__ = ("dependents", "items", "listeners", "snapshot")
 
     def __init__(self, items: Iterable[Instrument] = ()) -> None:
         self.items: list[Instrument] = []
         self.snapshot: tuple[Instrument, ...] = ()  # `items` as a tuple
         self.listeners = Listeners()
-        self.issued: weakref.WeakSet[Listeners] = weakref.WeakSet()
         self.dependents: weakref.WeakSet[Instruments] = weakref.WeakSet()
         for instrument in items:
             self.add(instrument)
@@ -216,19 +233,10 @@ class InstrumentList:
         self.items.remove(instrument)
         self.changed()
 
-    def scrub(self, instrument: Instrument) -> None:
-        """The requests in flight call `instrument` no more (it raised): those that keep this
-        list's listeners, and those of the servers combining it."""
-        for listeners in list(self.issued):
-            listeners.drop(instrument)
-        for dependent in list(self.dependents):
-            dependent.scrub(instrument)
-
     def changed(self) -> None:
         """New listeners, here and in the lists combining this one."""
         self.snapshot = tuple(self.items)
-        self.listeners = Listeners(self.snapshot)
-        self.issued.add(self.listeners)
+        self.listeners = _listen(self.snapshot)
         for dependent in self.dependents:
             dependent.combine()
 
@@ -248,20 +256,19 @@ def run_instruments() -> InstrumentList:
 
 class Instruments:
     """A server's own instruments followed by the run's (for servers that have own), with
-    `listeners`, `issued` and `snapshot` as `InstrumentList` has them, recombined when either
-    list changes.
+    `listeners` and `snapshot` as `InstrumentList` has them, recombined when either list
+    changes.
 
     A server with no own instruments uses the run's list itself.
     """
 
-    __slots__ = ("__weakref__", "issued", "listeners", "own", "shared", "snapshot")
+    __slots__ = ("__weakref__", "listeners", "own", "shared", "snapshot")
 
     def __init__(self, own: InstrumentList, shared: InstrumentList) -> None:
         self.own = own
         self.shared = shared
         self.snapshot: tuple[Instrument, ...] = ()
         self.listeners = own.listeners
-        self.issued: weakref.WeakSet[Listeners] = weakref.WeakSet()
         own.dependents.add(self)
         shared.dependents.add(self)
         self.combine()
@@ -270,19 +277,13 @@ class Instruments:
         """Own instruments, then the run's not among them (after a change to either)."""
         own = self.own.snapshot
         self.snapshot = own + tuple(i for i in self.shared.snapshot if i not in own)
-        self.listeners = Listeners(self.snapshot)
-        self.issued.add(self.listeners)
+        self.listeners = _listen(self.snapshot)
 
     def __bool__(self) -> bool:
         return bool(self.own or self.shared)
 
     def __iter__(self) -> Iterator[Instrument]:
         return iter(self.snapshot)
-
-    def scrub(self, instrument: Instrument) -> None:
-        """The requests in flight call `instrument` no more (it raised)."""
-        for listeners in list(self.issued):
-            listeners.drop(instrument)
 
 
 def hooks_changed(instrument: Instrument) -> None:
@@ -296,6 +297,19 @@ def hooks_changed(instrument: Instrument) -> None:
     for combined in list(shared.dependents):
         if instrument in combined.own:
             combined.own.changed()
+
+
+def remove_raising(instrument: Instrument) -> None:
+    """`instrument` raised in a hook: remove it from this run's list and every server's own,
+    and from the listeners that requests in flight keep. It hears nothing more."""
+    shared = run_instruments()
+    if instrument in shared:
+        shared.remove(instrument)
+    for combined in list(shared.dependents):  # (the servers with own instruments)
+        if instrument in combined.own:
+            combined.own.remove(instrument)
+    for listeners in list(_LIVE.get()):  # (it was called: through listeners `_listen` made)
+        listeners.drop(instrument)
 
 
 def add_instrument(instrument: Instrument) -> None:

@@ -26,6 +26,7 @@ from ._instrument import (
     InstrumentList,
     Instruments,
     Listeners,
+    remove_raising,
     run_instruments,
 )
 from ._mailbox import Mailbox
@@ -393,15 +394,7 @@ class ServerState:
                 bound(info)
             except Exception:
                 logger.exception("instrument %r raised in %s; removed", instrument, hook)
-                shared = run_instruments()
-                if instrument in shared:
-                    shared.remove(instrument)
-                for combined in list(shared.dependents):  # (the servers with own instruments)
-                    if instrument in combined.own:
-                        combined.own.remove(instrument)
-                # (then out of what requests in flight keep: `listeners` too, which is this
-                # server's, or the run's, as the request arrived)
-                shared.scrub(instrument)
+                remove_raising(instrument)  # (from `listeners` too: it has a hook, so it is live)
 
     def loop_blocked(self, seconds: float, threshold: float) -> None:
         """A step of the server's task held the event loop for `seconds` (`BlockDetector`)."""
