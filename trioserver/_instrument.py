@@ -190,7 +190,7 @@ def _listen(instruments: tuple[Instrument, ...]) -> Listeners:
         try:
             live = _LIVE.get()
         except LookupError:
-            live = weakref.WeakSet()
+            live = weakref.WeakSet[Listeners]()
             _LIVE.set(live)
         live.add(listeners)
     return listeners
