@@ -17,7 +17,7 @@ import trio
 
 pytest.importorskip("ray", reason="Ray is not installed (the extra trioserver[ray])")
 
-from trioserver import CallTimeout, ServerCrashed, ServerStopped
+from trioserver import CallTimeout, ServerCrashed, ServerStopped, TrioServerError, _ray_host
 from trioserver._ray_host import Host
 from trioserver.ray import NotSendable
 
@@ -149,6 +149,57 @@ def test_a_cancelled_request_is_withdrawn_or_its_handler_cut() -> None:
         assert value(await host.call(("Probe.seen", (), {}, None))) == ["after"]
         snapshot = await stats(host)
         assert (snapshot.withdrawn, snapshot.cancelled) == (1, 1)
+
+    run(scenario)
+
+
+def test_a_request_withdrawn_by_its_token_is_withdrawn_cut_or_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ray may lose `ray.cancel` when it overtakes its call; the caller's `withdraw`, by the
+    token sent with the call, is delivered: it withdraws a queued request or cuts a running
+    handler (and the call's coroutine ends, with a reply no one reads), or, sent before its
+    call came, refuses the call when it comes. The actor keeps `WITHDRAWN_KEPT` withdrawals
+    of calls that have not come, for `WITHDRAWN_SECONDS`."""
+    monkeypatch.setattr(_ray_host, "WITHDRAWN_KEPT", 2)
+
+    async def scenario(host: Host) -> None:
+        holding = asyncio.ensure_future(host.call(("Probe.hold", (30,), {}, None, (7, 1))))
+
+        async def running() -> bool:
+            return bool((await stats(host)).running)
+
+        await until(running)
+        queued = asyncio.ensure_future(host.call(("Probe.mark", ("no",), {}, None, (7, 2))))
+
+        async def waiting() -> bool:
+            return (await stats(host)).queued == 1
+
+        await until(waiting)
+        await host.withdraw((7, 2))
+        assert "its caller left" in str(error(await queued))
+        await host.withdraw((7, 1))
+        assert "its caller left" in str(error(await holding))
+        await host.withdraw((7, 3))  # before its call comes
+        refused = error(await host.call(("Probe.mark", ("no",), {}, None, (7, 3))))
+        assert "its caller left before it came" in str(refused)
+        assert value(await host.call(("Probe.mark", ("after",), {}, None, (7, 3)))) == 1
+        for number in (4, 5, 6):  # (a third withdrawal of a call that has not come: the
+            await host.withdraw((7, number))  # first is forgotten)
+        assert value(await host.call(("Probe.mark", ("late",), {}, None, (7, 4)))) == 2
+        assert isinstance(
+            error(await host.call(("Probe.mark", ("no",), {}, None, (7, 5)))), TrioServerError
+        )
+        await asyncio.sleep(0.05)
+        monkeypatch.setattr(_ray_host, "WITHDRAWN_SECONDS", 0.01)
+        await host.withdraw((7, 7))  # (and one older than WITHDRAWN_SECONDS is forgotten)
+        assert value(await host.call(("Probe.mark", ("old",), {}, None, (7, 6)))) == 3
+        assert value(await host.call(("Probe.seen", (), {}, None))) == ["after", "late", "old"]
+        snapshot = await stats(host)
+        assert (snapshot.withdrawn, snapshot.cancelled) == (1, 1)
+        [(how, _)] = value(await host.call(("Probe.held", (), {}, None)))
+        assert how == "cancelled"
+        assert host._calls == {}  # pyright: ignore[reportPrivateUsage]
 
     run(scenario)
 

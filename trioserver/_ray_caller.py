@@ -3,7 +3,11 @@
 A reply is awaited without a thread: the Ray reference's `concurrent.futures.Future` gets a
 done-callback that posts into the trio run (`TrioToken.run_sync_soon`), which reschedules
 the waiting task. A caller who leaves (cancelled, or past its deadline) cancels the Ray task
-(`ray.cancel`): queued, it never starts; running, its handler is cancelled in the actor.
+(`ray.cancel`): queued, it never starts; running, its handler is cancelled in the actor. Ray
+may lose a cancellation that overtakes its request (made right after the call, it reaches the
+actor first), so the caller also withdraws the call by its token (`Host.withdraw`, an actor
+call of its own, which Ray delivers): the actor cancels the request if it has it, or refuses
+it when it comes.
 
 Only `trioserver.ray` imports this module (it imports Ray).
 """
@@ -11,7 +15,10 @@ Only `trioserver.ray` imports this module (it imports Ray).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
+import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import outcome
@@ -38,6 +45,9 @@ if TYPE_CHECKING:
 _INF = math.inf
 
 _ray: Any = ray  # Ray's API is typed loosely (`ray.cancel` takes refs of unknown types)
+
+_ORIGIN = secrets.randbits(62)  # this process's calls' tokens: (origin, number)
+_NUMBERS = itertools.count()
 
 INTENDED_EXIT = "INTENDED_USER_EXIT"
 """How Ray's `ActorDiedError` says that the actor exited on purpose (`trioserver.ray.stop`
@@ -67,11 +77,12 @@ class _Waiter:
             trio.lowlevel.reschedule(self.task, outcome.capture(future.result))
 
 
-async def wait_for(ref: Any) -> Any:
+async def wait_for(ref: Any, leave: Callable[[], object] | None = None) -> Any:
     """The value of the Ray reference `ref` (a Ray error raised as is), awaited from trio.
 
     Cancellation:
-      A cancelled caller cancels `ref`'s task (`ray.cancel`) and leaves at once.
+      A cancelled caller cancels `ref`'s task (`ray.cancel`), calls `leave` if given, and
+      leaves at once.
     """
     waiter = _Waiter()
     ref.future().add_done_callback(waiter.done)
@@ -79,6 +90,8 @@ async def wait_for(ref: Any) -> Any:
     def abort(_: object) -> Abort:
         waiter.waiting = False
         _ray.cancel(ref)
+        if leave is not None:
+            leave()
         return Abort.SUCCEEDED
 
     return await trio.lowlevel.wait_task_rescheduled(abort)
@@ -136,19 +149,28 @@ class RemoteServer:
             return NotSendable(f"{label}: {what} {self.describe()}: {cause}")
         return ServerCrashed(f"{label}: {self.describe()} failed in Ray: {error}")
 
-    def send(self, label: str, args: tuple[Any, ...], kwargs: Any, remaining: float | None) -> Any:
-        """Send a request to the actor (`_ray_host.Host.call`); the reference to its reply."""
+    def send(
+        self,
+        label: str,
+        args: tuple[Any, ...],
+        kwargs: Any,
+        remaining: float | None,
+        token: tuple[int, int] | None = None,
+    ) -> Any:
+        """Send a request to the actor (`_ray_host.Host.call`); the reference to its reply.
+        A call has a `token`, by which its caller withdraws it (`withdraw`)."""
         try:
-            return self.actor.call.remote((label, args, kwargs or {}, remaining))
+            return self.actor.call.remote((label, args, kwargs or {}, remaining, token))
         except TypeError as exc:  # Ray could not pickle the arguments: nothing was sent
             raise NotSendable(
                 f"{label}: its arguments cannot be pickled to send them to {self.describe()}"
             ) from exc
 
-    async def request(self, label: str, ref: Any) -> Any:
-        """Await the reply to the actor method call `ref`; its value, or its error."""
+    async def request(self, label: str, ref: Any, leave: Callable[[], object] | None = None) -> Any:
+        """Await the reply to the actor method call `ref`; its value, or its error. A caller
+        who leaves cancels it, and calls `leave`."""
         try:
-            reply = await wait_for(ref)
+            reply = await wait_for(ref, leave)
         except ray_errors.RayError as error:
             raise self.lost(label, error) from error
         return unwrap(reply)
@@ -171,15 +193,24 @@ class RemoteServer:
         await checkpoint_if_cancelled()
         deadline = trio.current_effective_deadline()
         remaining = None if deadline == _INF else deadline - trio.current_time()
-        ref = self.send(label, args, kwargs, remaining)
+        token = (_ORIGIN, next(_NUMBERS))
+        ref = self.send(label, args, kwargs, remaining, token)
         try:
-            return await self.request(label, ref)
+            return await self.request(label, ref, lambda: self.withdraw(token))
         except Shed:  # refused by admission in the actor: it ends as the caller's deadline
             await end_as_deadline(trio.lowlevel.current_task(), deadline, True)
         except CallTimeout:
             if trio.current_time() >= deadline:
                 await checkpoint()  # cut at the caller's own deadline: it hears Cancelled
             raise
+
+    def withdraw(self, token: tuple[int, int]) -> None:
+        """The caller of the call `token` left: tell the actor (in case Ray loses the
+        cancellation of its request, which may overtake it), without waiting."""
+        # (from trio's abort, which must not raise: if Ray cannot take it, the actor is gone
+        # or Ray is shut down, and there is nothing left to withdraw)
+        with contextlib.suppress(Exception):
+            self.actor.withdraw.remote(token)
 
     async def cast(self, method: Method, args: tuple[Any, ...], kwargs: Any) -> None:
         label = method.label

@@ -5,7 +5,10 @@ Ray runs the actor's methods as coroutines on its asyncio loop, many at once (th
 local handle as any caller would, under the remote caller's remaining time, and posts the
 reply back. trioserver serializes the handlers; asyncio only carries requests. A coroutine
 that Ray cancels (`ray.cancel`: its caller left) cancels its job, which withdraws a queued
-request or cuts a running handler, as a local caller leaving does.
+request or cuts a running handler, as a local caller leaving does. Ray may lose a cancellation
+that overtakes its request, so a caller who leaves also sends `Host.withdraw` with its call's
+token: it cancels the call's coroutine as Ray would, or, if the call has not come yet, is kept
+(`WITHDRAWN_KEPT` of them, for `WITHDRAWN_SECONDS`) to refuse it when it comes.
 
 Only `trioserver.ray` imports this module (it imports Ray's cloudpickle).
 """
@@ -69,6 +72,17 @@ def failure(exc: BaseException, label: str) -> Reply:
     return (False, exc, text)
 
 
+WITHDRAWN_KEPT = 4096
+"""How many withdrawals of calls that have not come (yet) an actor keeps: a call that comes
+after its withdrawal is refused. Most never come (Ray's own cancellation stopped them)."""
+
+WITHDRAWN_SECONDS = 600.0
+"""How long an actor keeps a withdrawal of a call that has not come."""
+
+Token = tuple[int, int]
+"""A call's token: its caller's process's origin and the call's number there."""
+
+
 class Job:
     """One request, as it crosses from the actor's asyncio loop into the trio run and back."""
 
@@ -130,6 +144,10 @@ class Host:
         self._stopped = False  # stopped by `stop` (else, once the run ended, it crashed)
         self._ending = False  # the server's run is ending: no job may reach it now
         self._end_error: BaseException | None = None  # what ended the run, if it raised
+        # On the asyncio loop: the calls in flight by token, and the withdrawals of calls that
+        # have not come, oldest first, with the (monotonic) time each came.
+        self._calls: dict[Token, asyncio.Future[Reply]] = {}
+        self._withdrawn: dict[Token, float] = {}
         thread = threading.Thread(
             target=self._run, args=(cls, args), name=f"trioserver {self._spec.name}", daemon=True
         )
@@ -214,11 +232,13 @@ class Host:
                 try:
                     # Requests reach the server in the order they reached this thread: trio
                     # starts a batch of new tasks in random order, so each waits for the one
-                    # before.
+                    # before. Shielded: one whose caller left (or whose server is ending)
+                    # still waits for the one before, or the one after would pass it.
                     after = job.after
                     job.after = None
                     if after is not None and not after.is_set():
-                        await after.wait()
+                        with trio.CancelScope(shield=True):
+                            await after.wait()
                 finally:
                     turn.set()
                 try:
@@ -257,6 +277,7 @@ class Host:
         self,
         label: str,
         remaining: float | None,
+        call: Token | None,
         work: Callable[..., Awaitable[Any]],
         *args: Any,
     ) -> Reply:
@@ -269,12 +290,20 @@ class Host:
             token.run_sync_soon(self._begin, job, work, args)
         except trio.RunFinishedError:
             return failure(self._not_running(label), label)
+        if call is not None:
+            self._calls[call] = future
         try:
             return await future
-        except asyncio.CancelledError:  # `ray.cancel`: the caller left
+        except asyncio.CancelledError:  # `ray.cancel` or `withdraw`: the caller left
             with contextlib.suppress(trio.RunFinishedError):
                 token.run_sync_soon(job.leave)
+            task = asyncio.current_task()
+            if task is not None and not task.cancelling():  # (`withdraw`: Ray's task ends)
+                return failure(TrioServerError(f"{label}: its caller left"), label)
             raise
+        finally:
+            if call is not None:
+                del self._calls[call]
 
     def _method(self, label: str) -> Method:
         method = self._methods.get(label)
@@ -292,15 +321,22 @@ class Host:
         return ok(None)
 
     async def call(
-        self, request: tuple[str, tuple[Any, ...], dict[str, Any], float | None]
+        self,
+        request: tuple[str, tuple[Any, ...], dict[str, Any], float | None, Token | None]
+        | tuple[str, tuple[Any, ...], dict[str, Any], float | None],
     ) -> Reply:
         """Run a call (or queue a cast) under the caller's remaining time; its reply.
 
-        The request is one argument, ``(label, args, kwargs, remaining)``: Ray serializes
-        each argument of an actor call apart, and one costs about 0.1 ms less a call than
-        four (measured from trio, 1 caller, p50 1.13 ms against 1.27 ms).
+        The request is one argument, ``(label, args, kwargs, remaining, token)``: Ray
+        serializes each argument of an actor call apart, and one costs about 0.1 ms less a
+        call than four (measured from trio, 1 caller, p50 1.13 ms against 1.27 ms). A call
+        withdrawn by its token before it came (`withdraw`) is refused: it never reaches the
+        server, and its reply goes to no one.
         """
-        label, args, kwargs, remaining = request
+        label, args, kwargs, remaining = request[:4]
+        call = request[4] if len(request) > 4 else None  # (a caller of before withdrawals: none)
+        if call is not None and self._withdrawn.pop(call, None) is not None:
+            return failure(TrioServerError(f"{label}: its caller left before it came"), label)
         try:
             method = self._method(label)
         except TypeError as exc:
@@ -310,14 +346,30 @@ class Host:
         if self._handle is None:  # it did not start
             return failure(self._not_running(label), label)
         bound = getattr(self._handle, method.name)
-        return await self._bridge(label, remaining, _apply, bound, args, kwargs)
+        return await self._bridge(label, remaining, call, _apply, bound, args, kwargs)
+
+    async def withdraw(self, call: Token) -> None:
+        """The caller of `call` left (it sends this besides ``ray.cancel``, which Ray may lose
+        when it overtakes the call): cancel the call's coroutine as ``ray.cancel`` does, or,
+        if the call has not come, refuse it when it comes."""
+        future = self._calls.get(call)
+        if future is not None:
+            future.cancel()  # (`_bridge` then cancels its job, as for `ray.cancel`)
+            return
+        now = time.monotonic()
+        withdrawn = self._withdrawn
+        withdrawn[call] = now
+        while len(withdrawn) > WITHDRAWN_KEPT or (
+            withdrawn and next(iter(withdrawn.values())) < now - WITHDRAWN_SECONDS
+        ):
+            del withdrawn[next(iter(withdrawn))]
 
     async def statistics(self) -> Reply:
         """The server's statistics, taken in its trio run."""
         label = f"statistics({self._spec.name})"
         if self._handle is None:  # it did not start
             return failure(self._not_running(label), label)
-        return await self._bridge(label, None, _snapshot, self._handle)
+        return await self._bridge(label, None, None, _snapshot, self._handle)
 
     async def stop(self) -> Reply:
         """Stop the server as leaving `open_server` does; return once it has stopped (at

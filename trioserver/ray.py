@@ -9,7 +9,9 @@ handle to a named server from any process of the cluster.
 What travels with a call: its arguments (pickled: copies, not the caller's objects) and the
 caller's remaining time (`trio.current_effective_deadline`, as seconds left, since clocks
 differ), which bounds the handler together with its own budget. A caller who leaves cancels
-its Ray task (`ray.cancel`): a queued request is withdrawn, a running handler cancelled.
+its Ray task (`ray.cancel`): a queued request is withdrawn, a running handler cancelled. Ray
+may lose a cancellation that overtakes its call, so the caller also withdraws the call by a
+token sent with it (an actor call Ray delivers), which refuses it if it has not come yet.
 """
 
 from __future__ import annotations
