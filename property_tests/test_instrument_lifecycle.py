@@ -42,7 +42,8 @@ from hypothesis import strategies as st
 from opentelemetry.trace import SpanKind
 
 from property_tests.scale import fault_settings
-from property_tests.test_opentelemetry import Caller, cancel_later
+from property_tests.test_opentelemetry import Caller, cancel_later, eighths, make_class
+from property_tests.test_opentelemetry import Scenario as CallerScenario
 from property_tests.test_opentelemetry import scenarios as caller_scenarios
 from tests.otel import Otel, make_otel
 from trioserver import (
@@ -52,11 +53,8 @@ from trioserver import (
     ServerOverloaded,
     ServerStopped,
     add_instrument,
-    call,
-    cast,
     open_server,
     remove_instrument,
-    server,
     statistics,
 )
 from trioserver._instrument import run_instruments
@@ -79,16 +77,8 @@ class InstrumentSpec:
 
 @attrs.frozen
 class Scenario:
-    callers: tuple[Caller, ...]
-    mailbox_size: int | None
-    admission: bool
-    stop_at: float | None
+    callers: CallerScenario  # (callers, a bounded mailbox, admission, a stop)
     instruments: tuple[InstrumentSpec, ...]
-
-
-def _time(low: float, high: float) -> st.SearchStrategy[float]:
-    # (multiples of 1/8: exact in binary, so that ties are real ties, not rounding)
-    return st.integers(int(low * 8), int(high * 8)).map(lambda n: n / 8)
 
 
 @st.composite
@@ -96,7 +86,7 @@ def instrument_specs(draw: st.DrawFn, kind: Literal["record", "otel"]) -> Instru
     own = kind == "record" and draw(st.booleans())
     toggles: tuple[float, ...] = ()
     if not own:
-        toggles = tuple(sorted(draw(st.lists(_time(0, 3), max_size=4))))
+        toggles = tuple(sorted(draw(st.lists(eighths(0, 3), max_size=4))))
     raises = None
     if kind == "record":
         raises = draw(st.none() | st.tuples(st.sampled_from(HOOKS), st.integers(1, 3)))
@@ -109,7 +99,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     specs = draw(st.lists(instrument_specs("record"), min_size=1, max_size=3))
     if draw(st.booleans()):
         specs.insert(draw(st.integers(0, len(specs))), draw(instrument_specs("otel")))
-    return Scenario(base.callers, base.mailbox_size, base.admission, base.stop_at, tuple(specs))
+    return Scenario(base, tuple(specs))
 
 
 Entry = tuple[Any, ...]
@@ -178,33 +168,6 @@ class LoggedOtel(OpenTelemetryInstrument):
         super().call_shed(call)
 
 
-def make_class(scenario: Scenario, otel: Otel) -> Any:
-    bounded: dict[str, Any] = (
-        {}
-        if scenario.mailbox_size is None
-        else {"mailbox_size": scenario.mailbox_size, "when_full": "refuse"}
-    )
-
-    @server(admission=scenario.admission, **bounded)
-    class Worker:
-        @call(timeout=BUDGET)
-        async def work(self, seconds: float, fails: bool, index: int) -> str:
-            with otel.tracer.start_as_current_span("inside", attributes={"caller": index}):
-                await trio.sleep(seconds)
-            if fails:
-                raise ValueError("failed")
-            return "done"
-
-        @cast(timeout=BUDGET)
-        async def note(self, seconds: float, fails: bool, index: int) -> None:
-            with otel.tracer.start_as_current_span("inside", attributes={"caller": index}):
-                await trio.sleep(seconds)
-            if fails:
-                raise ValueError("failed")
-
-    return Worker
-
-
 @attrs.define
 class Run:
     log: list[Entry] = attrs.Factory(list[Entry])
@@ -259,17 +222,18 @@ async def main(scenario: Scenario, otel: Otel, run: Run, made: list[Instrument])
         elif spec.installed_at_first:
             add_instrument(instrument)
             run.log.append(("added", name))
-    cls = make_class(scenario, otel)
+    cls = make_class(scenario.callers, otel)
     async with (
         trio.open_nursery() as callers,  # (outside the server: they see its stop)
         open_server(cls(), instruments=own) as handle,
     ):
         for name, spec in enumerate(scenario.instruments, 1):
             callers.start_soon(toggle, made[name - 1], name, spec.toggles, run)
-        for index, spec in enumerate(scenario.callers):
+        for index, spec in enumerate(scenario.callers.callers):
             callers.start_soon(run_caller, index, spec, handle, otel, run)
         # Without a stop: long enough for every request to end (6 at most, 1 s budgets).
-        await trio.sleep(10.0 if scenario.stop_at is None else scenario.stop_at)
+        stop_at = scenario.callers.stop_at
+        await trio.sleep(10.0 if stop_at is None else stop_at)
         run.stats = statistics(handle)
     for instrument in made:  # (the run's list ends with the run; tidy for clarity)
         if instrument in run_instruments():
@@ -329,7 +293,7 @@ def check(scenario: Scenario, run: Run) -> None:
             expected = [log[p][2] for p in positions if cut is None or p < cut]
             assert mine == expected, f"instrument {name} heard {key}: {mine}, not {expected}"
         assert not heard, f"instrument {name} heard requests the witness did not: {heard}"
-    if run.stats is not None and scenario.stop_at is None:
+    if run.stats is not None and scenario.callers.stop_at is None:
         endings = [log[positions[-1]][2] for positions in lives.values()]
         stats = run.stats
         started = stats.handled + stats.failed + stats.timed_out + stats.cancelled

@@ -75,7 +75,7 @@ class Scenario:
     stop_at: float | None
 
 
-def _time(low: float, high: float) -> st.SearchStrategy[float]:
+def eighths(low: float, high: float) -> st.SearchStrategy[float]:
     # (multiples of 1/8: exact in binary, so that ties are real ties, not rounding)
     return st.integers(int(low * 8), int(high * 8)).map(lambda n: n / 8)
 
@@ -86,12 +86,12 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         st.lists(
             st.builds(
                 Caller,
-                start=_time(0, 2),
-                seconds=_time(0, 1.5),
+                start=eighths(0, 2),
+                seconds=eighths(0, 1.5),
                 fails=st.booleans(),
                 is_cast=st.booleans(),
-                deadline=st.none() | _time(0.125, 2),
-                cancel_after=st.none() | _time(0.125, 2),
+                deadline=st.none() | eighths(0.125, 2),
+                cancel_after=st.none() | eighths(0.125, 2),
             ),
             min_size=1,
             max_size=6,
@@ -101,11 +101,13 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         tuple(callers),
         draw(st.none() | st.integers(1, 3)),
         draw(st.booleans()),
-        draw(st.none() | _time(0.5, 3)),
+        draw(st.none() | eighths(0.5, 3)),
     )
 
 
 def make_class(scenario: Scenario, otel: Otel) -> Any:
+    """The server class of `scenario`; the span each handler opens, ``inside``, carries its
+    caller's index (``caller``)."""
     bounded: dict[str, Any] = (
         {}
         if scenario.mailbox_size is None
@@ -115,16 +117,16 @@ def make_class(scenario: Scenario, otel: Otel) -> Any:
     @server(admission=scenario.admission, **bounded)
     class Worker:
         @call(timeout=BUDGET)
-        async def work(self, seconds: float, fails: bool) -> str:
-            with otel.tracer.start_as_current_span("inside"):
+        async def work(self, seconds: float, fails: bool, index: int) -> str:
+            with otel.tracer.start_as_current_span("inside", attributes={"caller": index}):
                 await trio.sleep(seconds)
             if fails:
                 raise ValueError("failed")
             return "done"
 
         @cast(timeout=BUDGET)
-        async def note(self, seconds: float, fails: bool) -> None:
-            with otel.tracer.start_as_current_span("inside"):
+        async def note(self, seconds: float, fails: bool, index: int) -> None:
+            with otel.tracer.start_as_current_span("inside", attributes={"caller": index}):
                 await trio.sleep(seconds)
             if fails:
                 raise ValueError("failed")
@@ -163,10 +165,10 @@ async def call_once(index: int, spec: Caller, handle: Any, run: Run) -> None:
     try:
         with trio.fail_after(math.inf if spec.deadline is None else spec.deadline):
             if spec.is_cast:
-                await handle.note(spec.seconds, spec.fails)
+                await handle.note(spec.seconds, spec.fails, index)
                 run.saw[index] = "cast"
             else:
-                await handle.work(spec.seconds, spec.fails)
+                await handle.work(spec.seconds, spec.fails, index)
                 run.saw[index] = "value"
     except ValueError:
         run.saw[index] = "failed"
