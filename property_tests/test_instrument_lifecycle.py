@@ -107,6 +107,11 @@ Entry = tuple[Any, ...]
 ("removed", instrument) or ("raised", instrument)."""
 
 
+def heard(name: int, hook: str, call: CallInfo) -> Entry:
+    """The log entry of instrument `name` hearing `hook` of `call`."""
+    return ("heard", name, hook, call.server_id, call.number)
+
+
 class Recorder(Instrument):
     """Logs every hook it hears; raises in the n-th call of one hook, if told to."""
 
@@ -117,7 +122,7 @@ class Recorder(Instrument):
         self.counts: dict[str, int] = defaultdict(int)
 
     def _heard(self, hook: str, call: CallInfo) -> None:
-        self.log.append(("heard", self.name, hook, call.server_id, call.number))
+        self.log.append(heard(self.name, hook, call))
         self.counts[hook] += 1
         if self.raises == (hook, self.counts[hook]):
             self.log.append(("raised", self.name))
@@ -148,23 +153,23 @@ class LoggedOtel(OpenTelemetryInstrument):
         self.log = log
 
     def call_queued(self, call: CallInfo) -> None:
-        self.log.append(("heard", self.name, "call_queued", call.server_id, call.number))
+        self.log.append(heard(self.name, "call_queued", call))
         super().call_queued(call)
 
     def call_started(self, call: CallInfo) -> None:
-        self.log.append(("heard", self.name, "call_started", call.server_id, call.number))
+        self.log.append(heard(self.name, "call_started", call))
         super().call_started(call)
 
     def call_finished(self, call: CallInfo) -> None:
-        self.log.append(("heard", self.name, "call_finished", call.server_id, call.number))
+        self.log.append(heard(self.name, "call_finished", call))
         super().call_finished(call)
 
     def call_withdrawn(self, call: CallInfo) -> None:
-        self.log.append(("heard", self.name, "call_withdrawn", call.server_id, call.number))
+        self.log.append(heard(self.name, "call_withdrawn", call))
         super().call_withdrawn(call)
 
     def call_shed(self, call: CallInfo) -> None:
-        self.log.append(("heard", self.name, "call_shed", call.server_id, call.number))
+        self.log.append(heard(self.name, "call_shed", call))
         super().call_shed(call)
 
 

@@ -152,21 +152,13 @@ async def test_an_instrument_hears_a_requests_whole_life_or_none_of_it(
     all of the next (#3); removed while one runs and one waits (#4, #5), it hears both to
     their ends, and nothing of the one after (#6)."""
 
-    class ByRequest(Instrument):
+    class ByRequest(Recording):
         def __init__(self) -> None:
+            super().__init__()
             self.lives: dict[int, list[str]] = {}
 
         def _add(self, hook: str, call: CallInfo) -> None:
             self.lives.setdefault(call.number, []).append(hook)
-
-        def call_queued(self, call: CallInfo) -> None:
-            self._add("queued", call)
-
-        def call_started(self, call: CallInfo) -> None:
-            self._add("started", call)
-
-        def call_finished(self, call: CallInfo) -> None:
-            self._add("finished", call)
 
     rec = ByRequest()
     async with open_server(Worker()) as counter, trio.open_nursery() as nursery:
